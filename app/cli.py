@@ -1,0 +1,212 @@
+"""The `prefloop` command line: one thin function per verb, whose docstring is its help."""
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from app import service
+from app.settings import SettingsError, describe_settings
+
+DEFAULT_WORKDIR = "prefloop-work"
+
+
+class Context:
+    """What the group options give every verb: where the workdir is and setting overrides."""
+
+    def __init__(self, workdir: Path, overrides: dict[str, str]):
+        self.workdir = workdir
+        self.overrides = overrides
+
+    def open(self) -> service.App:
+        return service.open_app(self.workdir, self.overrides)
+
+
+def _parse_sets(values: tuple[str, ...]) -> dict[str, str]:
+    out = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--set")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _expected_errors() -> tuple[type[Exception], ...]:
+    """Errors that are the user's to fix: shown as one line, never as a traceback."""
+    from data.formats import InvalidRecord
+
+    return (SettingsError, service.WorkdirError, InvalidRecord, LookupError, ValueError, FileNotFoundError,
+            _model_load_error())
+
+
+def _model_load_error() -> type[Exception]:
+    try:
+        from generation.hf_backend import ModelLoadError
+    except ImportError:  # pragma: no cover - the generation package is part of the distribution
+        return RuntimeError
+    return ModelLoadError
+
+
+class Group(click.Group):
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except _expected_errors() as e:
+            raise click.ClickException(str(e)) from None
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--workdir", type=click.Path(path_type=Path), envvar="PREFLOOP_WORKDIR", default=DEFAULT_WORKDIR,
+              show_default=True, help="Folder holding prefloop.toml, the database and the model registry.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Override a setting for this command, e.g. --set generation.temperature=0.7 (repeatable).")
+@click.version_option(package_name="prefloop")
+@click.pass_context
+def cli(ctx, workdir: Path, sets: tuple[str, ...]):
+    """prefloop: collect preference labels on sampled responses, train DPO rounds, redeploy, repeat.
+
+    Start with `prefloop init`, then `prefloop import FILE`; see each verb's --help."""
+    ctx.obj = Context(workdir, _parse_sets(sets))
+
+
+@cli.command()
+@click.option("--base", help="Base model for v0: a local folder, a Hub id, or 'tiny' (default: model.base).")
+@click.pass_obj
+def init(obj: Context, base: str | None):
+    """Create a workdir: commented prefloop.toml, the SQLite database, the model registry with v0 deployed."""
+    app, created = service.init_workdir(obj.workdir, base=base, overrides=obj.overrides, progress=True)
+    verb = "Created" if created else "Already initialised:"
+    click.echo(f"{verb} {app.workdir} (config {app.workdir / 'prefloop.toml'}, "
+               f"v0 = {app.store.get_version('v0').path})")
+    app.close()
+
+
+@cli.command("config")
+@click.pass_obj
+def config_cmd(obj: Context):
+    """Show every setting's current value (after the config file, PREFLOOP_* variables and --set) and its help."""
+    app = obj.open()
+    for key, value, help_text in describe_settings(app.settings):
+        click.echo(f"{key} = {json.dumps(value, ensure_ascii=False)}")
+        click.echo(f"    {help_text}")
+    app.close()
+
+
+@cli.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--format", "fmt", help="prompts-jsonl, prompts-csv, responses-jsonl, trl, openai, hh-rlhf or "
+                                      "llamafactory; sniffed from the file when not given.")
+@click.option("--prompt-field", help="Field holding the prompt when it is not 'prompt'/'messages' "
+                                     "(e.g. 'instruction' for Self-Instruct, 'turns' for MT-Bench).")
+@click.option("--skip-invalid", is_flag=True, help="Import the valid records and write a report of the bad "
+                                                   "ones, instead of refusing the whole file.")
+@click.option("--report", type=click.Path(path_type=Path), help="Where --skip-invalid writes its report.")
+@click.pass_obj
+def import_cmd(obj: Context, file: Path, fmt, prompt_field, skip_invalid, report):
+    """Import prompts, responses to label, or labelled preference pairs from FILE (all of it or nothing)."""
+    app = obj.open()
+    r = service.import_data(app, file, fmt=fmt, prompt_field=prompt_field, skip_invalid=skip_invalid,
+                            report_path=report, progress=True)
+    click.echo(f"{file}: format {r.format}; prompts +{r.prompts_added} ({r.prompts_duplicate} duplicate), "
+               f"comparisons +{r.comparisons_added} ({r.comparisons_duplicate} duplicate), "
+               f"labels +{r.labels_added}")
+    if r.invalid:
+        click.echo(f"{len(r.invalid)} invalid record(s) skipped; report: {r.report_path}", err=True)
+    app.close()
+
+
+@cli.command("export")
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["trl", "openai"]), default="trl", show_default=True,
+              help="trl: TRL conversational preference; openai: OpenAI preference fine-tuning.")
+@click.option("--since-round", type=int, help="Only comparisons sampled from model versions of this round on.")
+@click.option("--source", "sources", multiple=True, type=click.Choice(["human", "judge", "import"]),
+              help="Label sources that may resolve a pair (repeatable; default human and import).")
+@click.option("--min-agreement", type=click.FloatRange(0, 1), help="Only pairs whose labels agree at least "
+                                                                   "this much (0-1).")
+@click.option("--include-ties", is_flag=True, help="Also export ties and both-bad under an explicit 'label' "
+                                                   "field (never as chosen/rejected).")
+@click.option("--metadata", is_flag=True, help="Add comparison id, annotators, agreement and model versions.")
+@click.pass_obj
+def export_cmd(obj: Context, out: Path, fmt, since_round, sources, min_agreement, include_ties, metadata):
+    """Export resolved preference pairs as JSONL to OUT ('-' for standard output)."""
+    app = obj.open()
+    target = sys.stdout.buffer if str(out) == "-" else out
+    n = service.export_data(app, target, fmt=fmt, sources=tuple(sources) or ("human", "import"),
+                            since_round=since_round, min_agreement=min_agreement, include_ties=include_ties,
+                            metadata=metadata, progress=target is not sys.stdout.buffer)
+    click.echo(f"exported {n} record(s) to {out}", err=True)
+    app.close()
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+@click.pass_obj
+def stats(obj: Context, as_json: bool):
+    """Counts of prompts, responses, comparisons by status, labels by source and annotator, model versions."""
+    app = obj.open()
+    data = service.stats(app)
+    app.close()
+    if as_json:
+        click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+        return
+    for key, value in data.items():
+        if isinstance(value, dict):
+            inner = ", ".join(f"{k}: {v}" for k, v in value.items()) or "none"
+            click.echo(f"{key}: {inner}")
+        else:
+            click.echo(f"{key}: {value}")
+
+
+@cli.command("tiny-model")
+@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same weights.")
+def tiny_model(out_dir: Path, seed: int):
+    """Build the offline tiny chat model (Llama config, local tokenizer, chat template, short warm-up) in OUT_DIR.
+
+    Use it where no model hub is reachable: `prefloop init --base OUT_DIR`."""
+    path = service.build_tiny_model(out_dir, seed=seed, progress=True)
+    click.echo(f"tiny model written to {path}")
+
+
+@cli.command()
+@click.pass_obj
+def versions(obj: Context):
+    """List model versions with their lineage; * marks the deployed one."""
+    app = obj.open()
+    for v in service.list_versions(app):
+        mark = "*" if v["deployed"] else " "
+        parent = f" <- {v['parent']}" if v["parent"] else ""
+        click.echo(f"{mark} {v['name']}{parent}  round {v['round']}  {v['status']}  {v['kind']}  {v['path']}")
+    app.close()
+
+
+@cli.command()
+@click.argument("version")
+@click.pass_obj
+def deploy(obj: Context, version: str):
+    """Deploy VERSION (or roll back to it): running generators swap to it in place."""
+    app = obj.open()
+    retired = service.deploy(app, version)
+    click.echo(f"deployed {version}; {retired} open comparison(s) of older versions retired")
+    app.close()
+
+
+@cli.command()
+@click.pass_obj
+def demo(obj: Context):
+    """Run the whole loop offline on the embedded default: tiny model, SQLite, demo prompts, sampling."""
+    app, _ = service.init_workdir(obj.workdir, overrides=obj.overrides, progress=True)
+    r = service.import_demo_prompts(app)
+    click.echo(f"demo prompts: +{r.prompts_added} ({r.prompts_duplicate} already there)")
+    app.close()
+
+
+def main() -> None:
+    cli(prog_name="prefloop")
+
+
+if __name__ == "__main__":
+    main()

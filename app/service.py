@@ -1,0 +1,144 @@
+"""The operations a person can ask prefloop for. The CLI verbs and the web UI call these and hold no logic.
+
+Every function takes an `App` (settings + store of one workdir) and returns plain data."""
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from app.settings import CONFIG_NAME, Settings, load_settings, render_config
+from data.store import Store
+
+DB_NAME = "prefloop.db"
+MODELS_DIR = "models"
+DEMO_PROMPTS = Path(__file__).with_name("demo_prompts.jsonl")
+
+
+class WorkdirError(RuntimeError):
+    """The workdir is missing or not a prefloop workdir."""
+
+
+@dataclass
+class App:
+    """One workdir's settings and store, opened once per process."""
+    workdir: Path
+    settings: Settings
+    store: Store
+
+    @property
+    def models_dir(self) -> Path:
+        return self.workdir / MODELS_DIR
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def database_url(workdir: Path, settings: Settings) -> str:
+    return settings.database_url or f"sqlite:///{(workdir / DB_NAME).resolve()}"
+
+
+def open_app(workdir: Path, overrides: dict[str, str] | None = None) -> App:
+    """Open an initialised workdir; a clear error when `prefloop init` has not been run there."""
+    workdir = Path(workdir)
+    if not (workdir / CONFIG_NAME).exists():
+        raise WorkdirError(f"no prefloop workdir at {workdir} (no {CONFIG_NAME}): run `prefloop init` first, "
+                           "or point --workdir / PREFLOOP_WORKDIR at an existing one")
+    settings = load_settings(workdir, overrides)
+    return App(workdir, settings, Store(database_url(workdir, settings)))
+
+
+def init_workdir(workdir: Path, base: str | None = None, overrides: dict[str, str] | None = None,
+                 progress: bool = False) -> tuple[App, bool]:
+    """Create the workdir (config file, database, model registry) and register the base model as v0.
+
+    Idempotent: an existing workdir is opened, not overwritten. Returns the app and whether it was created."""
+    workdir = Path(workdir)
+    created = not (workdir / CONFIG_NAME).exists()
+    (workdir / MODELS_DIR).mkdir(parents=True, exist_ok=True)
+    if created:
+        (workdir / CONFIG_NAME).write_text(_config_text(base), encoding="utf-8")
+    app = open_app(workdir, overrides)
+    if app.store.get_version("v0") is None:
+        path = _materialise_base(app, progress)
+        app.store.add_version("v0", path, config={"base": app.settings.model.base})
+        app.store.deploy("v0")
+    return app, created
+
+
+def _config_text(base: str | None) -> str:
+    text = render_config()
+    if base is not None:
+        # The one setting init writes for real: which model is v0.
+        text = text.replace('[model]\n', f'[model]\nbase = "{_toml_escape(base)}"\n', 1)
+    return text
+
+
+def _toml_escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def _materialise_base(app: App, progress: bool) -> str:
+    """v0's path: the tiny model is built (cached) and copied into the registry; other bases are used in place."""
+    base = app.settings.model.base
+    if base != "tiny":
+        local = Path(base).expanduser()
+        return str(local.resolve()) if local.exists() else base  # else a Hub id, loaded by the backend
+    from generation.tiny_model import cached_tiny_model
+
+    target = app.models_dir / "v0"
+    if not target.exists():
+        tmp = app.models_dir / ".v0.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(cached_tiny_model(progress=progress), tmp)
+        tmp.rename(target)
+    return str(target.resolve())
+
+
+def build_tiny_model(out_dir: Path, seed: int = 0, progress: bool = True) -> Path:
+    from generation.tiny_model import build_tiny_model as build
+
+    return build(Path(out_dir), seed=seed, progress=progress)
+
+
+# -- data in and out -------------------------------------------------------------------------------------------
+def import_data(app: App, path: Path, fmt: str | None = None, prompt_field: str | None = None,
+                skip_invalid: bool = False, report_path: Path | None = None, progress: bool = False):
+    from data.importing import import_file
+
+    if skip_invalid and report_path is None:
+        report_path = app.workdir / "import-reports" / f"{Path(path).name}.invalid.jsonl"
+        report_path.parent.mkdir(exist_ok=True)
+    return import_file(app.store, Path(path), fmt=fmt, prompt_field=prompt_field, skip_invalid=skip_invalid,
+                       report_path=report_path, overlap=app.settings.labelling.overlap, progress=progress)
+
+
+def import_demo_prompts(app: App):
+    return import_data(app, DEMO_PROMPTS, fmt="prompts-jsonl")
+
+
+def export_data(app: App, out, fmt: str = "trl", sources: tuple[str, ...] = ("human", "import"),
+                since_round: int | None = None, min_agreement: float | None = None,
+                include_ties: bool = False, metadata: bool = False, progress: bool = False) -> int:
+    from data.export import export_pairs
+
+    return export_pairs(app.store, out, fmt=fmt, sources=sources, since_round=since_round,
+                        min_agreement=min_agreement, include_ties=include_ties, metadata=metadata,
+                        progress=progress)
+
+
+def stats(app: App) -> dict[str, Any]:
+    return app.store.stats()
+
+
+# -- model versions ----------------------------------------------------------------------------------------------
+def list_versions(app: App) -> list[dict[str, Any]]:
+    by_id = {v.id: v.name for v in app.store.versions()}
+    return [{"name": v.name, "parent": by_id.get(v.parent_id), "round": v.round, "status": v.status,
+             "deployed": v.deployed, "kind": v.kind, "path": v.path, "created_at": v.created_at.isoformat(),
+             "metrics": v.metrics} for v in app.store.versions()]
+
+
+def deploy(app: App, name: str) -> int:
+    """Deploy (or roll back to) version `name`; returns how many open comparisons were retired."""
+    return app.store.deploy(name, retire_open=app.settings.generation.on_deploy == "retire")

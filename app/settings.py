@@ -1,0 +1,195 @@
+"""prefloop's settings, declared once: this declaration drives the config file, the environment and the CLI.
+
+Precedence: defaults < `<workdir>/prefloop.toml` < `PREFLOOP_<SECTION>_<FIELD>` variables < CLI flags."""
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+CONFIG_NAME = "prefloop.toml"
+ENV_PREFIX = "PREFLOOP_"
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelSettings(Section):
+    base: str = Field("tiny", description="Base model (v0): a local folder, a Hugging Face Hub id, or 'tiny' for "
+                                          "the offline tiny model that prefloop builds itself.")
+    backend: Literal["hf", "vllm"] = Field("hf", description="Generator backend: 'hf' (transformers, CPU or GPU) "
+                                                             "or 'vllm' (GPU only, install the vllm extra).")
+    device: str = Field("auto", description="Device for the hf backend: 'auto', 'cpu' or 'cuda[:N]'.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="Weights dtype for generation; 'auto' is float32 on CPU and bfloat16 on GPU.")
+    gpu_memory_utilization: float = Field(0.45, gt=0, le=1, description="vLLM: share of GPU memory the engine "
+                                                                         "may take (the trainer needs the rest).")
+
+
+class GenerationSettings(Section):
+    samples_per_prompt: int = Field(4, ge=2, le=64, description="Responses sampled per prompt (n).")
+    temperature: float = Field(0.8, gt=0, le=2, description="Sampling temperature; must be > 0 so samples differ.")
+    top_p: float = Field(0.95, gt=0, le=1, description="Nucleus sampling threshold.")
+    max_new_tokens: int = Field(64, ge=1, description="Longest response in tokens; longer ones end with "
+                                                      "finish reason 'length'.")
+    seed: int = Field(0, description="Seed for sampling; a run with the same seed and model repeats itself.")
+    batch_size: int = Field(8, ge=1, description="Prompts per generation batch (the hf backend halves it when "
+                                                 "memory runs out).")
+    pairing: Literal["random", "diverse", "all"] = Field(
+        "random", description="Which samples make a comparison: 'random' distinct pair, 'diverse' (the most "
+                              "different pair by text distance), or 'all' pairs up to max_pairs_per_prompt.")
+    max_pairs_per_prompt: int = Field(6, ge=1, description="Cap on comparisons per prompt with pairing='all'.")
+    bad_samples: Literal["drop", "keep"] = Field(
+        "drop", description="Empty or truncated (finish reason 'length') samples: 'drop' stores them but never "
+                            "pairs them; 'keep' pairs them like any other.")
+    on_deploy: Literal["retire", "keep"] = Field(
+        "retire", description="When a new version is deployed, open unlabelled comparisons of older versions are "
+                              "'retire'd (labels stay on-policy) or kept in the queue.")
+    queue_target: int = Field(32, ge=1, description="generate --watch keeps this many open comparisons queued.")
+    watch_interval_s: float = Field(5.0, gt=0, description="Seconds between queue checks in generate --watch.")
+
+
+class LabellingSettings(Section):
+    overlap: int = Field(1, ge=1, le=10, description="Labels wanted per comparison, each from a different "
+                                                     "annotator.")
+    lease_seconds: int = Field(600, ge=10, description="How long a handed-out comparison stays reserved for "
+                                                       "its annotator before it returns to the queue.")
+    guidelines: str = Field(
+        "Pick the response that is more helpful, honest and harmless. Use Tie when they are equally good, "
+        "Both bad when neither is acceptable, Skip when you cannot judge.",
+        description="Guidelines shown to annotators beside every comparison (Markdown).")
+
+
+class ServerSettings(Section):
+    host: str = Field("127.0.0.1", description="Address the web UI listens on.")
+    port: int = Field(7860, ge=1, le=65535, description="Port the web UI listens on.")
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    database_url: str = Field("", description="SQLAlchemy URL of the database; empty means the SQLite file "
+                                              "prefloop.db in the workdir. Use PostgreSQL for many annotators.")
+    model: ModelSettings = Field(default_factory=ModelSettings, description="The base model and the generator.")
+    generation: GenerationSettings = Field(default_factory=GenerationSettings,
+                                           description="Sampling responses and pairing them into comparisons.")
+    labelling: LabellingSettings = Field(default_factory=LabellingSettings,
+                                         description="The label queue and what annotators see.")
+    server: ServerSettings = Field(default_factory=ServerSettings, description="The web UI server.")
+
+
+class SettingsError(ValueError):
+    """A setting's value is wrong; the message says where it came from."""
+
+
+def sections() -> dict[str, type[Section]]:
+    return {name: f.annotation for name, f in Settings.model_fields.items() if _is_section(f.annotation)}
+
+
+def _is_section(tp: Any) -> bool:
+    return isinstance(tp, type) and issubclass(tp, Section)
+
+
+def load_settings(workdir: Path, overrides: dict[str, str] | None = None,
+                  environ: dict[str, str] | None = None) -> Settings:
+    """Read defaults, the workdir's config file, PREFLOOP_* variables and `overrides` ('section.field': value)."""
+    data = _read_config(workdir / CONFIG_NAME)
+    for key, value in _env_values(os.environ if environ is None else environ).items():
+        _assign(data, key, value)
+    for key, value in (overrides or {}).items():
+        _assign(data, key, value)
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as e:
+        raise SettingsError(_describe(e)) from None
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        return {}
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as e:
+        raise SettingsError(f"{path}: {e}") from None
+
+
+def _env_values(environ: dict[str, str]) -> dict[str, str]:
+    """PREFLOOP_GENERATION_TEMPERATURE=0.7 -> {'generation.temperature': '0.7'}; PREFLOOP_DATABASE_URL too."""
+    found = {}
+    for key in setting_keys():
+        var = ENV_PREFIX + key.replace(".", "_").upper()
+        if var in environ:
+            found[key] = environ[var]
+    return found
+
+
+def setting_keys() -> list[str]:
+    """Every setting's dotted name, in declaration order."""
+    keys = []
+    for name, f in Settings.model_fields.items():
+        if _is_section(f.annotation):
+            keys += [f"{name}.{sub}" for sub in f.annotation.model_fields]
+        else:
+            keys.append(name)
+    return keys
+
+
+def _assign(data: dict[str, Any], key: str, value: Any) -> None:
+    if key not in setting_keys():
+        raise SettingsError(f"unknown setting {key!r}; known settings: {', '.join(setting_keys())}")
+    section, _, name = key.rpartition(".")
+    target = data.setdefault(section, {}) if section else data
+    target[name] = value
+
+
+def _describe(e: ValidationError) -> str:
+    parts = []
+    for err in e.errors():
+        where = ".".join(str(p) for p in err["loc"])
+        parts.append(f"setting {where}: {err['msg']} (got {err.get('input')!r})")
+    return "; ".join(parts)
+
+
+def render_config() -> str:
+    """The commented config file `prefloop init` writes: every setting, its help and its default."""
+    lines = ["# prefloop settings. Every line is a default: uncomment and edit to change it.",
+             f"# Environment variables override this file: {ENV_PREFIX}<SECTION>_<FIELD>, "
+             f"e.g. {ENV_PREFIX}GENERATION_TEMPERATURE=0.7.", ""]
+    for name, f in Settings.model_fields.items():
+        if _is_section(f.annotation):
+            lines += [f"# {f.description}", f"[{name}]"]
+            lines += _render_fields(f.annotation)
+        else:
+            lines += _render_field(name, f)
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _render_fields(model: type[BaseModel]) -> list[str]:
+    out = []
+    for name, f in model.model_fields.items():
+        out += _render_field(name, f)
+    return out
+
+
+def _render_field(name: str, f) -> list[str]:
+    import json
+
+    value = f.get_default(call_default_factory=True)
+    literal = json.dumps(value, ensure_ascii=False)  # a JSON scalar is valid TOML for str/int/float
+    literal = literal.lower() if isinstance(value, bool) else literal
+    return [f"# {f.description}", f"# {name} = {literal}"]
+
+
+def describe_settings(settings: Settings) -> list[tuple[str, Any, str]]:
+    """(dotted name, current value, help) for every setting, for `prefloop config`."""
+    rows = []
+    for key in setting_keys():
+        section, _, name = key.rpartition(".")
+        owner = getattr(settings, section) if section else settings
+        field = type(owner).model_fields[name]
+        rows.append((key, getattr(owner, name), field.description or ""))
+    return rows

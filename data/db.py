@@ -1,0 +1,68 @@
+"""The one engine factory: any SQLAlchemy URL; for SQLite, WAL, busy timeout, foreign keys, durable commits."""
+
+import json
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, event
+from sqlmodel import Session, SQLModel
+
+from data import models  # noqa: F401  (registers the tables on SQLModel.metadata)
+
+
+def _dumps(obj) -> str:
+    # Non-ASCII stays readable in the database and in exports that splice stored JSON.
+    return json.dumps(obj, ensure_ascii=False)
+
+
+def make_engine(url: str, busy_timeout_ms: int = 30_000) -> Engine:
+    """Create an engine for `url`; SQLite files get WAL, foreign keys and BEGIN IMMEDIATE for writers."""
+    if not url.startswith("sqlite"):
+        return create_engine(url, json_serializer=_dumps, pool_pre_ping=True)
+    path = url.split("///", 1)[1] if "///" in url else ""
+    if path and path != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(
+        url, json_serializer=_dumps,
+        connect_args={"check_same_thread": False, "timeout": busy_timeout_ms / 1000},
+    )
+    _configure_sqlite(engine, busy_timeout_ms)
+    return engine
+
+
+def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn, _record):
+        # Take transaction control from pysqlite so we can say BEGIN IMMEDIATE for writers.
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        cur.execute("PRAGMA foreign_keys=ON")
+        # FULL: a commit that returned is on disk, so kill -9 or power loss loses no acknowledged label.
+        cur.execute("PRAGMA synchronous=FULL")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn):
+        # Writers take the write lock up front: no deadlock-prone lock upgrades between concurrent writers.
+        mode = "IMMEDIATE" if conn.get_execution_options().get("prefloop_write") else "DEFERRED"
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+def create_schema(engine: Engine) -> None:
+    SQLModel.metadata.create_all(engine)
+
+
+@contextmanager
+def read_session(engine: Engine):
+    with Session(engine, expire_on_commit=False) as session:
+        yield session
+
+
+@contextmanager
+def write_session(engine: Engine):
+    """A short transaction that holds the write lock from its start and commits on success."""
+    session = Session(engine.execution_options(prefloop_write=True), expire_on_commit=False)
+    with session, session.begin():
+        yield session

@@ -1,0 +1,121 @@
+"""The database tables of prefloop (SQLModel). Tables only: queries live in the store modules."""
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column, Index, UniqueConstraint, text
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Prompt(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    messages: list[dict[str, Any]] = Field(sa_column=Column(JSON, nullable=False))
+    source: str = Field(default="", description="where the prompt came from (file name, 'demo', ...)")
+    content_hash: str = Field(unique=True, index=True, max_length=64)
+    skip_reason: str | None = Field(default=None, description="why generation skips it (e.g. too long)")
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class ModelVersion(SQLModel, table=True):
+    __table_args__ = (
+        # At most one deployed version, enforced by the database itself.
+        Index(
+            "ix_modelversion_one_deployed", "deployed", unique=True,
+            sqlite_where=text("deployed = 1"), postgresql_where=text("deployed"),
+        ),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(unique=True, index=True, max_length=64)
+    path: str
+    parent_id: int | None = Field(default=None, foreign_key="modelversion.id")
+    round: int = 0
+    status: str = Field(default="ready", max_length=16)  # training|ready|failed|retired
+    kind: str = Field(default="full", max_length=16)  # full|lora
+    deployed: bool = False
+    config: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    metrics: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow)
+    deployed_at: datetime | None = None
+
+
+class Response(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    prompt_id: int = Field(foreign_key="prompt.id", index=True)
+    model_version_id: int | None = Field(default=None, foreign_key="modelversion.id", index=True)
+    text: str
+    source: str = Field(default="generated", max_length=16)  # generated|import|byo|edit
+    finish_reason: str | None = Field(default=None, max_length=16)  # stop|length
+    token_count: int | None = None
+    sampling_params: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Comparison(SQLModel, table=True):
+    __table_args__ = (
+        UniqueConstraint("response_a_id", "response_b_id"),
+        Index("ix_comparison_queue", "status", "priority", "id"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    prompt_id: int = Field(foreign_key="prompt.id", index=True)
+    response_a_id: int = Field(foreign_key="response.id")
+    response_b_id: int = Field(foreign_key="response.id")
+    model_version_id: int | None = Field(default=None, foreign_key="modelversion.id", index=True)
+    overlap: int = Field(default=1, description="how many labels this comparison wants")
+    status: str = Field(default="open", max_length=16)  # open|done|retired
+    priority: int = 0
+    source: str = Field(default="generated", max_length=32)  # generated|byo|import|edit
+    origin: str | None = Field(default=None, description="file and line it was imported from")
+    # Set for imported comparisons so re-importing a file skips what is already there; NULLs never clash.
+    content_hash: str | None = Field(default=None, unique=True, max_length=64)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Lease(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("comparison_id", "annotator"),)
+    id: int | None = Field(default=None, primary_key=True)
+    comparison_id: int = Field(foreign_key="comparison.id", index=True)
+    annotator: str = Field(max_length=128)
+    expires_at: datetime = Field(index=True)
+    shown_order: str = Field(default="ab", max_length=2)  # ab|ba: which response was on the left
+
+
+class Label(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("comparison_id", "annotator"),)
+    id: int | None = Field(default=None, primary_key=True)
+    comparison_id: int = Field(foreign_key="comparison.id", index=True)
+    annotator: str = Field(max_length=128, index=True)  # a user name, 'judge:<name>' or 'import'
+    source: str = Field(default="human", max_length=16)  # human|judge|import
+    choice: str = Field(max_length=16)  # a|b|tie|both_bad|skip
+    shown_order: str = Field(default="ab", max_length=2)
+    rationale: str | None = None
+    time_spent_s: float | None = None
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+
+
+class User(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(unique=True, index=True, max_length=128)
+    role: str = Field(default="annotator", max_length=16)  # annotator|operator
+    password_hash: str
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class TrainingRun(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    parent_version_id: int | None = Field(default=None, foreign_key="modelversion.id")
+    output_version_id: int | None = Field(default=None, foreign_key="modelversion.id")
+    pairs_used: int = 0
+    comparison_ids: list[int] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    config: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    status: str = Field(default="queued", max_length=16)  # queued|running|done|failed|cancelled
+    pid: int | None = None
+    heartbeat_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    metrics: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    report: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    error: str | None = None
