@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from app import service
+from app import auth, service
 from app.settings import SettingsError, describe_settings
 
 DEFAULT_WORKDIR = "prefloop-work"
@@ -42,10 +42,8 @@ def _expected_errors() -> tuple[type[Exception], ...]:
 
 
 def _model_load_error() -> type[Exception]:
-    try:
-        from generation.hf_backend import ModelLoadError
-    except ImportError:  # pragma: no cover - the generation package is part of the distribution
-        return RuntimeError
+    from generation.backend import ModelLoadError
+
     return ModelLoadError
 
 
@@ -172,6 +170,38 @@ def tiny_model(out_dir: Path, seed: int):
 
 
 @cli.command()
+@click.option("--prompts", "limit", type=click.IntRange(min=1), help="Sample at most this many prompts.")
+@click.option("--samples", type=click.IntRange(min=2), help="Responses per prompt (default: "
+                                                            "generation.samples_per_prompt).")
+@click.option("--watch", is_flag=True, help="Keep running: top the queue up to generation.queue_target and "
+                                            "follow newly deployed versions, until Ctrl-C.")
+@click.pass_obj
+def generate(obj: Context, limit, samples, watch):
+    """Sample responses from the deployed model version and queue comparisons of them for labelling."""
+    app = obj.open()
+    if watch:
+        _watch(app, samples)
+    else:
+        report = service.generate(app, limit=limit, samples=samples, progress=True)
+        click.echo(report.summary())
+        for prompt_id, reason in report.skipped.items():
+            click.echo(f"skipped prompt {prompt_id}: {reason}", err=True)
+    app.close()
+
+
+def _watch(app, samples):
+    import threading
+
+    stop = threading.Event()
+    click.echo(f"watching: keeping {app.settings.generation.queue_target} comparisons queued (Ctrl-C stops)")
+    try:
+        service.watch_generation(app, stop, samples=samples,
+                                 on_batch=lambda report: click.echo(report.summary()))
+    except KeyboardInterrupt:
+        stop.set()
+
+
+@cli.command()
 @click.pass_obj
 def versions(obj: Context):
     """List model versions with their lineage; * marks the deployed one."""
@@ -197,10 +227,50 @@ def deploy(obj: Context, version: str):
 @cli.command()
 @click.pass_obj
 def demo(obj: Context):
-    """Run the whole loop offline on the embedded default: tiny model, SQLite, demo prompts, sampling."""
+    """Run the loop offline on the embedded default: tiny model, SQLite, demo prompts, sampled comparisons."""
     app, _ = service.init_workdir(obj.workdir, overrides=obj.overrides, progress=True)
     r = service.import_demo_prompts(app)
     click.echo(f"demo prompts: +{r.prompts_added} ({r.prompts_duplicate} already there)")
+    report = service.generate(app, progress=True)
+    click.echo(report.summary())
+    st = service.stats(app)
+    click.echo(f"workdir {app.workdir}: {st['prompts']} prompts, {st['responses']} responses, "
+               f"comparisons {st['comparisons']}, deployed {st['deployed_version']}")
+    click.echo(f"next: `prefloop --workdir {app.workdir} export pairs.jsonl` once labels are in; "
+               "`prefloop stats` to look around")
+    app.close()
+
+
+@cli.group()
+def users():
+    """Manage accounts: annotators label, operators also run the console (import, export, rounds, deploys)."""
+
+
+@users.command("add")
+@click.argument("name")
+@click.option("--role", type=click.Choice(["annotator", "operator"]), default="annotator", show_default=True,
+              help="What the account may do.")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input instead of "
+                                                     "generating one (a generated one is printed once).")
+@click.pass_obj
+def users_add(obj: Context, name: str, role: str, password_stdin: bool):
+    """Add an account NAME; its password is stored hashed (argon2)."""
+    password = sys.stdin.readline().rstrip("\r\n") if password_stdin else None
+    app = obj.open()
+    user, generated = auth.add_user(app, name, role, password)
+    click.echo(f"added {user.role} {user.name}")
+    if generated:
+        click.echo(f"password (shown once): {generated}")
+    app.close()
+
+
+@users.command("list")
+@click.pass_obj
+def users_list(obj: Context):
+    """List accounts with their role and creation time."""
+    app = obj.open()
+    for user in auth.list_users(app):
+        click.echo(f"{user.name}  {user.role}  {user.created_at:%Y-%m-%d %H:%M}")
     app.close()
 
 

@@ -142,3 +142,81 @@ def list_versions(app: App) -> list[dict[str, Any]]:
 def deploy(app: App, name: str) -> int:
     """Deploy (or roll back to) version `name`; returns how many open comparisons were retired."""
     return app.store.deploy(name, retire_open=app.settings.generation.on_deploy == "retire")
+
+
+# -- generation ----------------------------------------------------------------------------------------------------
+def sampling_config(app: App, samples: int | None = None):
+    """The worker's sampling config from the settings; `samples` overrides samples_per_prompt."""
+    from generation.config import SamplingConfig
+
+    fields = app.settings.generation.model_dump()
+    if samples is not None:
+        fields["samples_per_prompt"] = samples
+    return SamplingConfig(**fields, overlap=app.settings.labelling.overlap)
+
+
+def open_generator(app: App):
+    """Start the configured backend on the deployed version (the worker swaps versions itself later)."""
+    from generation.backend import load_backend
+    from generation.worker import NoDeployedVersion
+
+    version = app.store.deployed_version()
+    if version is None:
+        raise NoDeployedVersion("no model version is deployed: run `prefloop deploy VERSION`")
+    m = app.settings.model
+    extra = {"gpu_memory_utilization": m.gpu_memory_utilization} if m.backend == "vllm" else {"device": m.device}
+    return load_backend(m.backend, version.path, dtype=m.dtype, **extra)
+
+
+def generate(app: App, limit: int | None = None, samples: int | None = None, progress: bool = False):
+    """Sample responses for prompts that still need comparisons under the deployed version."""
+    from generation.worker import generate_once
+
+    with open_generator(app) as backend:
+        return generate_once(app.store, backend, sampling_config(app, samples), limit=limit, progress=progress)
+
+
+def watch_generation(app: App, stop_event, samples: int | None = None, max_batches: int | None = None,
+                     on_batch=None):
+    """Keep the label queue topped up until `stop_event` is set, following deploys without a restart."""
+    from generation.worker import watch
+
+    with open_generator(app) as backend:
+        return watch(app.store, backend, sampling_config(app, samples), stop_event, max_batches=max_batches,
+                     on_batch=on_batch)
+
+
+# -- the label queue (what the annotation UI calls) ------------------------------------------------------------
+# data.queue is imported inside each function, like the other data modules here, to keep this module's imports lean.
+def next_for(app: App, annotator: str):
+    """The comparison `annotator` should label now (the one they hold, after a reload), or None when done."""
+    from data.queue import next_comparison
+
+    labelling = app.settings.labelling
+    return next_comparison(app.store, annotator, labelling.lease_seconds, overlap_default=labelling.overlap)
+
+
+def submit(app: App, annotator: str, comparison_id: int, choice: str, shown_order: str,
+           rationale: str | None = None, time_spent_s: float | None = None):
+    """Record a label (choice about responses A/B; see data.queue.choice_from_side for left/right clicks)."""
+    from data.queue import submit_label
+
+    return submit_label(app.store, annotator, comparison_id, choice, shown_order, rationale=rationale,
+                        time_spent_s=time_spent_s, overlap_default=app.settings.labelling.overlap)
+
+
+def edit(app: App, annotator: str, comparison_id: int, edited_text: str, shown_order: str,
+         rationale: str | None = None, *, edited_from: str, original_choice: str = "skip",
+         time_spent_s: float | None = None) -> int:
+    """Store an annotator's rewrite of response `edited_from` as a new edit-vs-original pair; returns its id."""
+    from data.queue import add_edited_response
+
+    return add_edited_response(app.store, annotator, comparison_id, edited_text, shown_order, rationale,
+                               edited_from=edited_from, original_choice=original_choice, time_spent_s=time_spent_s)
+
+
+def my_progress(app: App, annotator: str) -> dict[str, int]:
+    """open comparisons, those left for `annotator`, and their labels today."""
+    from data.queue import queue_counts
+
+    return queue_counts(app.store, annotator, overlap_default=app.settings.labelling.overlap)

@@ -57,7 +57,8 @@ class Response(SQLModel, table=True):
 class Comparison(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("response_a_id", "response_b_id"),
-        Index("ix_comparison_queue", "status", "priority", "id"),
+        # Matches the queue's ORDER BY priority DESC, id: next_comparison stops at the first free row, no sort.
+        Index("ix_comparison_queue", "status", text("priority DESC"), "id"),
     )
     id: int | None = Field(default=None, primary_key=True)
     prompt_id: int = Field(foreign_key="prompt.id", index=True)

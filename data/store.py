@@ -177,6 +177,10 @@ class Store:
         with self.read() as s:
             return s.exec(select(User).where(User.name == name)).first()
 
+    def users(self) -> list[User]:
+        with self.read() as s:
+            return list(s.exec(select(User).order_by(User.name)).all())
+
     # -- stats ----------------------------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
         """Counts of everything an operator watches, as plain data."""

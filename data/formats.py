@@ -1,0 +1,500 @@
+"""Import file formats: read and validate prompt, response and preference files into plain records (no database).
+
+`parse_file` validates a whole file before anything is stored; `sniff_format` guesses a file's format."""
+
+import csv
+import io
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from data.store import normalize_messages
+
+FORMATS = ("prompts-jsonl", "prompts-csv", "responses-jsonl", "trl", "openai", "hh-rlhf", "llamafactory")
+PROMPT_FIELD_FORMATS = ("prompts-jsonl", "prompts-csv", "responses-jsonl")
+MAX_RECORD_BYTES = 1 << 20
+ROLES = ("system", "user", "assistant")
+HUMAN, ASSISTANT = "\n\nHuman:", "\n\nAssistant:"
+LLAMAFACTORY_ROLES = {"system": "system", "human": "user", "gpt": "assistant"}
+_MISSING = object()
+_WS = re.compile(r"[ \t\n\r]*")
+_HH_TURN = re.compile(r"\n\n(Human|Assistant):")
+
+
+@dataclass
+class PromptRecord:
+    messages: list[dict[str, str]]
+    line: int
+
+
+@dataclass
+class ResponsesRecord:
+    """A prompt with responses to label ("bring your own"); `responses` holds the distinct texts in file order."""
+    messages: list[dict[str, str]]
+    responses: list[str]
+    line: int
+
+
+@dataclass
+class PreferenceRecord:
+    messages: list[dict[str, str]]
+    chosen: str
+    rejected: str
+    line: int
+
+
+Record = PromptRecord | ResponsesRecord | PreferenceRecord
+
+
+class UnknownFormat(ValueError):
+    """The format name is unknown, or a file's format cannot be told from its content."""
+
+
+class InvalidRecord(ValueError):
+    """One malformed record: which file, which physical line, which field, and what is wrong with it."""
+
+    def __init__(self, file: str, line: int, field: str | None, message: str, record: int | None = None):
+        super().__init__(file, line, field, message, record)
+        self.file, self.line, self.field, self.message = file, line, field, message
+        self.record = record  # 1-based element index, for JSON array files
+        self.more = 0  # how many further invalid records the file has (set when raised for a whole file)
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" + (f" (record {self.record})" if self.record else "")
+        what = f"field '{self.field}': {self.message}" if self.field else self.message
+        more = f" (and {self.more} more invalid record{'s' * (self.more != 1)})" if self.more else ""
+        return f"{where}: {what}{more}"
+
+    def to_json(self) -> dict[str, Any]:
+        row = {"line": self.line, "field": self.field, "message": self.message}
+        return row | ({"record": self.record} if self.record else {})
+
+
+class _Bad(Exception):
+    """Raised by the record converters; the reader adds file and line."""
+
+    def __init__(self, field: str | None, message: str):
+        super().__init__(field, message)
+        self.field, self.message = field, message
+
+
+# -- public API ---------------------------------------------------------------------------------------------------
+def parse_file(path: str | Path, fmt: str, prompt_field: str | None = None, skip_invalid: bool = False,
+               max_record_bytes: int = MAX_RECORD_BYTES) -> tuple[list[Record], list[InvalidRecord]]:
+    """Validate the whole file. skip_invalid=False raises the first InvalidRecord; True returns every one of them.
+
+    Errors that leave the rest of the file unreadable (a broken JSON array, a CSV without the prompt column)
+    are raised either way."""
+    records: list[Record] = []
+    errors: list[InvalidRecord] = []
+    for item in iter_records(path, fmt, prompt_field, max_record_bytes):
+        if isinstance(item, InvalidRecord):
+            if not skip_invalid:
+                raise item
+            errors.append(item)
+        else:
+            records.append(item)
+    return records, errors
+
+
+def iter_records(path: str | Path, fmt: str, prompt_field: str | None = None,
+                 max_record_bytes: int = MAX_RECORD_BYTES) -> Iterator[Record | InvalidRecord]:
+    """Yield each record of the file, or an InvalidRecord in its place."""
+    if fmt not in FORMATS:
+        raise UnknownFormat(f"unknown format {fmt!r}; known formats: {', '.join(FORMATS)}")
+    if prompt_field and fmt not in PROMPT_FIELD_FORMATS:
+        raise ValueError(f"prompt_field applies to {', '.join(PROMPT_FIELD_FORMATS)}, not to {fmt}")
+    return _records(Path(path), fmt, prompt_field, max_record_bytes)
+
+
+def _records(path: Path, fmt: str, prompt_field: str | None, max_bytes: int) -> Iterator[Record | InvalidRecord]:
+    convert = _CONVERTERS[fmt]
+    read = {"prompts-csv": _csv_items, "llamafactory": _json_array_items}.get(fmt, _jsonl_items)
+    for line, index, obj, problem in read(path, max_bytes, prompt_field):
+        try:
+            if problem:
+                raise _Bad(None, problem)
+            yield convert(obj, line, prompt_field)
+        except _Bad as bad:
+            yield InvalidRecord(str(path), line, bad.field, bad.message, index)
+
+
+def sniff_format(path: str | Path, prompt_field: str | None = None) -> str:
+    """Tell a file's format from its extension and the keys of its first record."""
+    path = Path(path)
+    if path.suffix.lower() == ".csv":
+        return "prompts-csv"
+    with open(path, "rb") as f:
+        head = f.read(4096).decode("utf-8", "replace").lstrip("\ufeff \t\r\n")
+    if not head:
+        raise UnknownFormat(f"{path}: the file is empty")
+    if head.startswith("["):
+        return "llamafactory"
+    obj = _first_object(path)
+    if "input" in obj and "preferred_output" in obj:
+        return "openai"
+    if "responses" in obj:
+        return "responses-jsonl"
+    if prompt_field and prompt_field in obj:
+        return "prompts-jsonl"
+    if "chosen" in obj and "rejected" in obj:
+        # Both HH-RLHF and TRL's implicit-prompt standard format are {"chosen": str, "rejected": str}.
+        hh = isinstance(obj["chosen"], str) and obj["chosen"].startswith(HUMAN)
+        return "hh-rlhf" if hh else "trl"
+    if "prompt" in obj or "messages" in obj:
+        return "prompts-jsonl"
+    known = [k for k in ("instruction", "turns", "question") if k in obj]
+    hint = f"; for prompts pass prompt_field={known[0]!r}" if known else ""
+    raise UnknownFormat(f"{path}: cannot tell the format from the first record's keys {sorted(obj)}{hint}")
+
+
+def _first_object(path: Path) -> dict:
+    for line, _index, obj, problem in _jsonl_items(path, MAX_RECORD_BYTES):
+        if problem or not isinstance(obj, dict):
+            raise UnknownFormat(f"{path}:{line}: cannot tell the format: {problem or 'not a JSON object'}")
+        return obj
+    raise UnknownFormat(f"{path}: the file has no records")
+
+
+# -- readers ----------------------------------------------------------------------------------------------------
+_Item = tuple[int, int | None, Any, str | None]  # physical line, element index (JSON arrays), object, problem
+
+
+def _jsonl_items(path: Path, max_bytes: int, _prompt_field: str | None = None) -> Iterator[_Item]:
+    with open(path, "rb") as f:
+        for line, raw in enumerate(_bounded_lines(f, max_bytes), 1):
+            if raw is None:
+                yield line, None, None, f"line is longer than the limit of {max_bytes} bytes"
+                continue
+            if line == 1:
+                raw = raw.removeprefix(b"\xef\xbb\xbf")
+            if not raw.strip():
+                continue
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                yield line, None, None, f"not UTF-8: byte {raw[e.start]:#04x} at column {e.start + 1}"
+                continue
+            yield line, None, *_json_object(text)
+
+
+def _bounded_lines(f, max_bytes: int) -> Iterator[bytes | None]:
+    """Lines without their newline; None for a line over `max_bytes`, which is read past but never held whole."""
+    limit = max_bytes + 2  # room for "\r\n" after a line of exactly max_bytes
+    while raw := f.readline(limit):
+        if len(raw) == limit and not raw.endswith(b"\n"):
+            while (rest := f.readline(1 << 20)) and not rest.endswith(b"\n"):
+                pass
+            yield None
+            continue
+        raw = raw.rstrip(b"\r\n")
+        yield None if len(raw) > max_bytes else raw
+
+
+def _json_object(text: str) -> tuple[Any, str | None]:
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as e:
+        return None, f"not valid JSON: {e.msg} at column {e.colno}"
+    if not isinstance(obj, dict):
+        return None, f"must be a JSON object, not {_kind(obj)}"
+    return obj, None
+
+
+def _json_array_items(path: Path, max_bytes: int, _prompt_field: str | None = None) -> Iterator[_Item]:
+    """Elements of one JSON array, each with the physical line it starts on."""
+    # surrogateescape keeps bad bytes inside strings as lone surrogates, so they are reported per element.
+    text = path.read_bytes().decode("utf-8", "surrogateescape").removeprefix("\ufeff")
+    lines = _LineCounter(text)
+    decoder = json.JSONDecoder()
+    pos = _WS.match(text).end()
+    if text[pos:pos + 1] != "[":
+        raise InvalidRecord(str(path), lines.at(pos), None, "must be one JSON array of records")
+    pos = _WS.match(text, pos + 1).end()
+    index = 0
+    while text[pos:pos + 1] != "]":
+        index += 1
+        line = lines.at(pos)
+        try:
+            obj, end = decoder.raw_decode(text, pos)
+        except json.JSONDecodeError as e:
+            raise InvalidRecord(str(path), lines.at(e.pos), None, f"not valid JSON: {e.msg}", index) from None
+        yield line, index, obj, _element_problem(text[pos:end], obj, max_bytes)
+        pos = _WS.match(text, end).end()
+        if text[pos:pos + 1] == ",":
+            pos = _WS.match(text, pos + 1).end()
+        elif text[pos:pos + 1] != "]":
+            raise InvalidRecord(str(path), lines.at(pos), None, "expected ',' or ']' after a record", index)
+    if text[_WS.match(text, pos + 1).end():]:
+        raise InvalidRecord(str(path), lines.at(pos + 1), None, "unexpected text after the JSON array")
+
+
+def _element_problem(span: str, obj: Any, max_bytes: int) -> str | None:
+    try:
+        size = len(span.encode("utf-8"))
+    except UnicodeEncodeError:
+        return "not UTF-8: the record holds bytes that are not valid UTF-8"
+    if size > max_bytes:
+        return f"record is longer than the limit of {max_bytes} bytes"
+    return None if isinstance(obj, dict) else f"must be a JSON object, not {_kind(obj)}"
+
+
+class _LineCounter:
+    """Physical line of a text offset; offsets are asked for in increasing order, so counting is incremental."""
+
+    def __init__(self, text: str):
+        self.text, self.pos, self.line = text, 0, 1
+
+    def at(self, pos: int) -> int:
+        if pos >= self.pos:
+            self.line += self.text.count("\n", self.pos, pos)
+        else:
+            self.line -= self.text.count("\n", pos, self.pos)
+        self.pos = pos
+        return self.line
+
+
+def _csv_items(path: Path, max_bytes: int, prompt_field: str | None) -> Iterator[_Item]:
+    column = prompt_field or "prompt"
+    text = path.read_bytes().decode("utf-8", "surrogateescape").removeprefix("\ufeff")
+    # Cells up to our own record limit must reach our size check instead of failing inside the csv module.
+    csv.field_size_limit(max(csv.field_size_limit(), max_bytes * 4))
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = next(reader, None)
+        if header is None or column not in header:
+            found = ", ".join(header or []) or "none"
+            raise InvalidRecord(str(path), 1, column, f"column is missing from the CSV header (columns: {found})")
+        start = reader.line_num + 1
+        for row in reader:
+            line, start = start, reader.line_num + 1
+            if any(row):  # rows of empty cells are blank lines; a whitespace-only prompt is an error
+                yield line, None, dict(zip(header, row, strict=False)), _csv_problem(row, max_bytes)
+    except csv.Error as e:
+        raise InvalidRecord(str(path), reader.line_num, None, f"not valid CSV: {e}") from None
+
+
+def _csv_problem(row: list[str], max_bytes: int) -> str | None:
+    try:
+        size = sum(len(cell.encode("utf-8")) for cell in row)
+    except UnicodeEncodeError:
+        return "not UTF-8: the row holds bytes that are not valid UTF-8"
+    return f"row is longer than the limit of {max_bytes} bytes" if size > max_bytes else None
+
+
+# -- converters: one source object to one record, or _Bad --------------------------------------------------------
+def _prompt_record(obj: dict, line: int, prompt_field: str | None) -> PromptRecord:
+    return PromptRecord(_prompt_of(obj, prompt_field), line)
+
+
+def _responses_record(obj: dict, line: int, prompt_field: str | None) -> ResponsesRecord:
+    messages = _prompt_of(obj, prompt_field)
+    value = obj.get("responses", _MISSING)
+    if not isinstance(value, list):
+        raise _Bad("responses", _type_message(value, "a list of response strings"))
+    for i, text in enumerate(value):
+        _text(text, f"responses[{i}]")
+    distinct = list(dict.fromkeys(value))
+    if len(distinct) < 2:
+        raise _Bad("responses", f"needs at least 2 distinct non-empty responses, got {len(distinct)}")
+    return ResponsesRecord(messages, distinct, line)
+
+
+def _trl_record(obj: dict, line: int, _prompt_field: str | None) -> PreferenceRecord:
+    """TRL's four preference variants: standard/conversational, each with an explicit or implicit prompt."""
+    prompt = obj.get("prompt", _MISSING)
+    chosen, rejected = obj.get("chosen", _MISSING), obj.get("rejected", _MISSING)
+    if isinstance(prompt, str):
+        messages = normalize_messages(_text(prompt, "prompt"))
+        return _pair(messages, _text(chosen, "chosen"), _text(rejected, "rejected"), line)
+    if isinstance(prompt, list):
+        messages = _prompt_messages(prompt, "prompt")
+        return _pair(messages, _one_assistant(chosen, "chosen"), _one_assistant(rejected, "rejected"), line)
+    if prompt is not _MISSING:
+        raise _Bad("prompt", _type_message(prompt, "a string or a list of messages"))
+    if isinstance(chosen, list) or isinstance(rejected, list):
+        return _trl_conversational_implicit(chosen, rejected, line)
+    # Standard implicit prompt: the prompt is folded into the texts, so there is no prompt to store ([]).
+    return _pair([], _text(chosen, "chosen"), _text(rejected, "rejected"), line)
+
+
+def _trl_conversational_implicit(chosen: Any, rejected: Any, line: int) -> PreferenceRecord:
+    full = {}
+    for field, value in (("chosen", chosen), ("rejected", rejected)):
+        if not isinstance(value, list):
+            raise _Bad(field, _type_message(value, "a list of messages (as 'chosen' is)"))
+        full[field] = _messages(value, field)
+        last = len(value) - 1
+        if last < 1 or full[field][-1]["role"] != "assistant":
+            raise _Bad(f"{field}[{last}]", "must be the final assistant message after at least one prompt message")
+    prompt = full["chosen"][:-1]
+    if full["rejected"][:-1] != prompt:
+        raise _Bad("rejected", "must share every message but the last assistant turn with 'chosen'")
+    _check_prompt(prompt, "chosen")
+    chosen_text = _text(full["chosen"][-1]["content"], f"chosen[{len(prompt)}].content")
+    rejected_text = _text(full["rejected"][-1]["content"], f"rejected[{len(prompt)}].content")
+    return _pair(prompt, chosen_text, rejected_text, line)
+
+
+def _openai_record(obj: dict, line: int, _prompt_field: str | None) -> PreferenceRecord:
+    source = obj.get("input", _MISSING)
+    if not isinstance(source, dict):
+        raise _Bad("input", _type_message(source, "an object with 'messages'"))
+    # Other keys of `input` (tools, parallel_tool_calls) do not change the prompt text, so they are ignored.
+    messages = _prompt_messages(source.get("messages", _MISSING), "input.messages")
+    chosen = _one_assistant(obj.get("preferred_output", _MISSING), "preferred_output")
+    rejected = _one_assistant(obj.get("non_preferred_output", _MISSING), "non_preferred_output")
+    return _pair(messages, chosen, rejected, line, rejected_field="non_preferred_output")
+
+
+def _hh_record(obj: dict, line: int, _prompt_field: str | None) -> PreferenceRecord:
+    """HH-RLHF transcripts: the turns before the last Assistant tag are the prompt, that turn is the response."""
+    chosen_head, chosen = _hh_split(_text(obj.get("chosen", _MISSING), "chosen"), "chosen")
+    rejected_head, rejected = _hh_split(_text(obj.get("rejected", _MISSING), "rejected"), "rejected")
+    if chosen_head != rejected_head:
+        raise _Bad("rejected", "must be the same conversation as 'chosen' up to the last '\\n\\nAssistant:'")
+    parts = _HH_TURN.split(chosen_head)  # ["", tag, text, tag, text, ...]: the head starts with a tag
+    messages = [{"role": "user" if tag == "Human" else "assistant", "content": _hh_strip(text)}
+                for tag, text in zip(parts[1::2], parts[2::2], strict=True)]
+    _check_prompt(messages, "chosen")
+    return _pair(messages, chosen, rejected, line)
+
+
+def _hh_split(transcript: str, field: str) -> tuple[str, str]:
+    if not transcript.startswith(HUMAN):
+        raise _Bad(field, "must be a transcript starting with '\\n\\nHuman:'")
+    cut = transcript.rfind(ASSISTANT)
+    if cut < 0:
+        raise _Bad(field, "has no '\\n\\nAssistant:' turn")
+    final = _hh_strip(transcript[cut + len(ASSISTANT):])
+    if HUMAN in final:
+        raise _Bad(field, "must end with an assistant turn, not a '\\n\\nHuman:' turn")
+    # An empty final reply is kept: in harmlessness data saying nothing can be the preferred answer, and the
+    # shared HH-RLHF sample has one (line 87). Empty pairs still fail as identical chosen and rejected.
+    return transcript[:cut], final
+
+
+def _hh_strip(turn: str) -> str:
+    # Exactly the one space that follows a speaker tag: the text after it is kept byte for byte.
+    return turn.removeprefix(" ")
+
+
+def _llamafactory_record(obj: dict, line: int, _prompt_field: str | None) -> PreferenceRecord:
+    turns = obj.get("conversations", _MISSING)
+    if not isinstance(turns, list):
+        raise _Bad("conversations", _type_message(turns, "a list of {from, value} turns"))
+    messages = [_llamafactory_turn(turn, f"conversations[{i}]", LLAMAFACTORY_ROLES) for i, turn in enumerate(turns)]
+    _check_prompt(messages, "conversations")
+    chosen = _llamafactory_turn(obj.get("chosen", _MISSING), "chosen", {"gpt": "assistant"})["content"]
+    rejected = _llamafactory_turn(obj.get("rejected", _MISSING), "rejected", {"gpt": "assistant"})["content"]
+    return _pair(messages, _text(chosen, "chosen.value"), _text(rejected, "rejected.value"), line)
+
+
+def _llamafactory_turn(turn: Any, field: str, roles: dict[str, str]) -> dict[str, str]:
+    if not isinstance(turn, dict):
+        raise _Bad(field, _type_message(turn, "an object with 'from' and 'value'"))
+    if turn.get("from") not in roles:
+        raise _Bad(f"{field}.from", f"must be one of {', '.join(map(repr, roles))}, got {turn.get('from')!r}")
+    value = turn.get("value", _MISSING)
+    if not isinstance(value, str):
+        raise _Bad(f"{field}.value", _type_message(value, "a string"))
+    return {"role": roles[turn["from"]], "content": value}
+
+
+_CONVERTERS = {
+    "prompts-jsonl": _prompt_record, "prompts-csv": _prompt_record, "responses-jsonl": _responses_record,
+    "trl": _trl_record, "openai": _openai_record, "hh-rlhf": _hh_record, "llamafactory": _llamafactory_record,
+}
+
+
+# -- field checks -----------------------------------------------------------------------------------------------
+def _prompt_of(obj: dict, prompt_field: str | None) -> list[dict[str, str]]:
+    """The prompt of a prompts/responses record: a string, a list of strings (first one), or messages."""
+    field = prompt_field or ("messages" if "messages" in obj and "prompt" not in obj else "prompt")
+    value = obj.get(field, _MISSING)
+    if value is _MISSING and not prompt_field:
+        raise _Bad("prompt", "is missing (a record needs 'prompt' or 'messages')")
+    if isinstance(value, str):
+        return normalize_messages(_text(value, field) + _instruction_input(obj, field))
+    if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+        # Multi-turn questions (MT-Bench "turns"): later turns follow up on an answer, so the first is the prompt.
+        return normalize_messages(_text(value[0], f"{field}[0]"))
+    if isinstance(value, list):
+        return _prompt_messages(value, field)
+    raise _Bad(field, _type_message(value, "a string, a list of strings or a list of messages"))
+
+
+def _instruction_input(obj: dict, field: str) -> str:
+    """Self-Instruct (instances[0].input) and Alpaca (input) tasks: a non-empty input follows after a blank line."""
+    if field != "instruction":
+        return ""
+    instances = obj.get("instances")
+    source = instances[0] if isinstance(instances, list) and instances and isinstance(instances[0], dict) else obj
+    extra = source.get("input")
+    return f"\n\n{extra}" if isinstance(extra, str) and extra.strip() else ""
+
+
+def _messages(value: Any, field: str) -> list[dict[str, str]]:
+    if not isinstance(value, list):
+        raise _Bad(field, _type_message(value, "a list of {role, content} messages"))
+    for i, message in enumerate(value):
+        if not isinstance(message, dict):
+            raise _Bad(f"{field}[{i}]", _type_message(message, "an object with 'role' and 'content'"))
+        if message.get("role") not in ROLES:
+            raise _Bad(f"{field}[{i}].role", f"must be one of {', '.join(ROLES)}, got {message.get('role')!r}")
+        content = message.get("content", _MISSING)
+        if not isinstance(content, str):
+            raise _Bad(f"{field}[{i}].content", _type_message(content, "a string"))
+    return normalize_messages(value)
+
+
+def _prompt_messages(value: Any, field: str) -> list[dict[str, str]]:
+    messages = _messages(value, field)
+    _check_prompt(messages, field)
+    return messages
+
+
+def _check_prompt(messages: list[dict[str, str]], field: str) -> None:
+    if not any(m["content"].strip() for m in messages):
+        raise _Bad(field, "must hold at least one message with non-empty content")
+
+
+def _one_assistant(value: Any, field: str) -> str:
+    if not isinstance(value, list) or len(value) != 1:
+        raise _Bad(field, _type_message(value, "a list holding one assistant message"))
+    message = _messages(value, field)[0]
+    if message["role"] != "assistant":
+        raise _Bad(f"{field}[0].role", f"must be 'assistant', got {message['role']!r}")
+    return _text(message["content"], f"{field}[0].content")
+
+
+def _text(value: Any, field: str) -> str:
+    if value is _MISSING:
+        raise _Bad(field, "is missing")
+    if not isinstance(value, str):
+        raise _Bad(field, f"must be a non-empty string, not {_kind(value)}")
+    if not value.strip():
+        raise _Bad(field, "must be a non-empty string, got " + ("whitespace only" if value else "an empty string"))
+    return value
+
+
+def _pair(messages: list[dict[str, str]], chosen: str, rejected: str, line: int,
+          rejected_field: str = "rejected") -> PreferenceRecord:
+    # Texts that differ only in surrounding whitespace teach a preference nothing.
+    if chosen.strip() == rejected.strip():
+        raise _Bad(rejected_field, "is the same text as the chosen response")
+    return PreferenceRecord(messages, chosen, rejected, line)
+
+
+def _type_message(value: Any, expected: str) -> str:
+    return "is missing" if value is _MISSING else f"must be {expected}, not {_kind(value)}"
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, list):
+        return f"a list of {len(value)}" if value else "an empty list"
+    names = {dict: "an object", str: "a string", bool: "a boolean", int: "a number", float: "a number"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)

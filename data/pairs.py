@@ -1,0 +1,226 @@
+"""Which comparisons are resolved: labels aggregated in SQL into pairs (and, on request, ties), streamed
+in comparison id order in constant memory. Export and DPO training both read labelled data through here."""
+
+import math
+from collections.abc import Iterator, Sequence
+from typing import NamedTuple
+
+# Precedence order: when a comparison resolves under several allowed sources, the first one speaks.
+SOURCES = ("human", "import", "judge")
+CHOICES = ("a", "b", "tie", "both_bad")  # 'skip' is never counted
+PAIR_OUTCOMES = ("a", "b")
+DEFAULT_BATCH = 5000
+
+
+class ResolvedRow(NamedTuple):
+    """One resolved comparison. For a tie-like outcome `chosen`/`rejected` hold response A/B's text."""
+
+    comparison_id: int
+    prompt_json: str  # the stored messages JSON, unparsed: exports splice it as is
+    chosen: str
+    rejected: str
+    outcome: str  # a|b|tie|both_bad
+    source: str  # human|import|judge
+    agreement: float  # the majority choice's count / labels counted
+    labels: int  # non-skip labels of `source`
+    annotators: list[str] | None = None  # this and the rest only with metadata=True
+    chosen_version: str | None = None  # model version names (response A/B for ties); None when imported
+    rejected_version: str | None = None
+    round: int | None = None  # the comparison's model version round; 0 without a version
+
+    @property
+    def is_pair(self) -> bool:
+        return self.outcome in PAIR_OUTCOMES
+
+
+def iter_resolved(store, *, sources: Sequence[str] = ("human", "import"), since_round: int | None = None,
+                  min_agreement: float | None = None, include_ties: bool = False, metadata: bool = False,
+                  batch_size: int = DEFAULT_BATCH) -> Iterator[ResolvedRow]:
+    """Resolved comparisons in id order, one row each, read batch by batch in one read transaction (which
+    ends when the iterator is exhausted or closed)."""
+    make = ResolvedRow._make
+    for batch in iter_resolved_batches(store, sources=sources, since_round=since_round,
+                                       min_agreement=min_agreement, include_ties=include_ties,
+                                       metadata=metadata, batch_size=batch_size):
+        yield from map(make, batch)
+
+
+def iter_resolved_batches(store, *, sources: Sequence[str] = ("human", "import"), since_round: int | None = None,
+                          min_agreement: float | None = None, include_ties: bool = False,
+                          metadata: bool = False, batch_size: int = DEFAULT_BATCH) -> Iterator[list[tuple]]:
+    """`iter_resolved`'s rows a list at a time, as plain tuples in `ResolvedRow` field order (the fast path
+    for exporters: no object per row). Arguments are checked here, before the first batch is asked for."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, not {batch_size}")
+    sql = _resolved_sql(_check_sources(sources), since_round, _check_agreement(min_agreement),
+                        include_ties, metadata)
+    return _batches(store, sql, metadata, batch_size)
+
+
+def _batches(store, sql: str, metadata: bool, batch_size: int) -> Iterator[list[tuple]]:
+    """One query per range of `batch_size` comparison ids: memory stays flat on any database, with no
+    server-side cursor, and a raw DBAPI cursor makes no object per row."""
+    with store.engine.connect() as conn:
+        conn.begin()  # one snapshot for every batch
+        cursor = conn.connection.cursor()
+        try:
+            for lo, hi in _id_ranges(cursor, batch_size):
+                cursor.execute(sql.format(lo=lo, hi=hi))
+                batch = cursor.fetchall()
+                # Sorted here, not in SQL: a batch comes out (nearly) in order, so this is almost free,
+                # while ORDER BY would copy every row and its texts through a sorter.
+                batch.sort(key=_first)
+                if batch and metadata:
+                    batch = _with_annotators(cursor, batch, lo, hi)
+                if batch:
+                    yield batch
+        finally:
+            cursor.close()
+
+
+def count_resolved(store, *, sources: Sequence[str] = ("human", "import"), since_round: int | None = None,
+                   min_agreement: float | None = None, include_ties: bool = False) -> int:
+    """How many rows `iter_resolved` would yield with the same filters."""
+    sql = _resolved_sql(_check_sources(sources), since_round, _check_agreement(min_agreement),
+                        include_ties, metadata=False)
+    with store.engine.connect() as conn:
+        cursor = conn.connection.cursor()
+        try:
+            lo, hi = _label_id_span(cursor)
+            cursor.execute(f"SELECT COUNT(*) FROM ({sql.format(lo=lo, hi=hi)}) resolved")
+            return cursor.fetchone()[0]
+        finally:
+            cursor.close()
+
+
+def _check_sources(sources: Sequence[str]) -> list[str]:
+    if isinstance(sources, str):
+        sources = [sources]
+    unknown = sorted(set(sources) - set(SOURCES))
+    if unknown or not sources:
+        raise ValueError(f"unknown label source(s) {unknown or list(sources)}; allowed: {', '.join(SOURCES)}")
+    # Checked against SOURCES, so the SQL below can inline the names.
+    return [s for s in SOURCES if s in sources]
+
+
+def _check_agreement(min_agreement: float | None) -> float | None:
+    if min_agreement is None:
+        return None
+    value = float(min_agreement)
+    if not (math.isfinite(value) and 0 <= value <= 1):
+        raise ValueError(f"min_agreement must be between 0 and 1, not {min_agreement!r}")
+    return value
+
+
+def _label_id_span(cursor) -> tuple[int, int]:
+    """The half-open range of comparison ids that have labels ((0, 0) when there are none)."""
+    cursor.execute("SELECT MIN(comparison_id), MAX(comparison_id) FROM label")
+    lo, hi = cursor.fetchone()
+    return (0, 0) if lo is None else (lo, hi + 1)
+
+
+def _first(row: tuple) -> int:
+    return row[0]
+
+
+def _id_ranges(cursor, batch_size: int) -> Iterator[tuple[int, int]]:
+    lo, hi = _label_id_span(cursor)
+    for start in range(lo, hi, batch_size):
+        yield start, min(start + batch_size, hi)
+
+
+# -- the SQL ----------------------------------------------------------------------------------------------
+# Portable SQL (COUNT(*) FILTER needs SQLite >= 3.30 or PostgreSQL) with every value checked and inlined,
+# so raw DBAPI cursors run it under any paramstyle. `{lo}`/`{hi}` bound the comparison ids of one batch.
+
+def _resolved_sql(sources: list[str], since_round: int | None, min_agreement: float | None,
+                  include_ties: bool, metadata: bool) -> str:
+    versions = metadata or since_round is not None
+    return f"""WITH agg AS ({_aggregate_sql(sources)}),
+res AS ({_pick_sql(sources, versions)})
+SELECT {_select_sql(metadata)}
+FROM res
+JOIN prompt p ON p.id = res.prompt_id
+JOIN response ra ON ra.id = res.response_a_id
+JOIN response rb ON rb.id = res.response_b_id
+{_response_versions_sql() if metadata else ""}
+WHERE {_filters_sql(since_round, min_agreement, include_ties)}"""
+
+
+def _count(source: str, choice: str | None = None) -> str:
+    where = f"source = '{source}'" + (f" AND choice = '{choice}'" if choice else "")
+    return f"COUNT(*) FILTER (WHERE {where})"
+
+
+def _aggregate_sql(sources: list[str]) -> str:
+    """Per comparison and allowed source: labels counted, the strict-majority choice (NULL if none) and its
+    count. Strict majority (more than half) means at most one choice can have it."""
+    cols = []
+    for s in sources:
+        majority = [(f"2 * {_count(s, c)} > {_count(s)}", c) for c in CHOICES]
+        cols.append(f"{_count(s)} AS {s}_n")
+        cols.append("CASE " + " ".join(f"WHEN {cond} THEN '{c}'" for cond, c in majority) + f" END AS {s}_out")
+        cols.append("CASE " + " ".join(f"WHEN {cond} THEN {_count(s, c)}" for cond, c in majority) + f" END AS {s}_top")
+    return (f"SELECT comparison_id AS cid, {', '.join(cols)} FROM label "
+            f"WHERE source IN ({_quoted(sources)}) AND choice IN ({_quoted(CHOICES)}) "
+            "AND comparison_id >= {lo} AND comparison_id < {hi} GROUP BY comparison_id")
+
+
+def _pick_sql(sources: list[str], versions: bool) -> str:
+    """Per comparison: the first source in precedence order that resolves (a majority and enough labels)."""
+    resolves = {s: f"agg.{s}_out IS NOT NULL AND agg.{s}_n >= {'c.overlap' if s == 'human' else 1}"
+                for s in sources}
+
+    def pick(column) -> str:
+        return "CASE " + " ".join(f"WHEN {resolves[s]} THEN {column(s)}" for s in sources) + " END"
+
+    version_join = "LEFT JOIN modelversion mv ON mv.id = c.model_version_id" if versions else ""
+    version_round = "COALESCE(mv.round, 0)" if versions else "NULL"
+    return (f"SELECT agg.cid, c.prompt_id, c.response_a_id, c.response_b_id, {version_round} AS round, "
+            f"{pick(lambda s: repr(s))} AS src, {pick(lambda s: f'agg.{s}_out')} AS outcome, "
+            f"{pick(lambda s: f'agg.{s}_n')} AS n, {pick(lambda s: f'agg.{s}_top')} AS top "
+            f"FROM agg JOIN comparison c ON c.id = agg.cid {version_join} "
+            "WHERE c.status IN ('open', 'done')")
+
+
+def _select_sql(metadata: bool) -> str:
+    swap = "CASE WHEN res.outcome = 'b' THEN {b} ELSE {a} END"  # a 'b' majority makes response B chosen
+    cols = [
+        "res.cid", "CAST(p.messages AS TEXT)",
+        swap.format(a="ra.text", b="rb.text"), swap.format(a="rb.text", b="ra.text"),
+        "res.outcome", "res.src", "CAST(res.top AS DOUBLE PRECISION) / res.n", "res.n", "NULL",
+    ]
+    if metadata:
+        cols += [swap.format(a="va.name", b="vb.name"), swap.format(a="vb.name", b="va.name"), "res.round"]
+    else:
+        cols += ["NULL", "NULL", "NULL"]
+    return ", ".join(cols)
+
+
+def _response_versions_sql() -> str:
+    return ("LEFT JOIN modelversion va ON va.id = ra.model_version_id "
+            "LEFT JOIN modelversion vb ON vb.id = rb.model_version_id")
+
+
+def _filters_sql(since_round: int | None, min_agreement: float | None, include_ties: bool) -> str:
+    where = ["res.outcome IN ('a', 'b')" if not include_ties else "res.outcome IS NOT NULL"]
+    if since_round is not None:
+        where.append(f"res.round >= {int(since_round)}")
+    if min_agreement is not None:
+        where.append(f"res.top >= {min_agreement!r} * res.n")
+    return " AND ".join(where)
+
+
+def _quoted(names: Sequence[str]) -> str:
+    return ", ".join(f"'{n}'" for n in names)
+
+
+def _with_annotators(cursor, batch: list[tuple], lo: int, hi: int) -> list[tuple]:
+    """Fill in who gave the counted labels of each row's source, with one query per batch."""
+    cursor.execute(f"SELECT comparison_id, source, annotator FROM label WHERE comparison_id >= {lo} "
+                   f"AND comparison_id < {hi} AND choice IN ({_quoted(CHOICES)}) ORDER BY comparison_id, annotator")
+    found: dict[tuple[int, str], list[str]] = {}
+    for cid, source, annotator in cursor.fetchall():
+        found.setdefault((cid, source), []).append(annotator)
+    # Positions as in ResolvedRow: 0 comparison_id, 5 source, 8 annotators.
+    return [(*r[:8], found.get((r[0], r[5]), []), *r[9:]) for r in batch]

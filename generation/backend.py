@@ -1,0 +1,113 @@
+"""The one generator interface (Backend), its results (Sample, SkipReason), its errors and the factory.
+
+Backends: `hf` (transformers, CPU or GPU; generation/hf_backend.py) and `vllm` (GPU; generation/vllm_backend.py)."""
+
+import hashlib
+import json
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+
+from data.store import Sample
+from generation.config import SamplingConfig
+
+__all__ = ["Backend", "ModelLoadError", "Sample", "SamplingConfig", "SkipReason", "load_backend"]
+
+ADAPTER_CONFIG = "adapter_config.json"
+
+
+@dataclass(frozen=True)
+class SkipReason:
+    """Why a prompt got no samples (e.g. it is too long for the model's context)."""
+    reason: str
+
+
+class ModelLoadError(RuntimeError):
+    """A model could not be loaded; the message names it and says what to do."""
+
+
+class Backend(ABC):
+    """Samples n responses per chat prompt from the model version it currently serves."""
+
+    kind: str = ""  # 'hf' or 'vllm'; stored with every response's sampling params
+    path: str  # the model folder (or Hub id) being served now
+
+    @abstractmethod
+    def generate(self, prompts: list[list[dict]], n: int, params: SamplingConfig) -> list[list[Sample] | SkipReason]:
+        """One entry per prompt, in order: its n samples, or why it was skipped. Never raises for one bad prompt."""
+
+    @abstractmethod
+    def load_version(self, path: str) -> None:
+        """Serve the model at `path` from now on, in place, without restarting the process.
+
+        A generate() call never sees a half-loaded model."""
+
+    @property
+    @abstractmethod
+    def context_length(self) -> int:
+        """Most tokens (prompt + response) the model takes."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Free the model's memory."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def load_backend(kind: str, path: str, device: str = "auto", dtype: str = "auto", **kw) -> Backend:
+    """Start the `kind` ('hf' or 'vllm') backend serving the model at `path` (a folder or a Hub id)."""
+    if kind == "hf":
+        from generation.hf_backend import HFBackend
+
+        return HFBackend(path, device=device, dtype=dtype, **kw)
+    if kind == "vllm":
+        from generation.vllm_backend import VLLMBackend
+
+        return VLLMBackend(path, dtype=dtype, **kw)
+    raise ValueError(f"unknown generator backend {kind!r}; use 'hf' or 'vllm'")
+
+
+def is_adapter(path: str) -> bool:
+    """A version folder holding adapter_config.json is a LoRA adapter on a base model."""
+    return (Path(path) / ADAPTER_CONFIG).is_file()
+
+
+def adapter_base(path: str) -> str:
+    """The base model a LoRA adapter folder was trained on."""
+    config = json.loads((Path(path) / ADAPTER_CONFIG).read_text(encoding="utf-8"))
+    base = config.get("base_model_name_or_path")
+    if not base:
+        raise ModelLoadError(f"LoRA adapter {path} does not name its base model (base_model_name_or_path)")
+    return base
+
+
+def same_model(a: str, b: str) -> bool:
+    """Do two version paths name the same model? Folders compare by their resolved location."""
+    pa, pb = Path(a).expanduser(), Path(b).expanduser()
+    if pa.exists() and pb.exists():
+        return pa.resolve() == pb.resolve()
+    return a == b
+
+
+def content_seed(seed: int, prompts: list) -> int:
+    """A seed from the run seed and the prompts themselves: the same prompts with the same seed and model
+    sample the same responses in any run, whatever else ran before."""
+    key = json.dumps([seed, prompts], sort_keys=True, ensure_ascii=False).encode()
+    return int.from_bytes(hashlib.sha256(key).digest()[:4], "big") & 0x7FFFFFFF
+
+
+def too_long_reason(prompt_tokens: int, max_new_tokens: int, context_length: int) -> SkipReason | None:
+    if prompt_tokens + max_new_tokens <= context_length:
+        return None
+    return SkipReason(f"prompt is {prompt_tokens} tokens; with max_new_tokens={max_new_tokens} it exceeds the "
+                      f"model's context of {context_length} tokens")
+
+
+def load_error_message(model: str, cause: BaseException | str) -> str:
+    return (f"could not load model {model!r}: {cause}. If this machine is offline or the model is not a local "
+            f"folder, build the offline tiny model with `prefloop tiny-model DIR` and set model.base to DIR "
+            f"(or to 'tiny'), or set model.base to a local model folder.")

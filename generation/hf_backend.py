@@ -1,0 +1,371 @@
+"""The transformers generator backend (the default; CPU or GPU): batched sampling of n responses per prompt,
+in-place version swaps, and the reference log-probs other backends are checked against."""
+
+import gc
+import socket
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from data.store import Sample
+from generation.backend import (
+    Backend,
+    ModelLoadError,
+    SkipReason,
+    adapter_base,
+    content_seed,
+    is_adapter,
+    load_error_message,
+    too_long_reason,
+)
+from generation.config import SamplingConfig
+
+HUB_CONNECT_TIMEOUT_S = 3.0
+FALLBACK_CONTEXT = 2048
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """Everything one model version needs to sample; swapped as a whole, never edited."""
+    path: str
+    model: Any
+    tokenizer: Any
+    eos_ids: frozenset[int]
+    context_length: int
+
+
+class HFBackend(Backend):
+    kind = "hf"
+
+    def __init__(self, path: str, device: str = "auto", dtype: str = "auto"):
+        self.device = resolve_device(device)
+        self.dtype = dtype
+        self._lock = threading.Lock()
+        self._loaded = load_model(path, self.device, dtype)
+        self._batch_cap = 1 << 30  # lowered for good when memory runs out
+
+    # -- the Backend interface ---------------------------------------------------------------------------------
+    @property
+    def path(self) -> str:
+        return self.current.path
+
+    @property
+    def context_length(self) -> int:
+        return self.current.context_length
+
+    def load_version(self, path: str) -> None:
+        loaded = load_model(path, self.device, self.dtype)  # fully loaded before anyone can see it
+        with self._lock:
+            old, self._loaded = self._loaded, loaded
+        del old
+        _free_memory()
+
+    def close(self) -> None:
+        with self._lock:
+            self._loaded = None
+        _free_memory()
+
+    def generate(self, prompts: list[list[dict]], n: int, params: SamplingConfig) -> list[list[Sample] | SkipReason]:
+        loaded = self.current  # one version for the whole call, even if a swap lands meanwhile
+        encoded = [encode_prompt(loaded.tokenizer, messages) for messages in prompts]
+        results: list[list[Sample] | SkipReason | None] = [
+            too_long_reason(len(ids), params.max_new_tokens, loaded.context_length) for ids in encoded]
+        todo = [i for i, r in enumerate(results) if r is None]
+
+        def run(chunk: list[int]) -> list[list[Sample]]:
+            return _sample(loaded, [encoded[i] for i in chunk], [prompts[i] for i in chunk], n, params)
+
+        outputs, self._batch_cap = run_adaptive(todo, min(params.batch_size, self._batch_cap), run)
+        for i, samples in zip(todo, outputs, strict=True):
+            results[i] = samples
+        return results
+
+    @property
+    def current(self) -> LoadedModel:
+        """The model version served now (model, tokenizer, EOS ids, context length)."""
+        with self._lock:
+            if self._loaded is None:
+                raise RuntimeError("this backend is closed")
+            return self._loaded
+
+
+# -- loading -----------------------------------------------------------------------------------------------------
+def resolve_device(device: str) -> str:
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def resolve_dtype(dtype: str, device: str):
+    import torch
+
+    if dtype == "auto":
+        return torch.float32 if device == "cpu" else torch.bfloat16
+    return getattr(torch, dtype)
+
+
+def load_model(path: str, device: str, dtype: str) -> LoadedModel:
+    """Load tokenizer and weights (a LoRA adapter folder is merged into its base); fails fast with ModelLoadError."""
+    try:
+        tokenizer = _load_tokenizer(path)
+        model = _load_weights(path, resolve_dtype(dtype, device)).to(device).eval()
+    except ModelLoadError:
+        raise
+    except (OSError, ValueError, KeyError) as error:
+        raise ModelLoadError(load_error_message(path, error)) from error
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return LoadedModel(path=path, model=model, tokenizer=tokenizer, eos_ids=_eos_ids(model, tokenizer),
+                       context_length=_context_length(model, tokenizer))
+
+
+def _load_tokenizer(path: str):
+    from transformers import AutoTokenizer
+
+    if is_adapter(path) and not (Path(path) / "tokenizer_config.json").is_file():
+        path = adapter_base(path)  # an adapter saved without its tokenizer uses the base model's
+    source, local_only = hub_source(path)
+    return AutoTokenizer.from_pretrained(source, local_files_only=local_only)
+
+
+def _load_weights(path: str, torch_dtype):
+    from transformers import AutoModelForCausalLM
+
+    if is_adapter(path):
+        from peft import PeftModel
+
+        base = _load_weights(adapter_base(path), torch_dtype)
+        return PeftModel.from_pretrained(base, path).merge_and_unload()
+    source, local_only = hub_source(path)
+    return AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, local_files_only=local_only)
+
+
+def hub_source(path: str) -> tuple[str, bool]:
+    """(what to pass to from_pretrained, local_files_only) for a folder or a Hub id.
+
+    A Hub id that is neither cached nor reachable fails here at once: transformers would otherwise
+    retry for about a minute before giving up."""
+    folder = Path(path).expanduser()
+    if folder.is_dir():
+        return str(folder), True
+    if path.startswith((".", "/", "~")) or "\\" in path:
+        raise ModelLoadError(load_error_message(path, f"there is no folder at {folder}"))
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(path, "config.json"), str):
+        return path, True
+    if constants.HF_HUB_OFFLINE:
+        raise ModelLoadError(load_error_message(path, "it is not in the Hugging Face cache and HF_HUB_OFFLINE is set"))
+    if not _reachable(constants.ENDPOINT):
+        raise ModelLoadError(load_error_message(
+            path, f"it is not in the Hugging Face cache and {constants.ENDPOINT} cannot be reached"))
+    return path, False
+
+
+def _reachable(url: str) -> bool:
+    parsed = urlparse(url)
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        socket.create_connection((parsed.hostname, port), timeout=HUB_CONNECT_TIMEOUT_S).close()
+    except OSError:
+        return False
+    return True
+
+
+def _eos_ids(model, tokenizer) -> frozenset[int]:
+    configured = getattr(model.generation_config, "eos_token_id", None)
+    ids = set(configured if isinstance(configured, list) else [configured])
+    ids.add(tokenizer.eos_token_id)
+    return frozenset(i for i in ids if i is not None)
+
+
+def _context_length(model, tokenizer) -> int:
+    config = model.config
+    for name in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+        if getattr(config, name, None):
+            return int(getattr(config, name))
+    limit = getattr(tokenizer, "model_max_length", None)
+    # Tokenizers without a limit report a huge sentinel (1e30).
+    return int(limit) if limit and limit < 1_000_000 else FALLBACK_CONTEXT
+
+
+# -- sampling ----------------------------------------------------------------------------------------------------
+def encode_prompt(tokenizer, messages: list[dict]) -> list[int]:
+    """Token ids of the chat prompt, ending where the assistant's answer starts."""
+    if tokenizer.chat_template:
+        # The template writes its own special tokens (BOS, turn markers), so the tokenizer adds none.
+        text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+    text = "\n\n".join(f"{m['role']}: {m['content']}" for m in messages) + "\n\nassistant:"
+    return tokenizer(text)["input_ids"]
+
+
+def _sample(loaded: LoadedModel, ids_list: list[list[int]], prompts: list[list[dict]], n: int,
+            params: SamplingConfig) -> list[list[Sample]]:
+    """n samples for each prompt of one batch: prefill the prompts once, copy each prompt's cache n times, then
+    decode all rows together, dropping a row from the batch as soon as it emits EOS."""
+    import torch
+
+    device = loaded.model.device
+    generator = torch.Generator(device=device).manual_seed(content_seed(params.seed, prompts))
+    input_ids, mask = left_pad(ids_list, loaded.tokenizer.pad_token_id)
+    with torch.inference_mode():
+        state = _prefill(loaded.model, input_ids.to(device), mask.to(device), n)
+        rows = _decode(loaded.model, state, torch.tensor(sorted(loaded.eos_ids), device=device), params, generator)
+    samples = [_to_sample(loaded, tokens, stopped) for tokens, stopped in rows]
+    return [samples[k * n:(k + 1) * n] for k in range(len(ids_list))]
+
+
+def _prefill(model, input_ids, mask, n: int) -> dict:
+    """Run the prompts once and repeat their cache n times: the n samples of a prompt share its prefill."""
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding: positions count real tokens only
+    out = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                **_last_logits_only(model))
+    out.past_key_values.batch_repeat_interleave(n)
+    return {"cache": out.past_key_values, "logits": out.logits[:, -1].repeat_interleave(n, dim=0),
+            "mask": mask.repeat_interleave(n, dim=0), "position": positions[:, -1:].repeat_interleave(n, dim=0)}
+
+
+def _decode(model, state: dict, eos, params: SamplingConfig, generator) -> list[tuple[list[int], bool]]:
+    """(tokens, stopped at EOS) per row, decoding up to max_new_tokens."""
+    import torch
+
+    cache, logits, mask, position = state["cache"], state["logits"], state["mask"], state["position"]
+    rows: list[tuple[list[int], bool]] = [([], False) for _ in range(logits.shape[0])]
+    alive = torch.arange(logits.shape[0], device=logits.device)  # which sample each batch row is
+    for step in range(params.max_new_tokens):
+        next_tokens = sample_next(logits, params.temperature, params.top_p, generator)
+        done = torch.isin(next_tokens, eos)
+        for row, token, is_done in zip(alive.tolist(), next_tokens.tolist(), done.tolist(), strict=True):
+            rows[row][0].append(token)
+            rows[row] = (rows[row][0], is_done)
+        if done.all() or step == params.max_new_tokens - 1:
+            break
+        if done.any():  # finished rows leave the batch, so the long tail costs only what still runs
+            keep = (~done).nonzero()[:, 0]
+            cache.batch_select_indices(keep)
+            alive, mask, position, next_tokens = alive[keep], mask[keep], position[keep], next_tokens[keep]
+        mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=-1)
+        position = position + 1
+        out = model(input_ids=next_tokens[:, None], attention_mask=mask, position_ids=position,
+                    past_key_values=cache, use_cache=True)
+        logits = out.logits[:, -1]
+    return rows
+
+
+def sample_next(logits, temperature: float, top_p: float, generator, candidates: int = 64):
+    """One token per row from softmax(logits / temperature) restricted to the top_p nucleus.
+
+    Exact, but cheap: the nucleus is looked for among the top `candidates` tokens; only the rows whose nucleus
+    is larger look again among 8x as many, up to a full sort of the vocabulary."""
+    import torch
+
+    scaled = logits.float() / temperature
+    if top_p >= 1.0:
+        return torch.multinomial(torch.softmax(scaled, dim=-1), 1, generator=generator)[:, 0]
+    values, index = scaled.topk(min(candidates, scaled.shape[-1]), dim=-1)
+    probs = (values - torch.logsumexp(scaled, dim=-1, keepdim=True)).exp()
+    cumulative = probs.cumsum(dim=-1)
+    keep = (cumulative - probs) < top_p  # the most likely token is always kept
+    choice = torch.multinomial(torch.where(keep, probs, 0.0), 1, generator=generator)
+    result = index.gather(1, choice)[:, 0]
+    wide = cumulative[:, -1] < top_p
+    if wide.any() and values.shape[-1] < scaled.shape[-1]:
+        rows = wide.nonzero()[:, 0]
+        result[rows] = sample_next(logits[rows], temperature, top_p, generator, candidates=candidates * 8)
+    return result
+
+
+def _last_logits_only(model) -> dict:
+    """Ask for the last position's logits only when the model supports it: prefill logits over a big
+    vocabulary are the largest tensor of the whole batch."""
+    import inspect
+
+    return {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
+
+
+def left_pad(ids_list: list[list[int]], pad_id: int):
+    import torch
+
+    width = max(len(ids) for ids in ids_list)
+    input_ids = torch.full((len(ids_list), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(ids_list), width), dtype=torch.long)
+    for row, ids in enumerate(ids_list):
+        input_ids[row, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
+        mask[row, width - len(ids):] = 1
+    return input_ids, mask
+
+
+def _to_sample(loaded: LoadedModel, tokens: list[int], stopped: bool) -> Sample:
+    """A row that emitted EOS stopped ('stop'; the EOS counts as a token); any other ran out ('length')."""
+    body = tokens[:-1] if stopped else tokens
+    text = loaded.tokenizer.decode(body, skip_special_tokens=True).strip()
+    return Sample(text=text, finish_reason="stop" if stopped else "length", token_count=len(tokens))
+
+
+# -- memory ------------------------------------------------------------------------------------------------------
+def run_adaptive(items: Sequence, batch_size: int, run: Callable[[list], list]) -> tuple[list, int]:
+    """run() over items in batches; on out-of-memory halve the batch and retry it. Returns (results, final size)."""
+    results: list = []
+    size, start = max(1, batch_size), 0
+    while start < len(items):
+        chunk = list(items[start:start + size])
+        try:
+            results.extend(run(chunk))
+        except Exception as error:
+            if not is_out_of_memory(error) or len(chunk) == 1:
+                raise
+            size = max(1, len(chunk) // 2)
+            _free_memory()
+            continue
+        start += len(chunk)
+    return results, size
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    import torch
+
+    if isinstance(error, torch.OutOfMemoryError):
+        return True
+    text = str(error).lower()
+    return isinstance(error, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+
+
+def _free_memory() -> None:
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+# -- reference log-probs (what a served model must agree with) ---------------------------------------------------
+def token_logprobs(model, sequences: list[list[int]]) -> list[list[float]]:
+    """log p(token_t | tokens_<t) for t >= 1 of each sequence, computed one sequence at a time (no padding)."""
+    import torch
+
+    result = []
+    with torch.inference_mode():
+        for ids in sequences:
+            x = torch.tensor([ids], device=model.device)
+            logits = model(input_ids=x).logits.float()[0, :-1]
+            logprobs = torch.log_softmax(logits, dim=-1).gather(1, x[0, 1:, None])[:, 0]
+            result.append(logprobs.tolist())
+    return result
+
+
+def reference_logprobs(path: str, sequences: list[list[int]], device: str = "auto",
+                       dtype: str = "auto") -> list[list[float]]:
+    """token_logprobs() of the model saved at `path`, loaded fresh with transformers (then freed)."""
+    loaded = load_model(path, resolve_device(device), dtype)
+    try:
+        return token_logprobs(loaded.model, sequences)
+    finally:
+        del loaded
+        _free_memory()

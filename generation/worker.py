@@ -1,0 +1,131 @@
+"""The sampling worker: prompts that still need comparisons under the deployed version -> n samples each ->
+responses stored with the version and params that made them -> comparisons per the pairing strategy.
+
+`generate_once` works through the backlog once; `watch` keeps the open queue topped up and follows deployments."""
+
+import logging
+import random
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from data.models import ModelVersion, Prompt
+from data.store import Store
+from generation.backend import Backend, SkipReason, same_model
+from generation.config import SamplingConfig
+from generation.pairing import make_pairs
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class GenerationReport:
+    version: str | None = None  # the version sampled from last
+    prompts_sampled: int = 0
+    responses_stored: int = 0
+    comparisons_created: int = 0
+    skipped: dict[int, str] = field(default_factory=dict)  # prompt id -> reason
+    versions_loaded: list[str] = field(default_factory=list)  # swaps made on the way, in order
+    batches: int = 0
+
+    @property
+    def prompts_skipped(self) -> int:
+        return len(self.skipped)
+
+    def summary(self) -> str:
+        return (f"{self.prompts_sampled} prompts sampled from {self.version}, {self.responses_stored} responses, "
+                f"{self.comparisons_created} comparisons, {self.prompts_skipped} prompts skipped")
+
+
+class NoDeployedVersion(LookupError):
+    """Generation needs a deployed model version."""
+
+
+def generate_once(store: Store, backend: Backend, cfg: SamplingConfig, limit: int | None = None,
+                  progress: bool = False) -> GenerationReport:
+    """Sample every prompt (at most `limit`) that has no responses from the deployed version yet."""
+    from tqdm.auto import tqdm
+
+    version = store.deployed_version()
+    if version is None:
+        raise NoDeployedVersion("no model version is deployed; register and deploy one (v0 is the base model)")
+    report = GenerationReport(version=version.name)
+    if ensure_serving(backend, version):
+        report.versions_loaded.append(version.name)
+    with tqdm(total=limit, desc=f"sampling from {version.name}", unit="prompt", disable=not progress) as bar:
+        while limit is None or _handled(report) < limit:
+            size = cfg.batch_size if limit is None else min(cfg.batch_size, limit - _handled(report))
+            prompts = store.prompts_to_sample(version.id, size)
+            if not prompts:
+                break
+            sample_batch(store, backend, cfg, version, prompts, report)
+            bar.update(len(prompts))
+    return report
+
+
+def watch(store: Store, backend: Backend, cfg: SamplingConfig, stop_event: threading.Event,
+          max_batches: int | None = None,
+          on_batch: Callable[[GenerationReport], None] | None = None) -> GenerationReport:
+    """Keep cfg.queue_target open comparisons queued until stop_event is set (or after max_batches batches).
+
+    The deployed version is re-read before every batch; a new one is loaded into the backend in place."""
+    report = GenerationReport()
+    while not stop_event.is_set() and (max_batches is None or report.batches < max_batches):
+        if not _watch_step(store, backend, cfg, report):
+            stop_event.wait(cfg.watch_interval_s)
+            continue
+        if on_batch is not None:
+            on_batch(report)
+    return report
+
+
+def _watch_step(store: Store, backend: Backend, cfg: SamplingConfig, report: GenerationReport) -> bool:
+    """One batch of watch's work; False when there was nothing to do."""
+    version = store.deployed_version()
+    if version is None:
+        return False
+    if ensure_serving(backend, version):
+        report.versions_loaded.append(version.name)
+    wanted = cfg.queue_target - store.open_comparison_count()
+    if wanted <= 0:
+        return False
+    prompts = store.prompts_to_sample(version.id, min(cfg.batch_size, wanted))
+    if not prompts:
+        return False
+    report.version = version.name
+    sample_batch(store, backend, cfg, version, prompts, report)
+    return True
+
+
+def ensure_serving(backend: Backend, version: ModelVersion) -> bool:
+    """Load `version` into the backend unless it serves it already; True when it swapped."""
+    if same_model(backend.path, version.path):
+        return False
+    log.info("loading model version %s from %s", version.name, version.path)
+    backend.load_version(version.path)
+    return True
+
+
+def sample_batch(store: Store, backend: Backend, cfg: SamplingConfig, version: ModelVersion,
+                 prompts: list[Prompt], report: GenerationReport) -> None:
+    """Sample one batch of prompts and store responses and comparisons (one transaction per prompt)."""
+    results = backend.generate([p.messages for p in prompts], cfg.samples_per_prompt, cfg)
+    params = {**cfg.sampling_params(), "backend": backend.kind}
+    for prompt, result in zip(prompts, results, strict=True):
+        if isinstance(result, SkipReason) or not result:
+            reason = result.reason if isinstance(result, SkipReason) else "the backend returned no samples"
+            store.skip_prompt(prompt.id, reason)
+            report.skipped[prompt.id] = reason
+            continue
+        # Seeded per (run seed, version, prompt): the same run pairs the same way.
+        rng = random.Random(f"{cfg.seed}:{version.id}:{prompt.id}")
+        pairs = make_pairs(result, cfg.pairing, cfg.max_pairs_per_prompt, cfg.bad_samples, rng)
+        comparison_ids = store.add_samples(prompt.id, version.id, result, pairs, params, cfg.overlap)
+        report.prompts_sampled += 1
+        report.responses_stored += len(result)
+        report.comparisons_created += len(comparison_ids)
+    report.batches += 1
+
+
+def _handled(report: GenerationReport) -> int:
+    return report.prompts_sampled + report.prompts_skipped

@@ -1,0 +1,131 @@
+"""The `prefloop` command as a user runs it: a real subprocess of the installed console script."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PREFLOOP = str(Path(sys.executable).with_name("prefloop"))
+
+
+def run(*args, workdir=None, env=None, input=None):
+    full_env = {**os.environ, **(env or {})}
+    full_env.pop("PREFLOOP_WORKDIR", None)
+    cmd = [PREFLOOP] + (["--workdir", str(workdir)] if workdir else []) + [str(a) for a in args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=full_env, input=input, timeout=300)
+
+
+@pytest.fixture
+def initialised(workdir, tmp_path):
+    base = tmp_path / "base-model"
+    base.mkdir()
+    r = run("init", "--base", base, workdir=workdir)
+    assert r.returncode == 0, r.stderr
+    return workdir
+
+
+def verbs() -> list[str]:
+    from app.cli import cli
+
+    return sorted(cli.commands)
+
+
+def test_help_lists_every_verb_with_a_summary():
+    r = run("--help")
+    assert r.returncode == 0
+    for verb in verbs():
+        line = next(x for x in r.stdout.splitlines() if x.strip().startswith(verb + " "))
+        assert len(line.split(None, 1)[1]) > 15, f"verb {verb} has no real summary"
+
+
+@pytest.mark.parametrize("verb", verbs())
+def test_every_verb_has_help(verb):
+    r = run(verb, "--help")
+    assert r.returncode == 0 and "Usage: prefloop" in r.stdout
+
+
+def test_a_verb_before_init_says_to_run_init_without_a_traceback(workdir):
+    r = run("stats", workdir=workdir / "nope")
+    assert r.returncode == 1
+    assert "prefloop init" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_init_creates_config_database_and_registry_and_is_idempotent(initialised):
+    assert (initialised / "prefloop.toml").exists() and (initialised / "prefloop.db").exists()
+    assert (initialised / "models").is_dir()
+    again = run("init", workdir=initialised)
+    assert again.returncode == 0 and "Already initialised" in again.stdout
+    versions = run("versions", workdir=initialised)
+    assert versions.stdout.startswith("* v0")
+
+
+def test_settings_come_from_file_environment_and_set(initialised):
+    r = run("--set", "generation.top_p=0.5", "config", workdir=initialised,
+            env={"PREFLOOP_GENERATION_TEMPERATURE": "0.3"})
+    assert r.returncode == 0, r.stderr
+    assert "generation.temperature = 0.3" in r.stdout and "generation.top_p = 0.5" in r.stdout
+
+
+def test_an_unknown_set_key_is_a_clear_error(initialised):
+    r = run("--set", "generation.temprature=1", "stats", workdir=initialised)
+    assert r.returncode == 1 and "unknown setting 'generation.temprature'" in r.stderr
+
+
+def test_a_malformed_file_is_refused_whole_with_file_line_and_field(initialised, tmp_path):
+    bad = tmp_path / "pairs.jsonl"
+    good = {"prompt": [{"role": "user", "content": "q"}], "chosen": [{"role": "assistant", "content": "x"}],
+            "rejected": [{"role": "assistant", "content": "y"}]}
+    bad.write_text(json.dumps(good) + "\n" + json.dumps({**good, "chosen": []}) + "\n")
+    r = run("import", bad, "--format", "trl", workdir=initialised)
+    assert r.returncode != 0
+    assert "pairs.jsonl:2" in r.stderr and "chosen" in r.stderr and "Traceback" not in r.stderr
+    stats = json.loads(run("stats", "--json", workdir=initialised).stdout)
+    assert stats["prompts"] == 0 and stats["comparisons"] == {}
+
+
+def test_import_then_export_through_the_cli(initialised, shared_datasets, tmp_path):
+    src = shared_datasets / "openai-preference-orca-dpo-pairs-validation.jsonl"
+    r = run("import", src, workdir=initialised)
+    assert r.returncode == 0, r.stderr
+    assert "format openai" in r.stdout and "comparisons +284" in r.stdout
+    out = tmp_path / "out.jsonl"
+    r = run("export", out, "--format", "openai", workdir=initialised)
+    assert r.returncode == 0, r.stderr
+    assert out.read_text().splitlines() and len(out.read_text().splitlines()) == 284
+    stats = json.loads(run("stats", "--json", workdir=initialised).stdout)
+    assert stats["labels_by_source"] == {"import": 284}
+
+
+def test_skip_invalid_imports_good_rows_and_reports_bad_ones(initialised, tmp_path):
+    f = tmp_path / "prompts.jsonl"
+    f.write_text('{"prompt": "one"}\n{"prompt": ""}\nnot json\n{"prompt": "two"}\n')
+    report = tmp_path / "report.jsonl"
+    r = run("import", f, "--skip-invalid", "--report", report, workdir=initialised)
+    assert r.returncode == 0, r.stderr
+    assert "prompts +2" in r.stdout and "2 invalid" in r.stderr
+    assert len(report.read_text().splitlines()) == 2
+
+
+@pytest.mark.slow
+def test_generate_samples_the_deployed_version_into_comparisons(workdir, tiny_model_dir, tmp_path):
+    assert run("init", "--base", tiny_model_dir, workdir=workdir).returncode == 0
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": f"What does json.thing{i} do?"}) + "\n" for i in range(3)))
+    assert run("import", prompts, workdir=workdir).returncode == 0
+    r = run("generate", "--prompts", "2", "--samples", "3", workdir=workdir)
+    assert r.returncode == 0, r.stderr
+    assert "2 prompts sampled from v0, 6 responses" in r.stdout
+    stats = json.loads(run("stats", "--json", workdir=workdir).stdout)
+    assert stats["responses"] == 6 and sum(stats["comparisons"].values()) >= 2
+
+
+def test_an_unreachable_hub_model_fails_with_a_clear_message(workdir):
+    assert run("init", "--base", "no-such-org/no-such-model", workdir=workdir).returncode == 0
+    (workdir / "p.jsonl").write_text('{"prompt": "hi"}\n')
+    assert run("import", workdir / "p.jsonl", workdir=workdir).returncode == 0
+    r = run("generate", workdir=workdir, env={"HF_HUB_OFFLINE": "1"})
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert "no-such-org/no-such-model" in r.stderr and "tiny-model" in r.stderr

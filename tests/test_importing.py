@@ -1,0 +1,368 @@
+"""Importing files into a real SQLite store: counts, stored texts, all-or-nothing, duplicates, BYO comparisons."""
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from sqlmodel import func, select
+
+from data import importing
+from data.formats import InvalidRecord
+from data.importing import ImportResult, import_file
+from data.models import Comparison, Label, Prompt, Response
+
+PREFERENCE_SAMPLES = [
+    # file, format, prompts added, prompts duplicate, comparisons added, comparisons duplicate
+    ("openai-preference-orca-dpo-pairs-validation.jsonl", "openai", 284, 0, 284, 0),
+    ("openai-cookbook-dpo-example.jsonl", "openai", 1, 0, 1, 0),
+    # Records 3 and 4 are the same pair, written conversational-explicit and conversational-implicit.
+    ("trl-preference-format-examples.jsonl", "trl", 3, 1, 3, 1),
+    # The demo file repeats 5 of its records verbatim.
+    ("llamafactory-dpo-en-demo.json", "llamafactory", 295, 5, 295, 5),
+]
+
+
+def row_counts(store) -> dict[str, int]:
+    with store.read() as s:
+        return {t.__name__: s.exec(select(func.count()).select_from(t)).one()
+                for t in (Prompt, Response, Comparison, Label)}
+
+
+def stored_pairs(store) -> list[tuple[str, list, str, str]]:
+    """(origin, prompt messages, text A, text B) of every comparison, in insertion order."""
+    with store.read() as s:
+        rows = s.exec(select(Comparison).order_by(Comparison.id)).all()
+        return [(c.origin, s.get(Prompt, c.prompt_id).messages, s.get(Response, c.response_a_id).text,
+                 s.get(Response, c.response_b_id).text) for c in rows]
+
+
+def write_jsonl(path: Path, *objects) -> Path:
+    path.write_text("".join(json.dumps(o) + "\n" for o in objects), encoding="utf-8")
+    return path
+
+
+def pair(prompt="p", chosen="good", rejected="bad") -> dict:
+    return {"prompt": prompt, "chosen": chosen, "rejected": rejected}
+
+
+@pytest.fixture
+def seeded(store, shared_datasets):
+    """A store that already holds data, so "unchanged" means more than "still empty"."""
+    import_file(store, shared_datasets / "openai-cookbook-dpo-example.jsonl")
+    return store
+
+
+# -- the shared samples --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("name", "fmt", "p_added", "p_dup", "c_added", "c_dup"), PREFERENCE_SAMPLES)
+def test_preference_samples_import_with_the_right_counts(store, shared_datasets, name, fmt, p_added, p_dup,
+                                                         c_added, c_dup):
+    result = import_file(store, shared_datasets / name)
+    assert result == ImportResult(format=fmt, prompts_added=p_added, prompts_duplicate=p_dup,
+                                  comparisons_added=c_added, comparisons_duplicate=c_dup, labels_added=c_added)
+    assert row_counts(store) == {"Prompt": p_added, "Response": 2 * c_added, "Comparison": c_added, "Label": c_added}
+
+
+@pytest.mark.parametrize(("name", "prompt_field", "count"), [
+    ("self-instruct-seed-tasks.jsonl", "instruction", 175),
+    ("mt-bench-questions.jsonl", "turns", 80),
+])
+def test_prompt_samples_import_with_their_prompt_field(store, shared_datasets, name, prompt_field, count):
+    result = import_file(store, shared_datasets / name, prompt_field=prompt_field)
+    assert (result.format, result.prompts_added, result.prompts_duplicate) == ("prompts-jsonl", count, 0)
+    with store.read() as s:
+        assert set(s.exec(select(Prompt.source)).all()) == {name}
+
+
+def test_hh_rlhf_sample_imports_all_300_pairs_including_an_empty_chosen_reply(store, shared_datasets):
+    result = import_file(store, shared_datasets / "hh-rlhf-harmless-base-test.sample.jsonl")
+    assert (result.format, result.comparisons_added, result.labels_added, result.prompts_added) == \
+        ("hh-rlhf", 300, 300, 300)
+    assert result.invalid == []
+
+
+def test_an_hh_transcript_with_both_replies_empty_is_refused_as_identical(store, tmp_path):
+    path = tmp_path / "hh.jsonl"
+    path.write_text(json.dumps({"chosen": "\n\nHuman: hi\n\nAssistant: ",
+                                "rejected": "\n\nHuman: hi\n\nAssistant: "}) + "\n")
+    with pytest.raises(InvalidRecord) as caught:
+        import_file(store, path)
+    assert (caught.value.line, caught.value.field) == (1, "rejected")
+    assert sum(row_counts(store).values()) == 0
+
+
+def test_orca_texts_are_stored_exactly_as_in_the_source(store, shared_datasets):
+    path = shared_datasets / "openai-preference-orca-dpo-pairs-validation.jsonl"
+    import_file(store, path)
+    source = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    expected = [(f"{path.name}:{n}", r["input"]["messages"], r["preferred_output"][0]["content"],
+                 r["non_preferred_output"][0]["content"]) for n, r in enumerate(source, 1)]
+    assert stored_pairs(store) == expected
+
+
+def test_llamafactory_texts_are_stored_exactly_as_in_the_source(store, shared_datasets):
+    path = shared_datasets / "llamafactory-dpo-en-demo.json"
+    import_file(store, path)
+    text = path.read_text(encoding="utf-8")
+    starts = [n for n, line in enumerate(text.splitlines(), 1) if line == "  {"]
+    by_origin = {f"{path.name}:{n}": e for n, e in zip(starts, json.loads(text), strict=True)}
+    roles = {"system": "system", "human": "user", "gpt": "assistant"}
+    for origin, messages, a, b in stored_pairs(store):
+        element = by_origin[origin]
+        assert messages == [{"role": roles[t["from"]], "content": t["value"]} for t in element["conversations"]]
+        assert (a, b) == (element["chosen"]["value"], element["rejected"]["value"])
+
+
+def test_hh_rlhf_stored_turns_rebuild_the_source_transcripts(store, shared_datasets, tmp_path):
+    path = shared_datasets / "hh-rlhf-harmless-base-test.sample.jsonl"
+    import_file(store, path, skip_invalid=True, report_path=tmp_path / "report.jsonl")
+    source = path.read_text(encoding="utf-8").splitlines()
+    for origin, messages, chosen, rejected in stored_pairs(store):
+        original = json.loads(source[int(origin.rsplit(":", 1)[1]) - 1])
+        head = "".join(f"\n\n{'Human' if m['role'] == 'user' else 'Assistant'}: {m['content']}" for m in messages)
+        assert (head + "\n\nAssistant: " + chosen, head + "\n\nAssistant: " + rejected) == \
+            (original["chosen"], original["rejected"])
+
+
+def test_imported_pairs_are_done_with_one_import_label_for_a(store, shared_datasets):
+    import_file(store, shared_datasets / "openai-cookbook-dpo-example.jsonl")
+    with store.read() as s:
+        comparison, label = s.exec(select(Comparison)).one(), s.exec(select(Label)).one()
+        responses = s.exec(select(Response)).all()
+    assert (comparison.source, comparison.status, comparison.overlap, comparison.model_version_id) == \
+        ("import", "done", 1, None)
+    assert comparison.origin == "openai-cookbook-dpo-example.jsonl:1" and len(comparison.content_hash) == 64
+    assert (label.comparison_id, label.annotator, label.source, label.choice, label.shown_order) == \
+        (comparison.id, "import", "import", "a", "ab")
+    assert {(r.source, r.model_version_id, r.finish_reason) for r in responses} == {("import", None, None)}
+
+
+def test_trl_implicit_standard_pair_gets_an_empty_prompt_that_generation_skips(store, shared_datasets):
+    import_file(store, shared_datasets / "trl-preference-format-examples.jsonl")
+    with store.read() as s:
+        empty = s.exec(select(Prompt).where(Prompt.messages == [])).one()
+    assert empty.skip_reason == importing.NO_PROMPT_REASON
+    assert [a for _, messages, a, _ in stored_pairs(store) if messages == []] == ["The sky is blue."]
+
+
+def test_sample_import_is_fast(store, shared_datasets):
+    started = time.perf_counter()
+    import_file(store, shared_datasets / "llamafactory-dpo-en-demo.json")
+    # About 0.1 s on a laptop; the bound only catches a slide back to per-row flushes.
+    assert time.perf_counter() - started < 3
+
+
+# -- all or nothing ------------------------------------------------------------------------------------------------
+GOOD_MESSAGES = [{"role": "user", "content": "q"}]
+MALFORMED = [
+    # id, format, file lines (str, or bytes for raw content), line, field, message fragment
+    ("bad-json", "trl", [json.dumps(pair()), '{"prompt": "p", "chosen": "a"'], 2, None, "not valid JSON"),
+    ("not-an-object", "trl", [json.dumps(pair()), '["p", "a", "b"]'], 2, None, "must be a JSON object"),
+    ("missing-field", "trl", [json.dumps({"prompt": "p", "chosen": "a"})], 1, "rejected", "is missing"),
+    ("wrong-type", "trl", [json.dumps(pair(chosen=3))], 1, "chosen", "must be a non-empty string, not a number"),
+    ("empty-text", "trl", [json.dumps(pair(chosen=""))], 1, "chosen", "must be a non-empty string"),
+    ("whitespace-text", "trl", [json.dumps(pair(rejected=" \n\t"))], 1, "rejected", "whitespace only"),
+    ("empty-prompt", "trl", [json.dumps(pair(prompt="  "))], 1, "prompt", "must be a non-empty string"),
+    ("identical", "trl", [json.dumps(pair(chosen="same", rejected="same "))], 1, "rejected", "same text"),
+    ("non-utf8", "trl", [json.dumps(pair()), b'{"prompt": "p\xff", "chosen": "a", "rejected": "b"}'], 2, None,
+     "not UTF-8"),
+    ("too-long", "trl", [json.dumps(pair()), json.dumps(pair(chosen="x" * 3000))], 2, None, "longer than the limit"),
+    ("one-response", "responses-jsonl", [json.dumps({"prompt": "p", "responses": ["only"]})], 1, "responses",
+     "at least 2 distinct"),
+    ("duplicate-responses", "responses-jsonl", [json.dumps({"prompt": "p", "responses": ["r", "r"]})], 1,
+     "responses", "at least 2 distinct"),
+    ("empty-response", "responses-jsonl", [json.dumps({"prompt": "p", "responses": ["r", ""]})], 1,
+     "responses[1]", "non-empty string"),
+    ("bad-role", "prompts-jsonl", [json.dumps({"messages": [{"role": "bot", "content": "hi"}]})], 1,
+     "messages[0].role", "must be one of"),
+    ("no-prompt", "prompts-jsonl", [json.dumps({"text": "hi"})], 1, "prompt", "is missing"),
+    ("openai-wrong-role", "openai", [json.dumps({"input": {"messages": GOOD_MESSAGES},
+                                                 "preferred_output": [{"role": "user", "content": "a"}],
+                                                 "non_preferred_output": [{"role": "assistant", "content": "b"}]})],
+     1, "preferred_output[0].role", "must be 'assistant'"),
+    ("openai-two-outputs", "openai", [json.dumps({"input": {"messages": GOOD_MESSAGES},
+                                                  "preferred_output": [{"role": "assistant", "content": "a"}] * 2,
+                                                  "non_preferred_output": [{"role": "assistant", "content": "b"}]})],
+     1, "preferred_output", "one assistant message"),
+    ("openai-no-messages", "openai", [json.dumps({"input": {}, "preferred_output": [], "non_preferred_output": []})],
+     1, "input.messages", "is missing"),
+    ("hh-prompts-differ", "hh-rlhf", [json.dumps({"chosen": "\n\nHuman: a\n\nAssistant: x",
+                                                  "rejected": "\n\nHuman: b\n\nAssistant: y"})],
+     1, "rejected", "same conversation"),
+    ("hh-not-a-transcript", "hh-rlhf", [json.dumps({"chosen": "hello", "rejected": "\n\nHuman: b\n\nAssistant: y"})],
+     1, "chosen", "starting with"),
+]
+
+
+def write_lines(path: Path, lines: list[str | bytes]) -> Path:
+    path.write_bytes(b"".join((x if isinstance(x, bytes) else x.encode()) + b"\n" for x in lines))
+    return path
+
+
+@pytest.mark.parametrize(("fmt", "lines", "line", "field", "fragment"), [c[1:] for c in MALFORMED],
+                         ids=[c[0] for c in MALFORMED])
+def test_malformed_record_names_file_line_field_and_stores_nothing(seeded, tmp_path, fmt, lines, line, field,
+                                                                   fragment):
+    path = write_lines(tmp_path / "data.jsonl", lines)
+    before = row_counts(seeded)
+    with pytest.raises(InvalidRecord) as caught:
+        import_file(seeded, path, fmt, max_record_bytes=2000)
+    error = caught.value
+    assert (error.file, error.line, error.field) == (str(path), line, field)
+    assert fragment in error.message
+    assert str(error).startswith(f"{path}:{line}: " + (f"field '{field}': " if field else ""))
+    assert row_counts(seeded) == before
+
+
+def test_a_bad_last_line_after_many_good_ones_stores_nothing(seeded, tmp_path):
+    path = write_jsonl(tmp_path / "prompts.jsonl", *({"prompt": f"question {i}"} for i in range(999)), {"prompt": 7})
+    before = row_counts(seeded)
+    with pytest.raises(InvalidRecord, match=r"prompts\.jsonl:1000: field 'prompt'"):
+        import_file(seeded, path)
+    assert row_counts(seeded) == before
+
+
+def test_the_error_counts_the_other_invalid_records(store, tmp_path):
+    path = write_jsonl(tmp_path / "p.jsonl", {"prompt": ""}, {"prompt": "ok"}, {"prompt": []}, {"nothing": 1})
+    with pytest.raises(InvalidRecord, match=r"p\.jsonl:1: .*\(and 2 more invalid records\)$"):
+        import_file(store, path)
+
+
+def test_a_failure_inside_the_transaction_stores_nothing(seeded, shared_datasets, monkeypatch):
+    real_insert = importing._insert
+
+    def fail_on_labels(session, model, rows):
+        if model is Label:
+            raise OSError("disk full")
+        return real_insert(session, model, rows)
+
+    monkeypatch.setattr(importing, "_insert", fail_on_labels)
+    before = row_counts(seeded)
+    with pytest.raises(OSError, match="disk full"):
+        import_file(seeded, shared_datasets / "openai-preference-orca-dpo-pairs-validation.jsonl")
+    assert row_counts(seeded) == before
+
+
+# -- skipping invalid records --------------------------------------------------------------------------------------
+def test_skip_invalid_imports_the_good_records_and_reports_the_bad(store, tmp_path):
+    path = write_lines(tmp_path / "mixed.jsonl", [json.dumps(pair("p1")), "{oops", json.dumps(pair("p2", "x", "x")),
+                                                   json.dumps(pair("p3"))])
+    report = tmp_path / "mixed.invalid.jsonl"
+    result = import_file(store, path, "trl", skip_invalid=True, report_path=report)
+    assert (result.comparisons_added, len(result.invalid)) == (2, 2)
+    rows = [json.loads(line) for line in report.read_text().splitlines()]
+    assert [(r["line"], r["field"]) for r in rows] == [(2, None), (3, "rejected")]
+    assert all(r["message"] for r in rows)
+    assert [origin for origin, *_ in stored_pairs(store)] == ["mixed.jsonl:1", "mixed.jsonl:4"]
+
+
+def test_skip_invalid_needs_a_report_path(store, tmp_path):
+    with pytest.raises(ValueError, match="report_path"):
+        import_file(store, write_jsonl(tmp_path / "p.jsonl", {"prompt": "a"}), skip_invalid=True)
+
+
+def test_skip_invalid_rewrites_the_report_even_when_nothing_is_invalid(store, tmp_path):
+    report = tmp_path / "report.jsonl"
+    report.write_text("stale\n")
+    import_file(store, write_jsonl(tmp_path / "p.jsonl", {"prompt": "a"}), skip_invalid=True, report_path=report)
+    assert report.read_text() == ""
+
+
+# -- duplicates ----------------------------------------------------------------------------------------------------
+def test_reimporting_a_preference_file_counts_duplicates_and_adds_nothing(store, shared_datasets):
+    path = shared_datasets / "openai-preference-orca-dpo-pairs-validation.jsonl"
+    import_file(store, path)
+    before = row_counts(store)
+    again = import_file(store, path)
+    assert (again.prompts_added, again.prompts_duplicate, again.comparisons_added, again.comparisons_duplicate,
+            again.labels_added) == (0, 284, 0, 284, 0)
+    assert row_counts(store) == before
+
+
+def test_prompts_duplicated_within_one_file_are_counted_once(store, tmp_path):
+    path = write_jsonl(tmp_path / "p.jsonl", {"prompt": "a"}, {"messages": [{"role": "user", "content": "a"}]},
+                       {"prompt": "b"}, {"prompt": "a"})
+    result = import_file(store, path)
+    assert (result.format, result.prompts_added, result.prompts_duplicate) == ("prompts-jsonl", 2, 2)
+    assert row_counts(store)["Prompt"] == 2
+
+
+def test_a_new_pair_for_a_stored_prompt_reuses_the_prompt(store, tmp_path):
+    import_file(store, write_jsonl(tmp_path / "one.jsonl", pair("p", "a", "b")))
+    result = import_file(store, write_jsonl(tmp_path / "two.jsonl", pair("p", "a", "c")))
+    assert (result.prompts_added, result.prompts_duplicate, result.comparisons_added) == (0, 1, 1)
+    # "a" is one response row shared by both comparisons of the prompt.
+    assert row_counts(store) == {"Prompt": 1, "Response": 3, "Comparison": 2, "Label": 2}
+
+
+# -- CSV -----------------------------------------------------------------------------------------------------------
+def test_csv_prompts_import_with_their_source_file_name(store, tmp_path):
+    path = tmp_path / "prompts.csv"
+    path.write_text('prompt,topic\nWhat is DPO?,ml\n"Write a haiku,\nplease",poetry\nWhat is DPO?,ml\n',
+                    encoding="utf-8")
+    result = import_file(store, path)
+    assert (result.format, result.prompts_added, result.prompts_duplicate) == ("prompts-csv", 2, 1)
+    with store.read() as s:
+        prompts = s.exec(select(Prompt).order_by(Prompt.id)).all()
+    assert [p.messages for p in prompts] == [[{"role": "user", "content": "What is DPO?"}],
+                                             [{"role": "user", "content": "Write a haiku,\nplease"}]]
+    assert {p.source for p in prompts} == {"prompts.csv"}
+
+
+def test_csv_bad_row_names_its_physical_line(store, tmp_path):
+    path = tmp_path / "prompts.csv"
+    path.write_text('prompt\n"two\nlines"\n" "\n', encoding="utf-8")
+    with pytest.raises(InvalidRecord, match=r"prompts\.csv:4: field 'prompt'"):
+        import_file(store, path)
+    assert row_counts(store)["Prompt"] == 0
+
+
+# -- bring your own responses --------------------------------------------------------------------------------------
+def test_byo_responses_become_open_comparisons_for_every_pair(store, tmp_path):
+    path = write_jsonl(tmp_path / "byo.jsonl", {"prompt": "p", "responses": ["r1", "r2", "r3"]},
+                       {"messages": GOOD_MESSAGES, "responses": ["x", "x", "y"]})
+    result = import_file(store, path, overlap=3)
+    assert (result.format, result.prompts_added, result.comparisons_added, result.labels_added) == \
+        ("responses-jsonl", 2, 4, 0)
+    with store.read() as s:
+        comparisons = s.exec(select(Comparison)).all()
+        sources = set(s.exec(select(Response.source)).all())
+    assert {(c.source, c.status, c.overlap) for c in comparisons} == {("byo", "open", 3)}
+    assert sources == {"byo"}
+    assert [(a, b) for _, _, a, b in stored_pairs(store)] == [("r1", "r2"), ("r2", "r3"), ("r1", "r3"), ("x", "y")]
+    assert row_counts(store) == {"Prompt": 2, "Response": 5, "Comparison": 4, "Label": 0}
+    assert store.open_comparison_count() == 4
+
+
+def test_byo_pairs_are_capped_at_ten_and_still_cover_every_response(store, tmp_path):
+    responses = [f"r{i}" for i in range(6)]  # 15 possible pairs
+    import_file(store, write_jsonl(tmp_path / "byo.jsonl", {"prompt": "p", "responses": responses}))
+    pairs = [(a, b) for _, _, a, b in stored_pairs(store)]
+    assert len(pairs) == importing.MAX_PAIRS_PER_RECORD
+    assert {text for p in pairs for text in p} == set(responses)
+
+
+def test_reimporting_byo_responses_adds_nothing_even_in_another_order(store, tmp_path):
+    import_file(store, write_jsonl(tmp_path / "one.jsonl", {"prompt": "p", "responses": ["a", "b"]}))
+    before = row_counts(store)
+    again = import_file(store, write_jsonl(tmp_path / "two.jsonl", {"prompt": "p", "responses": ["b", "a"]}))
+    assert (again.comparisons_added, again.comparisons_duplicate) == (0, 1)
+    assert row_counts(store) == before
+
+
+def test_byo_and_imported_preference_of_the_same_texts_stay_apart(store, tmp_path):
+    import_file(store, write_jsonl(tmp_path / "byo.jsonl", {"prompt": "p", "responses": ["a", "b"]}))
+    result = import_file(store, write_jsonl(tmp_path / "pref.jsonl", pair("p", "a", "b")))
+    assert result.comparisons_added == 1
+    with store.read() as s:
+        assert sorted(s.exec(select(Comparison.source)).all()) == ["byo", "import"]
+
+
+def test_overlap_must_be_positive(store, tmp_path):
+    with pytest.raises(ValueError, match="overlap"):
+        import_file(store, write_jsonl(tmp_path / "b.jsonl", {"prompt": "p", "responses": ["a", "b"]}), overlap=0)
+
+
+def test_progress_bar_goes_to_stderr(store, tmp_path, capsys):
+    import_file(store, write_jsonl(tmp_path / "p.jsonl", {"prompt": "a"}, {"prompt": "b"}), progress=True)
+    assert "import p.jsonl" in capsys.readouterr().err

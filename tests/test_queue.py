@@ -1,0 +1,409 @@
+"""The label queue: leases, exactly `overlap` labels per comparison, idempotent submits, edits, and all of it
+holding under 16 threads and 4 processes on one SQLite file."""
+
+import multiprocessing
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import update
+from sqlmodel import select
+
+from app import service
+from data.models import Comparison, Label, Lease, Response, utcnow
+from data.queue import (
+    ComparisonUnavailable,
+    LabelConflict,
+    add_edited_response,
+    choice_from_side,
+    expire_leases,
+    next_comparison,
+    queue_counts,
+    release_lease,
+    submit_label,
+)
+from data.store import Sample, Store
+
+LEASE = 60
+
+
+def make_comparisons(store: Store, n: int, overlap: int = 1, priority: int = 0) -> list[int]:
+    """n open comparisons, each of two fresh responses ('A<i>' and 'B<i>') to its own prompt."""
+    version = store.get_version("v0") or store.add_version("v0", "/models/v0")
+    tag = uuid.uuid4().hex[:8]
+    ids = []
+    for i, prompt_id in enumerate(store.add_prompts([f"prompt {tag} {i}" for i in range(n)]).ids):
+        samples = [Sample(f"A{i}", "stop", 2), Sample(f"B{i}", "stop", 2)]
+        ids += store.add_samples(prompt_id, version.id, samples, [(0, 1)], {}, overlap)
+    if priority:
+        with store.write() as s:
+            s.exec(update(Comparison).where(Comparison.id.in_(ids)).values(priority=priority))
+    return ids
+
+
+def labels_of(store: Store, comparison_id: int) -> list[Label]:
+    with store.read() as s:
+        return list(s.exec(select(Label).where(Label.comparison_id == comparison_id).order_by(Label.id)).all())
+
+
+def status_of(store: Store, comparison_id: int) -> str:
+    with store.read() as s:
+        return s.get(Comparison, comparison_id).status
+
+
+def leases(store: Store) -> list[Lease]:
+    with store.read() as s:
+        return list(s.exec(select(Lease)).all())
+
+
+def age_all_leases(store: Store) -> None:
+    """Make every lease expired, as if its annotator walked away long ago."""
+    with store.write() as s:
+        s.exec(update(Lease).values(expires_at=utcnow() - timedelta(seconds=1)))
+
+
+def label(store: Store, annotator: str, choice: str = "a", lease_seconds: float = LEASE):
+    """Take the next comparison and label it `choice`."""
+    item = next_comparison(store, annotator, lease_seconds)
+    return item, submit_label(store, annotator, item.comparison_id, choice, item.shown_order)
+
+
+# -- handing out ---------------------------------------------------------------------------------------------------
+def test_next_leases_an_open_comparison_and_shows_a_and_b_in_the_recorded_order(store):
+    [cid] = make_comparisons(store, 1)
+    item = next_comparison(store, "alice", LEASE)
+    assert item.comparison_id == cid and item.messages[0]["role"] == "user"
+    assert item.shown_order in ("ab", "ba")
+    texts = (item.left_text, item.right_text)
+    assert texts == (("A0", "B0") if item.shown_order == "ab" else ("B0", "A0"))
+    [lease] = leases(store)
+    assert (lease.annotator, lease.comparison_id, lease.shown_order) == ("alice", cid, item.shown_order)
+    assert timedelta(seconds=LEASE - 5) < item.expires_at - utcnow() <= timedelta(seconds=LEASE)
+
+
+def test_both_left_right_orders_are_used(store):
+    make_comparisons(store, 40, overlap=40)
+    orders = {next_comparison(store, f"u{i}", LEASE).shown_order for i in range(40)}
+    assert orders == {"ab", "ba"}
+
+
+def test_a_reload_returns_the_same_leased_item_not_a_second_one(store):
+    make_comparisons(store, 3)
+    first = next_comparison(store, "alice", LEASE)
+    again = next_comparison(store, "alice", LEASE)
+    assert again == first
+    assert len(leases(store)) == 1
+
+
+def test_highest_priority_first_then_oldest(store):
+    low = make_comparisons(store, 2)
+    high = make_comparisons(store, 2, priority=5)
+    handed = [next_comparison(store, f"u{i}", LEASE).comparison_id for i in range(4)]
+    assert handed == high + low
+
+
+def test_with_overlap_one_a_leased_comparison_goes_to_nobody_else(store):
+    make_comparisons(store, 1)
+    assert next_comparison(store, "alice", LEASE) is not None
+    assert next_comparison(store, "bob", LEASE) is None
+
+
+def test_with_overlap_two_two_annotators_hold_it_at_once_but_not_three(store):
+    [cid] = make_comparisons(store, 1, overlap=2)
+    assert next_comparison(store, "alice", LEASE).comparison_id == cid
+    assert next_comparison(store, "bob", LEASE).comparison_id == cid
+    assert next_comparison(store, "carol", LEASE) is None
+
+
+def test_a_comparison_is_never_handed_twice_to_the_same_annotator(store):
+    [cid] = make_comparisons(store, 1, overlap=3)
+    label(store, "alice")
+    assert next_comparison(store, "alice", LEASE) is None
+    assert next_comparison(store, "bob", LEASE).comparison_id == cid
+
+
+def test_an_expired_lease_returns_the_item_to_the_queue(store):
+    [cid] = make_comparisons(store, 1)
+    next_comparison(store, "alice", lease_seconds=0.3)
+    assert next_comparison(store, "bob", LEASE) is None
+    time.sleep(0.4)
+    assert next_comparison(store, "bob", LEASE).comparison_id == cid
+    assert [lease.annotator for lease in leases(store)] == ["bob"]
+
+
+def test_expire_leases_deletes_only_expired_ones(store):
+    make_comparisons(store, 2)
+    next_comparison(store, "alice", LEASE)
+    age_all_leases(store)
+    next_comparison(store, "bob", LEASE)  # clears alice's expired lease itself and takes the first item
+    next_comparison(store, "carol", LEASE)
+    with store.write() as s:
+        s.exec(update(Lease).where(Lease.annotator == "carol").values(expires_at=utcnow() - timedelta(seconds=1)))
+    assert expire_leases(store) == 1
+    assert [lease.annotator for lease in leases(store)] == ["bob"]
+
+
+def test_a_released_lease_returns_the_item_at_once(store):
+    [cid] = make_comparisons(store, 1)
+    next_comparison(store, "alice", LEASE)
+    assert release_lease(store, "alice", cid) is True
+    assert release_lease(store, "alice", cid) is False
+    assert next_comparison(store, "bob", LEASE).comparison_id == cid
+
+
+def test_retired_comparisons_are_never_handed_out_nor_labelled(store):
+    [old] = make_comparisons(store, 1)
+    item = next_comparison(store, "alice", LEASE)
+    store.add_version("v1", "/models/v1", parent_id=store.get_version("v0").id, round=1)
+    assert store.deploy("v1") == 1
+    assert next_comparison(store, "alice", LEASE) is None  # the stale lease is not handed back either
+    assert next_comparison(store, "bob", LEASE) is None
+    with pytest.raises(ComparisonUnavailable, match="retired"):
+        submit_label(store, "alice", old, "a", item.shown_order)
+    assert status_of(store, old) == "retired" and labels_of(store, old) == []
+
+
+# -- taking labels back --------------------------------------------------------------------------------------------
+def test_a_double_submit_is_one_label(store):
+    [cid] = make_comparisons(store, 1, overlap=2)
+    item = next_comparison(store, "alice", LEASE)
+    first = submit_label(store, "alice", cid, "b", item.shown_order, rationale="clearer")
+    second = submit_label(store, "alice", cid, "b", item.shown_order, rationale="clearer")
+    assert first.created and not second.created
+    assert second.label_id == first.label_id
+    [stored] = labels_of(store, cid)
+    assert (stored.annotator, stored.choice, stored.rationale, stored.source) == ("alice", "b", "clearer", "human")
+
+
+def test_a_conflicting_resubmit_is_refused_and_the_first_label_stands(store):
+    [cid] = make_comparisons(store, 1, overlap=2)
+    _, first = label(store, "alice", "a")
+    with pytest.raises(LabelConflict, match="first label stands") as refused:
+        submit_label(store, "alice", cid, "b", "ab")
+    assert (refused.value.existing_choice, refused.value.label_id) == ("a", first.label_id)
+    assert [lb.choice for lb in labels_of(store, cid)] == ["a"]
+
+
+def test_submitting_releases_the_annotators_lease(store):
+    make_comparisons(store, 2)
+    label(store, "alice")
+    assert leases(store) == []
+
+
+def test_a_comparison_is_done_when_its_overlap_is_reached_and_takes_no_more(store):
+    [cid] = make_comparisons(store, 1, overlap=2)
+    _, first = label(store, "alice", "a")
+    assert not first.done and status_of(store, cid) == "open"
+    _, second = label(store, "bob", "tie")
+    assert second.done and status_of(store, cid) == "done"
+    assert next_comparison(store, "carol", LEASE) is None
+    with pytest.raises(ComparisonUnavailable, match="already has the 2 label"):
+        submit_label(store, "carol", cid, "b", "ab")
+    assert len(labels_of(store, cid)) == 2
+
+
+def test_a_skip_does_not_count_toward_overlap_and_is_not_handed_again(store):
+    [cid] = make_comparisons(store, 1)
+    _, skipped = label(store, "alice", "skip")
+    assert skipped.created and not skipped.done and status_of(store, cid) == "open"
+    assert next_comparison(store, "alice", LEASE) is None
+    _, real = label(store, "bob", "a")
+    assert real.done
+    assert [(lb.annotator, lb.choice) for lb in labels_of(store, cid)] == [("alice", "skip"), ("bob", "a")]
+
+
+def test_a_late_label_is_refused_when_its_place_went_to_someone_else(store):
+    [cid] = make_comparisons(store, 1)
+    stale = next_comparison(store, "alice", LEASE)
+    age_all_leases(store)
+    next_comparison(store, "bob", LEASE)
+    with pytest.raises(ComparisonUnavailable):
+        submit_label(store, "alice", cid, "a", stale.shown_order)
+    submit_label(store, "bob", cid, "b", "ab")
+    assert [(lb.annotator, lb.choice) for lb in labels_of(store, cid)] == [("bob", "b")]
+
+
+def test_a_late_label_is_taken_while_its_place_is_still_free(store):
+    [cid] = make_comparisons(store, 1)
+    stale = next_comparison(store, "alice", LEASE)
+    age_all_leases(store)
+    assert submit_label(store, "alice", cid, "a", stale.shown_order).done
+
+
+def test_unknown_comparisons_and_invalid_choices_are_refused(store):
+    [cid] = make_comparisons(store, 1)
+    with pytest.raises(LookupError):
+        submit_label(store, "alice", 999, "a", "ab")
+    with pytest.raises(ValueError, match="choice"):
+        submit_label(store, "alice", cid, "left", "ab")
+    with pytest.raises(ValueError, match="shown_order"):
+        submit_label(store, "alice", cid, "a", "ba ")
+    assert labels_of(store, cid) == []
+
+
+def test_judge_labels_do_not_fill_the_human_overlap(store):
+    [cid] = make_comparisons(store, 1)
+    judged = submit_label(store, "judge:tiny", cid, "a", "ab", source="judge")
+    assert judged.created and not judged.done
+    assert next_comparison(store, "alice", LEASE).comparison_id == cid
+
+
+@pytest.mark.parametrize(("side", "order", "choice"), [
+    ("left", "ab", "a"), ("right", "ab", "b"), ("left", "ba", "b"), ("right", "ba", "a"),
+    ("tie", "ba", "tie"), ("both_bad", "ab", "both_bad"), ("skip", "ba", "skip"),
+])
+def test_choice_from_side_maps_left_and_right_through_the_shown_order(side, order, choice):
+    assert choice_from_side(side, order) == choice
+
+
+@pytest.mark.parametrize(("side", "order"), [("a", "ab"), ("left", "xy"), ("", "ab")])
+def test_choice_from_side_refuses_unknown_sides_and_orders(side, order):
+    with pytest.raises(ValueError):
+        choice_from_side(side, order)
+
+
+def test_clicking_the_left_response_prefers_what_was_shown_on_the_left(store):
+    [cid] = make_comparisons(store, 1)
+    item = next_comparison(store, "alice", LEASE)
+    submit_label(store, "alice", cid, choice_from_side("left", item.shown_order), item.shown_order)
+    [stored] = labels_of(store, cid)
+    with store.read() as s:
+        chosen = s.get(Comparison, cid).response_a_id if stored.choice == "a" else s.get(Comparison, cid).response_b_id
+    assert chosen == item.left_response_id and stored.shown_order == item.shown_order
+
+
+# -- the edit flow -------------------------------------------------------------------------------------------------
+def test_an_edit_becomes_a_done_pair_of_the_edit_over_the_response_it_came_from(store):
+    [cid] = make_comparisons(store, 1)
+    item = next_comparison(store, "alice", LEASE)
+    new_id = add_edited_response(store, "alice", cid, "B0, but better", item.shown_order, "fixed a fact",
+                                 edited_from="b")
+    with store.read() as s:
+        original, pair = s.get(Comparison, cid), s.get(Comparison, new_id)
+        edited, rejected = s.get(Response, pair.response_a_id), s.get(Response, pair.response_b_id)
+    assert (pair.source, pair.status, pair.overlap, pair.prompt_id) == ("edit", "done", 1, original.prompt_id)
+    assert (edited.text, edited.source, edited.model_version_id) == ("B0, but better", "edit", None)
+    assert edited.prompt_id == original.prompt_id and rejected.id == original.response_b_id
+    [pair_label] = labels_of(store, new_id)
+    assert (pair_label.annotator, pair_label.choice, pair_label.rationale) == ("alice", "a", "fixed a fact")
+    [original_label] = labels_of(store, cid)
+    assert (original_label.annotator, original_label.choice) == ("alice", "skip")
+    assert leases(store) == [] and status_of(store, cid) == "open"
+
+
+def test_an_edit_records_the_original_choice_passed_in(store):
+    [cid] = make_comparisons(store, 1)
+    item = next_comparison(store, "alice", LEASE)
+    add_edited_response(store, "alice", cid, "A0 fixed", item.shown_order, edited_from="a", original_choice="a")
+    [original_label] = labels_of(store, cid)
+    assert original_label.choice == "a" and status_of(store, cid) == "done"
+
+
+def test_an_edit_after_labelling_keeps_the_first_label(store):
+    [cid] = make_comparisons(store, 1)
+    label(store, "alice", "b")
+    add_edited_response(store, "alice", cid, "A0 fixed", "ab", edited_from="a", original_choice="a")
+    assert [lb.choice for lb in labels_of(store, cid)] == ["b"]
+
+
+def test_an_edit_that_changes_nothing_or_is_empty_is_refused_and_stores_nothing(store):
+    [cid] = make_comparisons(store, 1)
+    with pytest.raises(ValueError, match="does not change"):
+        add_edited_response(store, "alice", cid, " A0 ", "ab", edited_from="a")
+    with pytest.raises(ValueError, match="empty"):
+        add_edited_response(store, "alice", cid, "  ", "ab", edited_from="a")
+    with pytest.raises(ValueError, match="edited_from"):
+        add_edited_response(store, "alice", cid, "new", "ab", edited_from="left")
+    assert store.stats()["responses"] == 2 and labels_of(store, cid) == []
+
+
+# -- progress and the service layer --------------------------------------------------------------------------------
+def test_queue_counts_show_what_is_left_and_done_today(store):
+    make_comparisons(store, 3, overlap=2)
+    label(store, "alice", "a")
+    label(store, "alice", "skip")
+    assert queue_counts(store, "alice") == {"open": 3, "left": 1, "labelled_today": 1}
+    assert queue_counts(store, "bob") == {"open": 3, "left": 3, "labelled_today": 0}
+    assert queue_counts(store) == {"open": 3, "left": 3, "labelled_today": 1}
+
+
+def test_service_functions_pass_the_labelling_settings(workdir, tmp_path):
+    app, _ = service.init_workdir(workdir, base=str(tmp_path / "base"), overrides={"labelling.lease_seconds": "30"})
+    try:
+        [cid] = make_comparisons(app.store, 1)
+        item = service.next_for(app, "alice")
+        assert item.expires_at - utcnow() <= timedelta(seconds=30)
+        assert service.next_for(app, "alice") == item
+        assert service.submit(app, "alice", cid, "a", item.shown_order, time_spent_s=3.5).done
+        assert service.my_progress(app, "alice") == {"open": 0, "left": 0, "labelled_today": 1}
+        pair = service.edit(app, "alice", cid, "A0 fixed", item.shown_order, edited_from="a")
+        assert status_of(app.store, pair) == "done"
+    finally:
+        app.close()
+
+
+# -- concurrency -----------------------------------------------------------------------------------------------
+def annotate_until_empty(store: Store, annotator: str, index: int) -> list[tuple[int, str, str, int]]:
+    """One annotator's session: take, sometimes abandon or skip, label, double-click; returns acknowledged labels."""
+    acked, abandoned = [], set()
+    while True:
+        item = next_comparison(store, annotator, LEASE)
+        if item is None:
+            # Nothing free now; what others hold may still come back (a skip or an abandoned lease).
+            if queue_counts(store, annotator)["left"] == 0:
+                return acked
+            time.sleep(0.01)
+            continue
+        cid = item.comparison_id
+        if cid % 11 == index % 11 and cid not in abandoned:
+            abandoned.add(cid)
+            release_lease(store, annotator, cid)
+            continue
+        # At most a few annotators skip any one comparison, so every comparison can still fill its overlap.
+        side = "skip" if (cid + index) % 7 == 0 else ("left", "right", "tie")[(cid + index) % 3]
+        choice = choice_from_side(side, item.shown_order)
+        result = submit_label(store, annotator, cid, choice, item.shown_order)
+        again = submit_label(store, annotator, cid, choice, item.shown_order)  # the double click
+        assert result.created and not again.created and again.label_id == result.label_id
+        acked.append((cid, annotator, choice, result.label_id))
+
+
+def annotate_in_own_process(url: str, annotator: str, index: int) -> list[tuple[int, str, str, int]]:
+    store = Store(url)
+    try:
+        return annotate_until_empty(store, annotator, index)
+    finally:
+        store.close()
+
+
+def assert_exactly_overlap(store: Store, ids: list[int], overlap: int, acked: list[tuple]) -> None:
+    with store.read() as s:
+        rows = [(lb.comparison_id, lb.annotator, lb.choice, lb.id) for lb in s.exec(select(Label)).all()]
+        statuses = {c.id: c.status for c in s.exec(select(Comparison)).all()}
+    assert sorted(rows) == sorted(acked), "every stored label was acknowledged and every acknowledged one stored"
+    assert len({(cid, who) for cid, who, _, _ in rows}) == len(rows)
+    for cid in ids:
+        counted = [row for row in rows if row[0] == cid and row[2] != "skip"]
+        assert len(counted) == overlap, f"comparison {cid} has {len(counted)} labels, wants {overlap}"
+    assert set(statuses.values()) == {"done"}
+    assert leases(store) == []
+
+
+@pytest.mark.parametrize("overlap", [1, 2])
+def test_sixteen_threads_label_every_comparison_exactly_overlap_times(store, overlap):
+    ids = make_comparisons(store, 60, overlap=overlap)
+    with ThreadPoolExecutor(16) as pool:
+        futures = [pool.submit(annotate_until_empty, store, f"t{i}", i) for i in range(16)]
+        acked = [ack for f in futures for ack in f.result()]  # .result() re-raises any error in a thread
+    assert_exactly_overlap(store, ids, overlap, acked)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("overlap", [1, 2])
+def test_four_processes_label_every_comparison_exactly_overlap_times(store, overlap):
+    ids = make_comparisons(store, 60, overlap=overlap)
+    with multiprocessing.get_context("spawn").Pool(4) as pool:
+        results = pool.starmap(annotate_in_own_process, [(store.url, f"p{i}", i) for i in range(4)])
+    assert_exactly_overlap(store, ids, overlap, [ack for acks in results for ack in acks])

@@ -1,0 +1,207 @@
+"""The sampling worker on a real SQLite store and the real tiny model: lineage, pairing, skips, deploys, watch."""
+
+import threading
+import time
+from dataclasses import fields, replace
+from math import comb
+
+import pytest
+from sqlmodel import select
+
+from data.models import Comparison, Response
+from data.store import Sample
+from generation.backend import load_backend
+from generation.config import SamplingConfig
+from generation.pairing import pairable
+from generation.worker import NoDeployedVersion, generate_once, watch
+
+CFG = SamplingConfig(samples_per_prompt=3, max_new_tokens=24, batch_size=4, seed=0, bad_samples="keep")
+QUESTIONS = ["What does json.dumps do?", "Explain collections.Counter.", "What is pathlib.Path for?",
+             "Briefly, what does os.path.join do?"]
+
+
+
+@pytest.fixture(scope="module")
+def backend(tiny_model_dir):
+    b = load_backend("hf", str(tiny_model_dir), device="cpu")
+    yield b
+    b.close()
+
+
+
+@pytest.fixture
+def v0(store, tiny_model_dir):
+    store.add_version("v0", str(tiny_model_dir))
+    store.deploy("v0")
+    return store.get_version("v0")
+
+
+@pytest.fixture
+def prompt_ids(store):
+    return store.add_prompts(QUESTIONS, source="test").ids
+
+
+def responses(store, **where) -> list[Response]:
+    with store.read() as s:
+        q = select(Response)
+        for name, value in where.items():
+            q = q.where(getattr(Response, name) == value)
+        return list(s.exec(q).all())
+
+
+def comparisons(store) -> list[Comparison]:
+    with store.read() as s:
+        return list(s.exec(select(Comparison)).all())
+
+
+def test_sampling_config_mirrors_the_generation_settings():
+    from app.settings import GenerationSettings, LabellingSettings
+
+    settings = GenerationSettings()
+    cfg = SamplingConfig(**settings.model_dump(), overlap=LabellingSettings().overlap)
+    assert {f.name for f in fields(SamplingConfig)} == set(GenerationSettings.model_fields) | {"overlap"}
+    assert cfg == SamplingConfig()  # the defaults agree too
+
+
+def test_every_response_knows_the_version_and_params_that_made_it(store, backend, v0, prompt_ids):
+    report = generate_once(store, backend, CFG)
+    assert report.version == "v0"
+    assert report.prompts_sampled == len(QUESTIONS)
+    assert report.responses_stored == len(QUESTIONS) * CFG.samples_per_prompt
+    stored = responses(store)
+    assert len(stored) == report.responses_stored
+    for r in stored:
+        assert r.model_version_id == v0.id
+        assert r.source == "generated"
+        assert r.sampling_params == {**CFG.sampling_params(), "backend": "hf"}
+        assert r.finish_reason in ("stop", "length") and r.token_count >= 1
+    assert {r.prompt_id for r in stored} == set(prompt_ids)
+
+
+def test_a_second_run_under_the_same_version_samples_nothing_new(store, backend, v0, prompt_ids):
+    generate_once(store, backend, CFG)
+    again = generate_once(store, backend, CFG)
+    assert again.prompts_sampled == 0 and again.responses_stored == 0
+
+
+def test_limit_caps_the_prompts_sampled(store, backend, v0, prompt_ids):
+    assert generate_once(store, backend, CFG, limit=2).prompts_sampled == 2
+    assert generate_once(store, backend, CFG).prompts_sampled == len(QUESTIONS) - 2
+
+
+@pytest.mark.parametrize("pairing", ["random", "diverse", "all"])
+def test_comparisons_follow_the_pairing_strategy(store, backend, v0, prompt_ids, pairing):
+    cfg = replace(CFG, pairing=pairing, max_pairs_per_prompt=2, overlap=2)
+    report = generate_once(store, backend, cfg)
+    comps = comparisons(store)
+    assert report.comparisons_created == len(comps) > 0
+    by_id = {r.id: r for r in responses(store)}
+    for prompt_id in prompt_ids:
+        mine = [c for c in comps if c.prompt_id == prompt_id]
+        samples = [Sample(r.text, r.finish_reason, r.token_count) for r in by_id.values() if r.prompt_id == prompt_id]
+        usable = len(pairable(samples, cfg.bad_samples))
+        expected = min(comb(usable, 2), 1 if pairing != "all" else cfg.max_pairs_per_prompt)
+        assert len(mine) == expected
+    for c in comps:
+        a, b = by_id[c.response_a_id], by_id[c.response_b_id]
+        assert a.prompt_id == b.prompt_id == c.prompt_id
+        assert a.text != b.text
+        assert c.model_version_id == v0.id and c.status == "open" and c.overlap == 2
+
+
+def test_drop_stores_truncated_samples_but_never_pairs_them(store, backend, v0, prompt_ids):
+    cfg = replace(CFG, max_new_tokens=6, bad_samples="drop", pairing="all")  # 6 tokens truncates nearly all
+    generate_once(store, backend, cfg)
+    by_id = {r.id: r for r in responses(store)}
+    assert any(r.finish_reason == "length" for r in by_id.values())
+    for c in comparisons(store):
+        for rid in (c.response_a_id, c.response_b_id):
+            assert by_id[rid].finish_reason == "stop" and by_id[rid].text
+
+
+def test_long_prompts_are_recorded_as_skipped_with_a_reason(store, backend, v0, prompt_ids):
+    [long_id] = store.add_prompts(["word " * (backend.context_length + 10)]).ids
+    report = generate_once(store, backend, CFG)
+    assert list(report.skipped) == [long_id]
+    assert "context" in store.get_prompt(long_id).skip_reason
+    assert report.prompts_sampled == len(QUESTIONS)
+    assert not responses(store, prompt_id=long_id)
+    assert generate_once(store, backend, CFG).prompts_skipped == 0  # not retried
+
+
+def test_generation_without_a_deployed_version_is_a_clear_error(store, backend, prompt_ids):
+    with pytest.raises(NoDeployedVersion, match="deploy"):
+        generate_once(store, backend, CFG)
+
+
+def test_deploying_with_retire_retires_the_old_versions_open_comparisons(store, backend, v0, prompt_ids, v1_dir):
+    cfg = replace(CFG, on_deploy="retire")
+    generate_once(store, backend, cfg)
+    open_before = store.open_comparison_count(v0.id)
+    assert open_before > 0
+    store.add_version("v1", str(v1_dir), parent_id=v0.id, round=1)
+    assert store.deploy("v1", retire_open=cfg.on_deploy == "retire") == open_before
+    assert store.open_comparison_count() == 0
+    report = generate_once(store, backend, cfg)
+    v1 = store.get_version("v1")
+    assert report.version == "v1" and report.versions_loaded == ["v1"]
+    assert report.prompts_sampled == len(QUESTIONS)  # every prompt again, now on-policy for v1
+    assert store.open_comparison_count() == store.open_comparison_count(v1.id) == report.comparisons_created
+
+
+def test_deploying_with_keep_leaves_the_old_versions_comparisons_open(store, backend, v0, prompt_ids, v1_dir):
+    cfg = replace(CFG, on_deploy="keep")
+    generate_once(store, backend, cfg)
+    open_before = store.open_comparison_count(v0.id)
+    store.add_version("v1", str(v1_dir), parent_id=v0.id, round=1)
+    assert store.deploy("v1", retire_open=cfg.on_deploy == "retire") == 0
+    generate_once(store, backend, cfg)
+    assert store.open_comparison_count(v0.id) == open_before
+    assert store.open_comparison_count(store.get_version("v1").id) > 0
+
+
+def test_watch_picks_up_a_newly_deployed_version_and_new_responses_carry_it(store, backend, v0, prompt_ids, v1_dir):
+    cfg = replace(CFG, batch_size=2, queue_target=1000, watch_interval_s=0.01)
+    v1 = store.add_version("v1", str(v1_dir), parent_id=v0.id, round=1)
+
+    def deploy_v1_after_first_batch(report):
+        if report.batches == 1:
+            store.deploy("v1", retire_open=False)
+
+    report = watch(store, backend, cfg, threading.Event(), max_batches=2, on_batch=deploy_v1_after_first_batch)
+    assert report.batches == 2
+    assert report.versions_loaded[-1] == "v1" and report.version == "v1"
+    assert backend.path == str(v1_dir)
+    assert len({r.prompt_id for r in responses(store, model_version_id=v0.id)}) == 2
+    assert len({r.prompt_id for r in responses(store, model_version_id=v1.id)}) == 2
+    by_id = {r.id: r for r in responses(store)}
+    for c in comparisons(store):  # a comparison pairs responses of the version it is filed under
+        assert by_id[c.response_a_id].model_version_id == by_id[c.response_b_id].model_version_id == c.model_version_id
+
+
+def test_watch_tops_the_queue_up_to_the_target_then_waits_until_stopped(store, backend, v0, prompt_ids):
+    cfg = replace(CFG, batch_size=4, queue_target=2, watch_interval_s=0.05, pairing="all", max_pairs_per_prompt=3)
+    stop = threading.Event()
+    result = {}
+    thread = threading.Thread(target=lambda: result.update(report=watch(store, backend, cfg, stop)))
+    thread.start()
+    deadline = time.monotonic() + 30
+    while store.open_comparison_count() < cfg.queue_target and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)  # several watch intervals with a full queue: no more sampling
+    stop.set()
+    thread.join(timeout=10)
+    assert not thread.is_alive()
+    report = result["report"]
+    assert store.open_comparison_count() >= cfg.queue_target
+    assert report.prompts_sampled < len(QUESTIONS)  # it stopped once the queue was full
+    assert report.prompts_sampled == len({r.prompt_id for r in responses(store)})
+
+
+def test_watch_without_a_deployed_version_waits_and_stops_on_request(store, backend, prompt_ids):
+    stop = threading.Event()
+    threading.Timer(0.2, stop.set).start()
+    started = time.monotonic()
+    report = watch(store, backend, replace(CFG, watch_interval_s=0.05), stop)
+    assert time.monotonic() - started < 5
+    assert report.batches == 0 and not responses(store)
