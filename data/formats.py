@@ -2,15 +2,13 @@
 
 `parse_file` validates a whole file before anything is stored; `sniff_format` guesses a file's format."""
 
-import csv
-import io
-import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from data.readers import InvalidRecord, csv_items, json_array_items, jsonl_items, kind
 from data.store import normalize_messages
 
 FORMATS = ("prompts-jsonl", "prompts-csv", "responses-jsonl", "trl", "openai", "hh-rlhf", "llamafactory")
@@ -20,7 +18,6 @@ ROLES = ("system", "user", "assistant")
 HUMAN, ASSISTANT = "\n\nHuman:", "\n\nAssistant:"
 LLAMAFACTORY_ROLES = {"system": "system", "human": "user", "gpt": "assistant"}
 _MISSING = object()
-_WS = re.compile(r"[ \t\n\r]*")
 _HH_TURN = re.compile(r"\n\n(Human|Assistant):")
 
 
@@ -51,26 +48,6 @@ Record = PromptRecord | ResponsesRecord | PreferenceRecord
 
 class UnknownFormat(ValueError):
     """The format name is unknown, or a file's format cannot be told from its content."""
-
-
-class InvalidRecord(ValueError):
-    """One malformed record: which file, which physical line, which field, and what is wrong with it."""
-
-    def __init__(self, file: str, line: int, field: str | None, message: str, record: int | None = None):
-        super().__init__(file, line, field, message, record)
-        self.file, self.line, self.field, self.message = file, line, field, message
-        self.record = record  # 1-based element index, for JSON array files
-        self.more = 0  # how many further invalid records the file has (set when raised for a whole file)
-
-    def __str__(self) -> str:
-        where = f"{self.file}:{self.line}" + (f" (record {self.record})" if self.record else "")
-        what = f"field '{self.field}': {self.message}" if self.field else self.message
-        more = f" (and {self.more} more invalid record{'s' * (self.more != 1)})" if self.more else ""
-        return f"{where}: {what}{more}"
-
-    def to_json(self) -> dict[str, Any]:
-        row = {"line": self.line, "field": self.field, "message": self.message}
-        return row | ({"record": self.record} if self.record else {})
 
 
 class _Bad(Exception):
@@ -112,7 +89,7 @@ def iter_records(path: str | Path, fmt: str, prompt_field: str | None = None,
 
 def _records(path: Path, fmt: str, prompt_field: str | None, max_bytes: int) -> Iterator[Record | InvalidRecord]:
     convert = _CONVERTERS[fmt]
-    read = {"prompts-csv": _csv_items, "llamafactory": _json_array_items}.get(fmt, _jsonl_items)
+    read = {"prompts-csv": csv_items, "llamafactory": json_array_items}.get(fmt, jsonl_items)
     for line, index, obj, problem in read(path, max_bytes, prompt_field):
         try:
             if problem:
@@ -152,137 +129,11 @@ def sniff_format(path: str | Path, prompt_field: str | None = None) -> str:
 
 
 def _first_object(path: Path) -> dict:
-    for line, _index, obj, problem in _jsonl_items(path, MAX_RECORD_BYTES):
+    for line, _index, obj, problem in jsonl_items(path, MAX_RECORD_BYTES):
         if problem or not isinstance(obj, dict):
             raise UnknownFormat(f"{path}:{line}: cannot tell the format: {problem or 'not a JSON object'}")
         return obj
     raise UnknownFormat(f"{path}: the file has no records")
-
-
-# -- readers ----------------------------------------------------------------------------------------------------
-_Item = tuple[int, int | None, Any, str | None]  # physical line, element index (JSON arrays), object, problem
-
-
-def _jsonl_items(path: Path, max_bytes: int, _prompt_field: str | None = None) -> Iterator[_Item]:
-    with open(path, "rb") as f:
-        for line, raw in enumerate(_bounded_lines(f, max_bytes), 1):
-            if raw is None:
-                yield line, None, None, f"line is longer than the limit of {max_bytes} bytes"
-                continue
-            if line == 1:
-                raw = raw.removeprefix(b"\xef\xbb\xbf")
-            if not raw.strip():
-                continue
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                yield line, None, None, f"not UTF-8: byte {raw[e.start]:#04x} at column {e.start + 1}"
-                continue
-            yield line, None, *_json_object(text)
-
-
-def _bounded_lines(f, max_bytes: int) -> Iterator[bytes | None]:
-    """Lines without their newline; None for a line over `max_bytes`, which is read past but never held whole."""
-    limit = max_bytes + 2  # room for "\r\n" after a line of exactly max_bytes
-    while raw := f.readline(limit):
-        if len(raw) == limit and not raw.endswith(b"\n"):
-            while (rest := f.readline(1 << 20)) and not rest.endswith(b"\n"):
-                pass
-            yield None
-            continue
-        raw = raw.rstrip(b"\r\n")
-        yield None if len(raw) > max_bytes else raw
-
-
-def _json_object(text: str) -> tuple[Any, str | None]:
-    try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as e:
-        return None, f"not valid JSON: {e.msg} at column {e.colno}"
-    if not isinstance(obj, dict):
-        return None, f"must be a JSON object, not {_kind(obj)}"
-    return obj, None
-
-
-def _json_array_items(path: Path, max_bytes: int, _prompt_field: str | None = None) -> Iterator[_Item]:
-    """Elements of one JSON array, each with the physical line it starts on."""
-    # surrogateescape keeps bad bytes inside strings as lone surrogates, so they are reported per element.
-    text = path.read_bytes().decode("utf-8", "surrogateescape").removeprefix("\ufeff")
-    lines = _LineCounter(text)
-    decoder = json.JSONDecoder()
-    pos = _WS.match(text).end()
-    if text[pos:pos + 1] != "[":
-        raise InvalidRecord(str(path), lines.at(pos), None, "must be one JSON array of records")
-    pos = _WS.match(text, pos + 1).end()
-    index = 0
-    while text[pos:pos + 1] != "]":
-        index += 1
-        line = lines.at(pos)
-        try:
-            obj, end = decoder.raw_decode(text, pos)
-        except json.JSONDecodeError as e:
-            raise InvalidRecord(str(path), lines.at(e.pos), None, f"not valid JSON: {e.msg}", index) from None
-        yield line, index, obj, _element_problem(text[pos:end], obj, max_bytes)
-        pos = _WS.match(text, end).end()
-        if text[pos:pos + 1] == ",":
-            pos = _WS.match(text, pos + 1).end()
-        elif text[pos:pos + 1] != "]":
-            raise InvalidRecord(str(path), lines.at(pos), None, "expected ',' or ']' after a record", index)
-    if text[_WS.match(text, pos + 1).end():]:
-        raise InvalidRecord(str(path), lines.at(pos + 1), None, "unexpected text after the JSON array")
-
-
-def _element_problem(span: str, obj: Any, max_bytes: int) -> str | None:
-    try:
-        size = len(span.encode("utf-8"))
-    except UnicodeEncodeError:
-        return "not UTF-8: the record holds bytes that are not valid UTF-8"
-    if size > max_bytes:
-        return f"record is longer than the limit of {max_bytes} bytes"
-    return None if isinstance(obj, dict) else f"must be a JSON object, not {_kind(obj)}"
-
-
-class _LineCounter:
-    """Physical line of a text offset; offsets are asked for in increasing order, so counting is incremental."""
-
-    def __init__(self, text: str):
-        self.text, self.pos, self.line = text, 0, 1
-
-    def at(self, pos: int) -> int:
-        if pos >= self.pos:
-            self.line += self.text.count("\n", self.pos, pos)
-        else:
-            self.line -= self.text.count("\n", pos, self.pos)
-        self.pos = pos
-        return self.line
-
-
-def _csv_items(path: Path, max_bytes: int, prompt_field: str | None) -> Iterator[_Item]:
-    column = prompt_field or "prompt"
-    text = path.read_bytes().decode("utf-8", "surrogateescape").removeprefix("\ufeff")
-    # Cells up to our own record limit must reach our size check instead of failing inside the csv module.
-    csv.field_size_limit(max(csv.field_size_limit(), max_bytes * 4))
-    reader = csv.reader(io.StringIO(text, newline=""))
-    try:
-        header = next(reader, None)
-        if header is None or column not in header:
-            found = ", ".join(header or []) or "none"
-            raise InvalidRecord(str(path), 1, column, f"column is missing from the CSV header (columns: {found})")
-        start = reader.line_num + 1
-        for row in reader:
-            line, start = start, reader.line_num + 1
-            if any(row):  # rows of empty cells are blank lines; a whitespace-only prompt is an error
-                yield line, None, dict(zip(header, row, strict=False)), _csv_problem(row, max_bytes)
-    except csv.Error as e:
-        raise InvalidRecord(str(path), reader.line_num, None, f"not valid CSV: {e}") from None
-
-
-def _csv_problem(row: list[str], max_bytes: int) -> str | None:
-    try:
-        size = sum(len(cell.encode("utf-8")) for cell in row)
-    except UnicodeEncodeError:
-        return "not UTF-8: the row holds bytes that are not valid UTF-8"
-    return f"row is longer than the limit of {max_bytes} bytes" if size > max_bytes else None
 
 
 # -- converters: one source object to one record, or _Bad --------------------------------------------------------
@@ -475,7 +326,7 @@ def _text(value: Any, field: str) -> str:
     if value is _MISSING:
         raise _Bad(field, "is missing")
     if not isinstance(value, str):
-        raise _Bad(field, f"must be a non-empty string, not {_kind(value)}")
+        raise _Bad(field, f"must be a non-empty string, not {kind(value)}")
     if not value.strip():
         raise _Bad(field, "must be a non-empty string, got " + ("whitespace only" if value else "an empty string"))
     return value
@@ -490,11 +341,4 @@ def _pair(messages: list[dict[str, str]], chosen: str, rejected: str, line: int,
 
 
 def _type_message(value: Any, expected: str) -> str:
-    return "is missing" if value is _MISSING else f"must be {expected}, not {_kind(value)}"
-
-
-def _kind(value: Any) -> str:
-    if isinstance(value, list):
-        return f"a list of {len(value)}" if value else "an empty list"
-    names = {dict: "an object", str: "a string", bool: "a boolean", int: "a number", float: "a number"}
-    return "null" if value is None else names.get(type(value), type(value).__name__)
+    return "is missing" if value is _MISSING else f"must be {expected}, not {kind(value)}"
