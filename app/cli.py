@@ -195,10 +195,16 @@ def _watch(app, samples):
     stop = threading.Event()
     click.echo(f"watching: keeping {app.settings.generation.queue_target} comparisons queued (Ctrl-C stops)")
     try:
-        service.watch_generation(app, stop, samples=samples,
-                                 on_batch=lambda report: click.echo(report.summary()))
+        service.watch_generation(app, stop, samples=samples, on_batch=lambda report: _after_batch(app, report))
     except KeyboardInterrupt:
         stop.set()
+
+
+def _after_batch(app, report) -> None:
+    click.echo(report.summary())
+    run_id = service.maybe_auto_round(app)  # training.auto_every > 0: a round every N newly resolved pairs
+    if run_id is not None:
+        click.echo(f"automatic training run {run_id} started")
 
 
 @cli.command()
@@ -225,9 +231,11 @@ def deploy(obj: Context, version: str):
 
 
 @cli.command()
+@click.option("--no-serve", is_flag=True, help="Stop after sampling instead of starting the web UI (for scripts).")
 @click.pass_obj
-def demo(obj: Context):
-    """Run the loop offline on the embedded default: tiny model, SQLite, demo prompts, sampled comparisons."""
+def demo(obj: Context, no_serve: bool):
+    """Run the loop offline on the embedded default: tiny model, SQLite, demo prompts, sampled comparisons, then
+    the web UI with the sampling worker running (an `operator` account is created on first run)."""
     app, _ = service.init_workdir(obj.workdir, overrides=obj.overrides, progress=True)
     r = service.import_demo_prompts(app)
     click.echo(f"demo prompts: +{r.prompts_added} ({r.prompts_duplicate} already there)")
@@ -238,7 +246,43 @@ def demo(obj: Context):
                f"comparisons {st['comparisons']}, deployed {st['deployed_version']}")
     click.echo(f"next: `prefloop --workdir {app.workdir} export pairs.jsonl` once labels are in; "
                "`prefloop stats` to look around")
+    if not no_serve:  # issue #4: end on the running UI
+        _serve(app, None, None, with_worker=True, extra=_demo_operator(app))
     app.close()
+
+
+def _demo_operator(app) -> str:
+    """Create the demo's `operator` account once; its generated password is shown that one time only."""
+    if app.store.get_user("operator") is not None:
+        return ("log in as `operator` (its password was printed when the demo created it; "
+                "`prefloop users add NAME --role operator` makes another account)")
+    _user, password = auth.add_user(app, "operator", "operator")
+    return f"log in as `operator` with the one-time password {password} (shown once: note it now)"
+
+
+# -- issue #4: the web server ------------------------------------------------------------------------------------
+@cli.command()
+@click.option("--host", help="Address to listen on (default: server.host, 127.0.0.1).")
+@click.option("--port", type=click.IntRange(1, 65535), help="Port to listen on (default: server.port, 7860).")
+@click.option("--generate", "with_worker", is_flag=True, help="Also run the sampling worker inside the server "
+                                                              "(or start it from the operator console).")
+@click.pass_obj
+def serve(obj: Context, host, port, with_worker):
+    """Run the web UI (annotators and the operator console) and the JSON labelling API until Ctrl-C."""
+    app = obj.open()
+    _serve(app, host, port, with_worker)
+    app.close()
+
+
+def _serve(app, host, port, with_worker, extra: str = "") -> None:
+    from app.server import serve as run_server
+
+    def ready(url: str) -> None:
+        click.echo(f"prefloop is serving {app.workdir} at {url} (JSON API under {url}api/v1; Ctrl-C stops)")
+        if extra:
+            click.echo(extra)
+
+    run_server(app, host=host, port=port, worker=with_worker, on_ready=ready)  # uvicorn handles Ctrl-C
 
 
 @cli.group()
@@ -271,6 +315,111 @@ def users_list(obj: Context):
     app = obj.open()
     for user in auth.list_users(app):
         click.echo(f"{user.name}  {user.role}  {user.created_at:%Y-%m-%d %H:%M}")
+    app.close()
+
+
+# -- training rounds ------------------------------------------------------------------------------------------------
+@cli.command()
+@click.option("--deploy", is_flag=True, help="Deploy the new version when the round succeeds (running generators "
+                                            "swap to it in place).")
+@click.option("--wait/--no-wait", default=True, show_default=True,
+              help="Follow the round's progress until it ends, or return as soon as it has started.")
+@click.pass_obj
+def train(obj: Context, deploy: bool, wait: bool):
+    """Start a DPO round on the deployed version with the labelled pairs not trained on yet (its own process)."""
+    app = obj.open()
+    run_id = service.start_round(app, deploy=deploy)
+    click.echo(f"training run {run_id} started (log: {app.workdir / 'logs' / f'round-{run_id}.log'})")
+    if wait:
+        status = _follow_round(app, run_id)
+        click.echo(_round_line(status))
+        if status["status"] != "done":
+            app.close()
+            raise click.ClickException(f"training run {run_id} {status['status']}: {status['error'] or ''}".strip())
+    app.close()
+
+
+def _follow_round(app, run_id: int, poll_s: float = 0.5) -> dict:
+    import time
+
+    from tqdm.auto import tqdm
+
+    with tqdm(desc=f"round {run_id}", unit="step") as bar:
+        while True:
+            status = service.round_status(app, run_id)
+            if status["max_steps"] and bar.total != status["max_steps"]:
+                bar.total = status["max_steps"]
+                bar.refresh()
+            bar.n = status["step"] or 0
+            loss = status["last_metrics"].get("loss")
+            bar.set_postfix_str(f"{status['phase'] or status['status']}"
+                                + (f" loss {loss:.4f}" if loss is not None else ""))
+            if status["status"] in ("done", "failed", "cancelled"):
+                return status
+            if status["status"] in ("queued", "running", "cancelling"):
+                service.list_rounds(app)  # marks the run failed if its process died
+            time.sleep(poll_s)
+
+
+def _round_line(r: dict) -> str:
+    ev = (r["report"].get("eval") or {}).get("after") or {}
+    probe = (r["report"].get("probe") or {}).get("after") or {}
+    parts = [f"{r['id']}  {r['status']}  {r['parent'] or '-'} -> {r['version'] or '-'}  pairs {r['pairs']}",
+             f"step {r['step']}/{r['max_steps'] or '?'}"]
+    if ev:
+        parts.append(f"held-out acc {ev.get('accuracy', float('nan')):.3f} margin {ev.get('margin', float('nan')):.3f}")
+    if probe:
+        parts.append(f"probe len {probe.get('mean_tokens', float('nan')):.1f} eos {probe.get('eos_rate', 0):.2f}")
+    if r["error"]:
+        parts.append(r["error"].splitlines()[0])
+    return "  ".join(parts)
+
+
+@cli.command()
+@click.pass_obj
+def rounds(obj: Context):
+    """List training runs with their status, versions, pairs and held-out metrics."""
+    app = obj.open()
+    for r in service.list_rounds(app):
+        click.echo(_round_line(r))
+    app.close()
+
+
+@cli.command()
+@click.argument("run_id", metavar="RUN", type=int)
+@click.pass_obj
+def cancel(obj: Context, run_id: int):
+    """Cancel training run RUN: it stops after the current step and registers no version."""
+    app = obj.open()
+    status = service.cancel_round(app, run_id)
+    click.echo(f"training run {run_id}: {status}")
+    app.close()
+
+
+# -- issue #6: the LLM-judge worker --------------------------------------------------------------------------------
+@cli.command("judge")
+@click.option("--judge", "name", metavar="NAME", help="Judge name: labels are stored as 'judge:NAME' "
+                                                       "(default: judge.name, else the judge kind).")
+@click.option("--limit", type=click.IntRange(min=1), help="Judge at most this many comparisons.")
+@click.option("--mode", type=click.Choice(["all", "unseen", "calibration"]),
+              help="Which comparisons: all open ones, unseen by humans, or the calibration share humans label "
+                   "too (default: judge.mode).")
+@click.option("--watch", is_flag=True, help="Keep running: judge new comparisons as they appear, until Ctrl-C.")
+@click.pass_obj
+def judge_cmd(obj: Context, name, limit, mode, watch):
+    """Label open comparisons with the configured judge ([judge] settings), each pair in both orders."""
+    app = obj.open()
+    if watch:
+        import threading
+
+        stop = threading.Event()
+        click.echo("judging new comparisons as they appear (Ctrl-C stops)")
+        try:
+            service.watch_judge(app, stop, name=name, mode=mode, on_report=lambda r: click.echo(r.summary()))
+        except KeyboardInterrupt:
+            stop.set()
+    else:
+        click.echo(service.run_judge(app, name=name, limit=limit, mode=mode, progress=True).summary())
     app.close()
 
 

@@ -128,7 +128,9 @@ def export_data(app: App, out, fmt: str = "trl", sources: tuple[str, ...] = ("hu
 
 
 def stats(app: App) -> dict[str, Any]:
-    return app.store.stats()
+    data = app.store.stats()
+    data["judges"] = judge_agreement(app)  # issue #6: judge-human agreement per judge
+    return data
 
 
 # -- model versions ----------------------------------------------------------------------------------------------
@@ -220,3 +222,282 @@ def my_progress(app: App, annotator: str) -> dict[str, int]:
     from data.queue import queue_counts
 
     return queue_counts(app.store, annotator, overlap_default=app.settings.labelling.overlap)
+
+
+# -- issue #4: accounts for the web UI and the JSON API, and what the operator console shows ---------------------
+API_TOKEN_DAYS = 30
+
+
+def _token_hash(token: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def check_login(app: App, name: str, password: str):
+    """The user when the password is theirs (argon2; ~100 ms by design), else None."""
+    from app.auth import authenticate
+
+    return authenticate(app, (name or "").strip(), password or "")
+
+
+def issue_token(app: App, name: str, password: str) -> tuple[str, Any] | None:
+    """Log in for the JSON API: (bearer token, user), or None. Only the token's SHA-256 is stored."""
+    import secrets
+    from datetime import timedelta
+
+    from data.models import utcnow
+
+    user = check_login(app, name, password)
+    if user is None:
+        return None
+    token = secrets.token_urlsafe(32)
+    app.store.add_api_token(_token_hash(token), user.name, utcnow() + timedelta(days=API_TOKEN_DAYS))
+    return token, user
+
+
+def user_for_token(app: App, token: str):
+    """The user an API bearer token belongs to (a hash lookup, no argon2 per request), or None."""
+    return app.store.user_for_token(_token_hash(token)) if token else None
+
+
+def role_of(app: App, name: str | None) -> str | None:
+    """The role of user `name` as stored now (None for unknown users): checked on every operator event."""
+    user = app.store.get_user(name) if name else None
+    return user.role if user else None
+
+
+def guidelines(app: App) -> str:
+    return app.settings.labelling.guidelines
+
+
+def labels_per_day(app: App, days: int = 30):
+    """Labels per day and source over the last `days` days, as a DataFrame (day 'YYYY-MM-DD', source, labels)."""
+    from datetime import timedelta
+
+    import pandas as pd
+
+    from data.models import utcnow
+
+    since = (utcnow() - timedelta(days=days)).replace(hour=0, minute=0, second=0, microsecond=0)
+    rows = app.store.label_times(since)
+    frame = pd.DataFrame(rows, columns=["created_at", "annotator", "source"])
+    if frame.empty:
+        return pd.DataFrame({"day": pd.Series(dtype="str"), "source": pd.Series(dtype="str"),
+                             "labels": pd.Series(dtype="int64")})
+    frame["day"] = pd.to_datetime(frame["created_at"]).dt.strftime("%Y-%m-%d")
+    return frame.groupby(["day", "source"]).size().reset_index(name="labels")
+
+
+def overview(app: App) -> dict[str, Any]:
+    """What the operator console shows at a glance: stats plus the queue's progress."""
+    from data.queue import queue_counts
+
+    data = stats(app)
+    data["queue"] = queue_counts(app.store, overlap_default=app.settings.labelling.overlap)
+    return data
+
+
+def submit_side(app: App, annotator: str, comparison_id: int, side: str | None, shown_order: str,
+                rationale: str | None = None, time_spent_s: float | None = None, choice: str | None = None):
+    """A label as clicked: `side` (left|right|tie|both_bad|skip, as shown) or `choice` (about A/B, as stored)."""
+    from data.queue import choice_from_side
+
+    if choice is None:
+        choice = choice_from_side(side or "", shown_order)
+    return submit(app, annotator, comparison_id, choice, shown_order, rationale=rationale, time_spent_s=time_spent_s)
+
+
+@dataclass
+class LabelView:
+    """What the label page shows an annotator: the comparison they hold (or None), their progress, a notice."""
+    item: Any
+    progress: dict[str, int]
+    notice: str = ""
+
+
+def label_view(app: App, annotator: str, notice: str = "") -> LabelView:
+    return LabelView(next_for(app, annotator), my_progress(app, annotator), notice)
+
+
+def label_and_next(app: App, annotator: str, comparison_id: int, side: str, shown_order: str,
+                   rationale: str | None = None, time_spent_s: float | None = None) -> LabelView:
+    """Submit a click, then what to show next. A refused label (taken meanwhile, already labelled differently,
+    retired) is not an error for the annotator: they get the next comparison and a notice saying why."""
+    from data.queue import QueueError
+
+    try:
+        submit_side(app, annotator, comparison_id, side, shown_order, rationale, time_spent_s)
+        notice = ""
+    except (QueueError, LookupError) as e:
+        notice = str(e)
+    return label_view(app, annotator, notice)
+
+
+def edit_and_next(app: App, annotator: str, comparison_id: int, edited_text: str, edited_side: str,
+                  shown_order: str, rationale: str | None = None, time_spent_s: float | None = None) -> LabelView:
+    """The annotator rewrote the response shown on `edited_side` (left|right): store it as preferred, move on."""
+    from data.queue import choice_from_side
+
+    edited_from = choice_from_side(edited_side, shown_order)
+    if edited_from not in ("a", "b"):
+        raise ValueError("choose the left or the right response to edit")
+    edit(app, annotator, comparison_id, edited_text, shown_order, rationale, edited_from=edited_from,
+         time_spent_s=time_spent_s)
+    return label_view(app, annotator, "Thanks: your edit was saved as the preferred response.")
+
+
+def console_snapshot(app: App) -> dict[str, Any]:
+    """Everything the operator console shows on a refresh, in one call."""
+    return {"overview": overview(app), "labels_per_day": labels_per_day(app), "versions": list_versions(app)}
+
+
+# -- training rounds (DPO) -----------------------------------------------------------------------------------------
+def round_config(app: App, deploy: bool = False):
+    """One round's config: the training settings, the probe sampling settings, and whether to deploy."""
+    from training.config import RoundConfig
+
+    g = app.settings.generation
+    return RoundConfig(**app.settings.training.model_dump(), temperature=g.temperature, top_p=g.top_p,
+                       max_new_tokens=g.max_new_tokens, device=app.settings.model.device, deploy=deploy,
+                       retire_open=g.on_deploy == "retire")
+
+
+def start_round(app: App, deploy: bool = False, inline: bool = False, generator=None) -> int:
+    """Start a DPO round on the deployed version in its own process (or in this one with `inline`, which
+    returns when it ends); returns the training run id. Refuses below training.min_pairs or while a round runs.
+
+    `generator`: a backend in this process sharing the device; it sleeps during the round (when it can), then
+    serves whatever is deployed after it (training.handoff). Implies `inline`."""
+    from training.round import run_round
+    from training.scheduler import queue_round
+    from training.scheduler import start_round as start
+
+    cfg = round_config(app, deploy)
+    if inline or generator is not None:
+        run_id = queue_round(app.store, app.models_dir, cfg)
+        if generator is None:
+            run_round(app.store, app.models_dir, run_id)
+        else:
+            from training.handoff import train_with_handoff
+
+            def deployed_path():
+                version = app.store.deployed_version()
+                return version.path if version else None
+
+            train_with_handoff(generator, lambda: run_round(app.store, app.models_dir, run_id), deployed_path)
+        return run_id
+    run_id, _proc = start(app.store, app.workdir, cfg, app.settings.database_url or None)
+    return run_id
+
+
+def round_status(app: App, run_id: int) -> dict[str, Any]:
+    """A training run as plain data: status, progress (step of max_steps), last metrics, report, error."""
+    run = app.store.get_training_run(run_id)
+    if run is None:
+        raise LookupError(f"no training run {run_id}")
+    return _run_dict(app, run)
+
+
+def _run_dict(app: App, run) -> dict[str, Any]:
+    names = {v.id: v.name for v in app.store.versions()}
+    last = run.metrics[-1] if run.metrics else {}
+    return {"id": run.id, "status": run.status, "parent": names.get(run.parent_version_id),
+            "version": names.get(run.output_version_id), "pairs": run.pairs_used,
+            "step": last.get("step", 0), "max_steps": last.get("max_steps") or run.report.get("max_steps"),
+            "phase": run.report.get("phase"), "last_metrics": last, "report": run.report, "error": run.error,
+            "started_at": run.started_at.isoformat() if run.started_at else None,
+            "finished_at": run.finished_at.isoformat() if run.finished_at else None}
+
+
+def list_rounds(app: App) -> list[dict[str, Any]]:
+    """Every training run, oldest first (stale ones are marked failed first)."""
+    from training.scheduler import recover_stale_runs
+
+    recover_stale_runs(app.store, app.settings.training.stale_after_s)
+    return [_run_dict(app, run) for run in app.store.training_runs()]
+
+
+def cancel_round(app: App, run_id: int) -> str:
+    """Ask training run `run_id` to stop; returns its status ('cancelling' until the process stops)."""
+    return app.store.request_cancel(run_id)
+
+
+def maybe_auto_round(app: App) -> int | None:
+    """Start a round when training.auto_every new pairs have resolved and none runs; returns its run id or None."""
+    from training.scheduler import maybe_start_round
+
+    started = maybe_start_round(app.store, app.workdir, round_config(app, deploy=False),
+                                app.settings.database_url or None)
+    return started[0] if started else None
+
+
+# -- issue #6: the LLM-judge worker and judge-human agreement ------------------------------------------------------
+def judge_config(app: App, name: str | None = None):
+    """The judge's config from the [judge] settings; `name` overrides judge.name. An llm judge without a
+    model_path judges with the deployed version."""
+    from generation.judges import JudgeConfig
+
+    fields = app.settings.judge.model_dump(exclude={"mode", "calibration_share", "batch_size", "watch_interval_s"})
+    if name:
+        fields["name"] = name
+    if fields["kind"] == "llm" and not fields["model_path"]:
+        version = app.store.deployed_version()
+        if version is None:
+            raise LookupError("an llm judge needs judge.model_path, or a deployed model version to judge with")
+        fields["model_path"] = version.path
+    return JudgeConfig(**fields)
+
+
+def open_judge(app: App, name: str | None = None):
+    """Start the configured judge (loads its model, if it has one)."""
+    from generation.judges import make_judge
+
+    return make_judge(judge_config(app, name))
+
+
+def run_judge(app: App, name: str | None = None, limit: int | None = None, mode: str | None = None,
+              progress: bool = False, judge=None):
+    """Label comparisons with the judge (each in both orders; see generation.judge_worker); returns the report.
+    `judge`: an already opened judge to use instead of the configured one."""
+    from generation.judge_worker import judge_once
+
+    j = app.settings.judge
+    opened = judge or open_judge(app, name)
+    try:
+        return judge_once(app.store, opened, mode=mode or j.mode, limit=limit, batch_size=j.batch_size,
+                          calibration_share=j.calibration_share, progress=progress)
+    finally:
+        if judge is None:
+            opened.close()
+
+
+def watch_judge(app: App, stop_event, name: str | None = None, mode: str | None = None, max_rounds: int | None = None,
+                on_report=None, judge=None):
+    """Judge new comparisons as they appear until `stop_event` is set."""
+    from generation.judge_worker import watch
+
+    j = app.settings.judge
+    opened = judge or open_judge(app, name)
+    try:
+        return watch(app.store, opened, stop_event, mode=mode or j.mode, batch_size=j.batch_size,
+                     calibration_share=j.calibration_share, interval_s=j.watch_interval_s, max_rounds=max_rounds,
+                     on_report=on_report)
+    finally:
+        if judge is None:
+            opened.close()
+
+
+def judge_status(app: App, name: str | None = None) -> dict[str, Any]:
+    """Per judge: totals over its runs (judged, labelled, consistent, flipped, abstained) and its recent runs."""
+    from generation.judge_worker import judge_status as status
+
+    return status(app.store, name)
+
+
+def judge_agreement(app: App) -> dict[str, Any]:
+    """Per judge: raw agreement and Cohen's kappa with the humans (overall and per round), both-order
+    consistency rate and abstain rate (see data.agreement)."""
+    from data.agreement import judge_agreement as agreement
+
+    return agreement(app.store)

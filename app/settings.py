@@ -68,6 +68,87 @@ class ServerSettings(Section):
     port: int = Field(7860, ge=1, le=65535, description="Port the web UI listens on.")
 
 
+# -- training (DPO rounds) -----------------------------------------------------------------------------------------
+class TrainingSettings(Section):
+    judge_labels: Literal["never", "fill", "always"] = Field(
+        "never", description="LLM-judge labels in training pairs: 'never'; 'fill' only comparisons no human has "
+                             "labelled; 'always' any comparison that human and imported labels leave unresolved.")
+    min_pairs: int = Field(16, ge=1, description="A round refuses to start with fewer new training pairs than this.")
+    replay_fraction: float = Field(0.25, ge=0, le=10, description="Older, already trained-on pairs replayed in a "
+                                                                  "round, as a share of its new pairs.")
+    eval_fraction: float = Field(0.1, ge=0, lt=1, description="Share of prompts held out for evaluation (chosen "
+                                                              "by a hash of the prompt, so fixed across rounds).")
+    beta: float = Field(0.1, gt=0, description="DPO beta: how far the policy may move from the reference.")
+    loss_type: str = Field("sigmoid", description="TRL DPO loss type ('sigmoid', 'ipo', 'hinge', 'robust', ...).")
+    learning_rate: float = Field(5e-6, gt=0, description="Peak learning rate of the round.")
+    epochs: float = Field(1.0, gt=0, description="Epochs over the round's pairs (ignored when max_steps > 0).")
+    max_steps: int = Field(0, ge=0, description="Optimizer steps per round; 0 means train for `epochs`.")
+    batch_size: int = Field(8, ge=1, description="Pairs per optimizer step.")
+    max_length: int = Field(512, ge=8, description="Longest prompt + response in tokens; longer ones are cut.")
+    lora: bool = Field(False, description="Train a LoRA adapter (peft) on the parent instead of all weights.")
+    lora_rank: int = Field(16, ge=1, description="LoRA rank r (used when lora is true).")
+    lora_alpha: int = Field(32, ge=1, description="LoRA alpha scaling (used when lora is true).")
+    reference: Literal["parent", "initial"] = Field(
+        "parent", description="DPO reference model: 'parent' (the round's starting version) or 'initial' (v0). "
+                              "LoRA rounds always use the parent (the adapter switched off).")
+    precompute_ref_log_probs: bool = Field(
+        True, description="Compute the reference log-probs once before training, so the reference model is not "
+                          "kept in memory while training.")
+    eval_max_pairs: int = Field(256, ge=0, description="Most held-out pairs scored before and after a round.")
+    probe_prompts: int = Field(16, ge=0, description="Held-out prompts sampled before and after a round to measure "
+                                                     "response length and EOS rate (0 skips the probes).")
+    probe_samples: int = Field(2, ge=1, description="Samples per probe prompt.")
+    auto_every: int = Field(0, ge=0, description="Start a round automatically after this many newly resolved "
+                                                 "pairs (0 turns automatic rounds off).")
+    auto_deploy: bool = Field(False, description="Deploy a round's version automatically when it passes the gate.")
+    deploy_min_accuracy: float = Field(0.0, ge=0, le=1, description="Gate for automatic deploys: the held-out "
+                                                                    "implicit-reward accuracy after the round must "
+                                                                    "reach this (0 means no gate).")
+    stale_after_s: float = Field(120.0, gt=0, description="A running round whose heartbeat is older than this (or "
+                                                          "whose process is gone) is marked failed.")
+    seed: int = Field(0, description="Seed for replay sampling and training.")
+
+
+# -- issue #6: the LLM-judge worker ----------------------------------------------------------------------------------
+class JudgeSettings(Section):
+    kind: Literal["llm", "openai", "reward-model", "python"] = Field(
+        "llm", description="Judge type: 'llm' (a local chat model via the hf/vllm backend), 'openai' (an "
+                           "OpenAI-compatible chat endpoint), 'reward-model' (a sequence classifier scores each "
+                           "response) or 'python' (a module:function rule).")
+    name: str = Field("", description="Judge name; its labels are stored with annotator 'judge:<name>' "
+                                      "(empty: the kind).")
+    model_path: str = Field("", description="llm / reward-model: the model folder or Hub id (llm, empty: the "
+                                            "deployed version).")
+    backend: Literal["hf", "vllm"] = Field("hf", description="llm: the generator backend that runs the judge model.")
+    device: str = Field("auto", description="llm (hf) / reward-model: 'auto', 'cpu' or 'cuda[:N]'.")
+    base_url: str = Field("http://127.0.0.1:8000/v1", description="openai: base URL of the endpoint "
+                                                                  "(…/chat/completions is appended).")
+    model: str = Field("", description="openai: the model name sent with every request.")
+    api_key_env: str = Field("PREFLOOP_JUDGE_API_KEY", description="openai: environment variable holding the API "
+                                                                   "key (sent as a Bearer token; unset: none).")
+    timeout_s: float = Field(60.0, gt=0, description="openai: seconds before a request times out (then retried).")
+    max_retries: int = Field(3, ge=0, description="openai: retries after a timeout, connection error, 429 or 5xx; "
+                                                  "still failing, the pair is abstained (no label).")
+    backoff_s: float = Field(1.0, ge=0, description="openai: first retry delay in seconds, doubled each retry.")
+    concurrency: int = Field(4, ge=1, description="openai: requests in flight at once.")
+    temperature: float = Field(0.0, ge=0, le=2, description="llm / openai: sampling temperature of the judge; "
+                                                            "0 is greedy.")
+    max_new_tokens: int = Field(512, ge=1, description="llm / openai: longest judge answer in tokens (explanation "
+                                                       "and verdict).")
+    margin: float = Field(0.5, ge=0, description="reward-model: score difference below which the verdict is a tie.")
+    function: str = Field("", description="python: the rule as 'module:function', called with (prompt messages, "
+                                          "response A, response B); e.g. 'generation.judges:prefer_shorter'.")
+    mode: Literal["all", "unseen", "calibration"] = Field(
+        "unseen", description="Which comparisons the judge labels: 'all' open ones, 'unseen' open ones no human "
+                              "holds or has labelled, 'calibration' a fixed share that humans label too.")
+    calibration_share: float = Field(0.1, gt=0, le=1, description="mode 'calibration': share of comparisons "
+                                                                  "(picked by a hash of the id) the judge labels.")
+    batch_size: int = Field(16, ge=1, description="Comparisons judged per batch (each in both orders); the run's "
+                                                  "counts are saved after every batch.")
+    watch_interval_s: float = Field(10.0, gt=0, description="judge --watch: seconds between checks for new "
+                                                            "comparisons when none is left.")
+
+
 class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -79,6 +160,11 @@ class Settings(BaseModel):
     labelling: LabellingSettings = Field(default_factory=LabellingSettings,
                                          description="The label queue and what annotators see.")
     server: ServerSettings = Field(default_factory=ServerSettings, description="The web UI server.")
+    training: TrainingSettings = Field(default_factory=TrainingSettings,
+                                       description="DPO rounds: which pairs, how to train, when to deploy.")
+    judge: JudgeSettings = Field(default_factory=JudgeSettings,  # issue #6
+                                 description="The LLM-judge worker: which judge, how to call it, what it "
+                                             "labels.")
 
 
 class SettingsError(ValueError):

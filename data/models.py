@@ -120,3 +120,36 @@ class TrainingRun(SQLModel, table=True):
     metrics: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     report: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     error: str | None = None
+
+
+# -- issue #4: JSON API tokens ------------------------------------------------------------------------------------
+class ApiToken(SQLModel, table=True):
+    """A bearer token of the labelling API. Only its SHA-256 is stored; the token itself is shown once at login."""
+    id: int | None = Field(default=None, primary_key=True)
+    token_hash: str = Field(unique=True, index=True, max_length=64)
+    user_name: str = Field(max_length=128, index=True)
+    created_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime
+
+
+# -- issue #6: LLM-judge runs ---------------------------------------------------------------------------------------
+class JudgeRun(SQLModel, table=True):
+    """One `prefloop judge` run of one judge: what it judged and how (labels alone cannot show abstains or flips).
+
+    Every pair is judged in both orders: `consistent` agreed, `flipped` changed with the order (stored as a tie),
+    `abstained` gave no label (parse failure, timeout, HTTP error). Counts are updated after every batch."""
+    id: int | None = Field(default=None, primary_key=True)
+    judge: str = Field(max_length=128, index=True)  # the label annotator, 'judge:<name>'
+    kind: str = Field(max_length=16)  # llm|openai|reward-model|python
+    mode: str = Field(max_length=16)  # all|unseen|calibration
+    status: str = Field(default="running", max_length=16)  # running|done|failed
+    judged: int = 0
+    labelled: int = 0
+    consistent: int = 0
+    flipped: int = 0
+    abstained: int = 0
+    choices: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    started_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+    finished_at: datetime | None = None
+    error: str | None = None

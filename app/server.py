@@ -1,0 +1,336 @@
+"""The web server: a FastAPI app with the JSON labelling API beside the mounted Gradio UI, and `serve`.
+
+The database is the coordination point: every request runs a short transaction through the service layer, so
+many annotators (browser or API) label at once. API tokens are random, stored only as SHA-256 hashes, and looked
+up per request (argon2 runs once, at login)."""
+
+import asyncio
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Annotated, Any, Literal
+
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field
+
+from app import service
+from app.service import App
+
+log = logging.getLogger("prefloop.server")
+
+API_PREFIX = "/api/v1"
+
+
+# -- the sampling worker inside the server -----------------------------------------------------------------------
+class GenerationWorker:
+    """service.watch_generation in a background thread, started and stopped from the operator console.
+
+    Restartable like every worker: all it knows is in the database. Run it as its own process with
+    `prefloop generate --watch` instead when the UI should not share a machine with the model."""
+
+    def __init__(self, app: App):
+        self.app = app
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self.batches = 0
+        self.last_summary = ""
+        self.error: str | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self) -> str:
+        with self._lock:
+            if self.running:
+                return "generation is already running"
+            self._stop = threading.Event()
+            self.error = None
+            self._thread = threading.Thread(target=self._run, args=(self._stop,), name="prefloop-generation",
+                                            daemon=True)
+            self._thread.start()
+            return "generation started"
+
+    def stop(self, wait: float | None = None) -> str:
+        with self._lock:
+            if not self.running:
+                return "generation is not running"
+            self._stop.set()
+            thread = self._thread
+        if wait:
+            thread.join(wait)
+        return "generation stopping (after the current batch)"
+
+    def status(self) -> str:
+        state = "running" if self.running else "stopped"
+        if self.error:
+            state += f"; last error: {self.error}"
+        if self.last_summary:
+            state += f"; last batch: {self.last_summary}"
+        return f"generation {state} ({self.batches} batch(es) this session)"
+
+    def _on_batch(self, report) -> None:
+        self.batches += 1
+        self.last_summary = report.summary()
+
+    def _run(self, stop: threading.Event) -> None:
+        try:
+            service.watch_generation(self.app, stop, on_batch=self._on_batch)
+        except Exception as e:  # the worker reports, the server stays up
+            log.exception("generation worker stopped")
+            self.error = str(e) or type(e).__name__
+
+
+# -- JSON API ----------------------------------------------------------------------------------------------------
+class LoginIn(BaseModel):
+    name: str
+    password: str
+
+
+class LabelIn(BaseModel):
+    comparison_id: int
+    shown_order: Literal["ab", "ba"]
+    side: Literal["left", "right", "tie", "both_bad", "skip"] | None = Field(
+        None, description="What was clicked, as shown (left/right); or give `choice`.")
+    choice: Literal["a", "b", "tie", "both_bad", "skip"] | None = Field(
+        None, description="The choice about responses A/B as stored.")
+    rationale: str | None = None
+    time_spent_s: float | None = None
+
+
+class TokenCache:
+    """Bearer token -> user, looked up in the database (by hash) at most every TTL_S seconds per token.
+
+    A role change or an expired token therefore takes effect within TTL_S seconds."""
+    TTL_S = 10.0
+
+    def __init__(self, app: App):
+        self.app = app
+        self._lock = threading.Lock()
+        self._users: dict[str, tuple[float, Any]] = {}
+
+    def cached(self, token: str):
+        """The user when this token was looked up less than TTL_S ago, else None (look it up with `user`)."""
+        import time
+
+        with self._lock:
+            hit = self._users.get(token)
+        return hit[1] if hit is not None and time.monotonic() - hit[0] < self.TTL_S else None
+
+    def user(self, token: str):
+        import time
+
+        if not token:
+            return None
+        now = time.monotonic()
+        hit = self.cached(token)
+        if hit is not None:
+            return hit
+        user = service.user_for_token(self.app, token)
+        with self._lock:
+            if len(self._users) > 10_000:
+                self._users.clear()
+            if user is not None:
+                self._users[token] = (now, user)
+            else:
+                self._users.pop(token, None)
+        return user
+
+
+def _item_json(item) -> dict[str, Any]:
+    return {"comparison_id": item.comparison_id, "lease_id": item.lease_id, "prompt_id": item.prompt_id,
+            "messages": item.messages, "left": item.left_text, "right": item.right_text,
+            "shown_order": item.shown_order, "expires_at": item.expires_at.isoformat()}
+
+
+def _api_router(app: App) -> FastAPI:
+    """The labelling API as its own FastAPI sub-application (so it keeps its own /docs under /api/v1)."""
+    from data.queue import ComparisonUnavailable, LabelConflict
+
+    api = FastAPI(title="prefloop labelling API", version="1",
+                  description="Label comparisons from scripts: log in for a bearer token, then next/labels/progress.")
+
+    tokens = TokenCache(app)
+    # The labelling routes run their database work on one thread: the writes are serialised anyway (one SQLite
+    # writer), and one busy thread beside the event loop beats dozens fighting over the GIL (p99 under load).
+    db_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefloop-api-db")
+
+    async def on_db(fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(db_thread, fn, *args)
+
+    async def current_user(request: Request):
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        token = token.strip() if scheme.lower() == "bearer" else ""
+        user = (tokens.cached(token) or await on_db(tokens.user, token)) if token else None
+        if user is None:
+            raise HTTPException(401, "missing or invalid bearer token: POST /api/v1/login first",
+                                headers={"WWW-Authenticate": "Bearer"})
+        return user
+
+    AnyUser = Annotated[Any, Depends(current_user)]
+
+    def operator(user: AnyUser):
+        if user.role != "operator":
+            raise HTTPException(403, "operators only")
+        return user
+
+    Operator = Annotated[Any, Depends(operator)]
+
+    @api.post("/login")
+    def login(body: LoginIn) -> dict[str, Any]:
+        """Name and password for a bearer token (valid for service.API_TOKEN_DAYS days)."""
+        issued = service.issue_token(app, body.name, body.password)
+        if issued is None:
+            raise HTTPException(401, "wrong name or password")
+        token, user = issued
+        return {"token": token, "token_type": "bearer", "name": user.name, "role": user.role}
+
+    @api.get("/next")
+    async def next_item(user: AnyUser) -> dict[str, Any]:
+        """The comparison to label now (the same one again until it is labelled), or comparison: null."""
+        item = await on_db(service.next_for, app, user.name)
+        if item is None:
+            return {"comparison": None, "message": "Nothing left to label right now. Thank you!"}
+        return {"comparison": _item_json(item)}
+
+    @api.post("/labels")
+    async def label(body: LabelIn, user: AnyUser, next: bool = False) -> dict[str, Any]:
+        """Record a label; the same label again is a no-op (created: false), another choice is 409.
+
+        With ?next=true the answer also carries `next`: the comparison to label now (as GET /next), saving a
+        round trip."""
+        if (body.side is None) == (body.choice is None):
+            raise HTTPException(422, "give exactly one of side or choice")
+        def work():
+            r = service.submit_side(app, user.name, body.comparison_id, body.side, body.shown_order,
+                                    rationale=body.rationale, time_spent_s=body.time_spent_s, choice=body.choice)
+            return r, (service.next_for(app, user.name) if next else None)
+
+        try:
+            r, item = await on_db(work)
+        except LookupError as e:
+            raise HTTPException(404, str(e)) from None
+        except (LabelConflict, ComparisonUnavailable) as e:
+            raise HTTPException(409, str(e)) from None
+        except ValueError as e:
+            raise HTTPException(422, str(e)) from None
+        out = {"label_id": r.label_id, "comparison_id": r.comparison_id, "choice": r.choice, "created": r.created,
+               "done": r.done}
+        if next:
+            out["next"] = None if item is None else _item_json(item)
+        return out
+
+    @api.get("/progress")
+    async def progress(user: AnyUser) -> dict[str, Any]:
+        """Open comparisons, those left for you, your labels today."""
+        return await on_db(service.my_progress, app, user.name)
+
+    @api.get("/stats")
+    def stats(user: Operator) -> dict[str, Any]:
+        """Operators: counts of everything and the queue's progress."""
+        return service.overview(app)
+
+    @api.get("/export")
+    def export(user: Operator, fmt: Annotated[Literal["trl", "openai"], Query(alias="format")] = "trl",
+               include_ties: bool = False, metadata: bool = False):
+        """Operators: resolved pairs as JSONL."""
+        import io
+
+        buf = io.BytesIO()
+        service.export_data(app, buf, fmt=fmt, include_ties=include_ties, metadata=metadata)
+        return StreamingResponse(iter([buf.getvalue()]), media_type="application/jsonl")
+
+    return api
+
+
+# -- the whole server ----------------------------------------------------------------------------------------------
+def create_app(app: App, worker: GenerationWorker | None = None, ui: bool = True) -> FastAPI:
+    """FastAPI app: the JSON API under /api/v1 and (unless ui=False) the Gradio UI at /, behind its login."""
+    import anyio
+
+    server = FastAPI(title="prefloop", docs_url=None, redoc_url=None, openapi_url=None)
+    server.mount(API_PREFIX, _api_router(app))
+    server.state.worker = worker or GenerationWorker(app)
+    if not ui:
+        return server
+
+    import gradio as gr
+
+    from app.ui import CSS, KEYBOARD_JS, build_blocks
+
+    async def gradio_login(name: str, password: str) -> bool:
+        # argon2 is slow on purpose: keep it off the event loop.
+        return await anyio.to_thread.run_sync(lambda: service.check_login(app, name, password) is not None)
+
+    blocks = build_blocks(app, server.state.worker)
+    return gr.mount_gradio_app(server, blocks, path="/", auth=gradio_login,
+                               auth_message="Log in with your prefloop account.", footer_links=[],
+                               show_error=False, ssr_mode=False, mcp_server=False, run_history=False,
+                               enable_monitoring=False, pwa=False, css=CSS, js=KEYBOARD_JS,
+                               max_file_size="200mb")
+
+
+def serve(app: App, host: str | None = None, port: int | None = None, worker: bool = False,
+          on_ready=None) -> None:
+    """Run the server until Ctrl-C; `worker` starts the sampling worker inside it."""
+    import uvicorn
+
+    host = host or app.settings.server.host
+    port = port or app.settings.server.port
+    fastapi_app = create_app(app)
+    if worker:
+        fastapi_app.state.worker.start()
+    config = uvicorn.Config(fastapi_app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=3)
+    server = uvicorn.Server(config)
+    if on_ready is not None:
+        threading.Thread(target=_announce, args=(server, host, port, on_ready), daemon=True).start()
+    try:
+        server.run()
+    finally:
+        fastapi_app.state.worker.stop(wait=30)
+
+
+def _announce(server, host: str, port: int, on_ready) -> None:
+    import time
+
+    while not server.started and not server.should_exit:
+        time.sleep(0.05)
+    if server.started:
+        on_ready(url_for(host, port))
+
+
+def url_for(host: str, port: int) -> str:
+    shown = "127.0.0.1" if host in ("0.0.0.0", "") else (f"[{host}]" if ":" in host else host)
+    return f"http://{shown}:{port}/"
+
+
+@contextmanager
+def running_server(fastapi_app: FastAPI, host: str = "127.0.0.1", port: int | None = None):
+    """Run `fastapi_app` under uvicorn in a thread for tests and benchmarks; yields its base URL."""
+    import socket
+    import time
+
+    import uvicorn
+
+    if port is None:
+        with socket.socket() as s:
+            s.bind((host, 0))
+            port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(fastapi_app, host=host, port=port, log_level="warning",
+                                           timeout_graceful_shutdown=2))
+    thread = threading.Thread(target=server.run, name="prefloop-test-server", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError(f"the server did not start on {host}:{port}")
+        time.sleep(0.02)
+    try:
+        yield url_for(host, port).rstrip("/")
+    finally:
+        server.should_exit = True
+        thread.join(10)

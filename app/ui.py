@@ -1,0 +1,293 @@
+"""The Gradio UI: the label view for annotators and the operator console.
+
+Thin by rule: a callback reads its inputs, calls one service function and returns updates. Nothing here is a
+module global: `build_blocks` closes over one App. Every console event checks the caller's role on the server
+(the tab is also hidden from annotators, but hiding is not the check). Untrusted text is rendered to safe HTML
+on the server (app.render) and shown in gr.HTML."""
+
+import functools
+import logging
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from app import service
+from app.render import render_markdown, render_messages, render_notice, render_response
+from app.service import App
+
+log = logging.getLogger("prefloop.ui")
+
+# (side, button text, keyboard key, element id)
+CHOICE_BUTTONS = (
+    ("left", "A better", "a", "pf-btn-left"),
+    ("right", "B better", "b", "pf-btn-right"),
+    ("tie", "Tie", "t", "pf-btn-tie"),
+    ("both_bad", "Both bad", "x", "pf-btn-both-bad"),
+    ("skip", "Skip", "s", "pf-btn-skip"),
+)
+EMPTY_QUEUE = "Nothing left to label right now. Thank you! New comparisons appear here as they are generated."
+
+_KEYS = ",".join(f"{key!r}: {elem!r}" for _, _, key, elem in CHOICE_BUTTONS)
+# Keyboard shortcuts for the choice buttons; keys typed into a text field are left alone.
+KEYBOARD_JS = """() => {
+  const keys = __KEYS__;
+  document.addEventListener('keydown', (e) => {
+    const t = e.target;
+    if (e.ctrlKey || e.metaKey || e.altKey || e.repeat) return;
+    if (t && (t.tagName === 'TEXTAREA' || t.tagName === 'INPUT' || t.tagName === 'SELECT' || t.isContentEditable))
+      return;
+    const id = keys[e.key.toLowerCase()];
+    const button = id && document.getElementById(id);
+    if (button && !button.disabled) { e.preventDefault(); button.click(); }
+  });
+}""".replace("__KEYS__", "{" + _KEYS + "}")
+
+CSS = """
+.pf-response, .pf-prompt { overflow-wrap: anywhere; }
+.pf-pane-label, .pf-role { font-weight: 600; opacity: 0.7; text-transform: uppercase; font-size: 0.8em; }
+.pf-turn { margin-bottom: 0.75em; }
+.pf-response pre, .pf-prompt pre { white-space: pre-wrap; padding: 0.5em; border-radius: 4px;
+  background: var(--background-fill-secondary); }
+.pf-notice { padding: 1em; font-size: 1.1em; }
+"""
+
+EVENT = {"api_visibility": "private", "concurrency_limit": None}  # the UI's own events only; never serialised
+
+
+def _user(request: gr.Request | None) -> str:
+    name = getattr(request, "username", None)
+    if not name:
+        raise gr.Error("Please log in again.")
+    return name
+
+
+def _friendly(fn):
+    """Errors become a plain message for the person, never a traceback."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except gr.Error:
+            raise
+        except (ValueError, LookupError, FileNotFoundError) as e:
+            raise gr.Error(str(e), print_exception=False) from None
+        except Exception:
+            log.exception("UI event failed")
+            raise gr.Error("Something went wrong on the server; please try again.", print_exception=False) from None
+    return wrapper
+
+
+def build_blocks(app: App, worker) -> gr.Blocks:
+    """The whole UI for `app`; `worker` is the in-server sampling worker (start/stop/status)."""
+
+    def operator_only(fn):
+        """Refuse every console event unless the logged-in user is an operator now (checked in the database)."""
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            request = kwargs.get("request") or next((a for a in args if isinstance(a, gr.Request)), None)
+            if service.role_of(app, getattr(request, "username", None)) != "operator":
+                raise gr.Error("Only operators can use the console.", print_exception=False)
+            return fn(*args, **kwargs)
+        return _friendly(wrapper)
+
+    # -- label view -----------------------------------------------------------------------------------------
+    def view_updates(view: service.LabelView):
+        progress = view.progress
+        progress_md = (f"**My labels today:** {progress['labelled_today']} &nbsp;·&nbsp; "
+                       f"**Left for me:** {progress['left']} &nbsp;·&nbsp; **Open:** {progress['open']}")
+        if view.notice:
+            gr.Info(view.notice)
+        item = view.item
+        if item is None:
+            empty = render_notice(EMPTY_QUEUE)
+            return None, empty, "", "", progress_md, "", "A", ""
+        state = {"comparison_id": item.comparison_id, "shown_order": item.shown_order, "left": item.left_text,
+                 "right": item.right_text, "shown_at": time.time()}
+        return (state, render_messages(item.messages), render_response("A", item.left_text),
+                render_response("B", item.right_text), progress_md, "", "A", item.left_text)
+
+    @_friendly
+    def load_view(request: gr.Request):
+        return view_updates(service.label_view(app, _user(request)))
+
+    def labeller(side: str):
+        @_friendly
+        def handler(state: dict | None, rationale: str, request: gr.Request):
+            user = _user(request)
+            if not state:
+                return view_updates(service.label_view(app, user, "Nothing to label right now."))
+            spent = time.time() - state["shown_at"]
+            return view_updates(service.label_and_next(app, user, state["comparison_id"], side,
+                                                       state["shown_order"], rationale.strip() or None, spent))
+        return handler
+
+    @_friendly
+    def submit_edit(state: dict | None, edit_side: str, edited: str, rationale: str, request: gr.Request):
+        user = _user(request)
+        if not state:
+            raise gr.Error("There is no comparison to edit right now.", print_exception=False)
+        side = "left" if edit_side == "A" else "right"
+        spent = time.time() - state["shown_at"]
+        return view_updates(service.edit_and_next(app, user, state["comparison_id"], edited, side,
+                                                  state["shown_order"], rationale.strip() or None, spent))
+
+    def edit_source(state: dict | None, edit_side: str):
+        # Prefills the editor with the response being corrected; reads the session state only.
+        if not state:
+            return ""
+        return state["left"] if edit_side == "A" else state["right"]
+
+    # -- console ----------------------------------------------------------------------------------------------
+    def whoami(request: gr.Request):
+        name = getattr(request, "username", None)
+        is_operator = service.role_of(app, name) == "operator"
+        return f"Logged in as **{name}**", gr.update(visible=is_operator)
+
+    @operator_only
+    def refresh_console(request: gr.Request):
+        import pandas as pd
+
+        snap = service.console_snapshot(app)
+        versions = snap["versions"]
+        names = [v["name"] for v in versions]
+        deployed = next((v["name"] for v in versions if v["deployed"]), None)
+        table = pd.DataFrame([{"": "*" if v["deployed"] else "", "name": v["name"], "parent": v["parent"] or "",
+                               "round": v["round"], "status": v["status"], "kind": v["kind"],
+                               "created": v["created_at"][:19]} for v in versions])
+        annotators = pd.DataFrame(sorted(snap["overview"]["labels_by_annotator"].items()),
+                                  columns=["annotator", "labels"])
+        return (_summary(snap["overview"]), annotators, snap["labels_per_day"], table,
+                gr.update(choices=names, value=deployed), worker.status())
+
+    @operator_only
+    def import_file(path: str | None, fmt: str, request: gr.Request):
+        if not path:
+            raise gr.Error("Choose a file to import first.", print_exception=False)
+        r = service.import_data(app, Path(path), fmt=None if fmt == "auto" else fmt)
+        return (f"Imported {Path(path).name} as {r.format}: prompts +{r.prompts_added} "
+                f"({r.prompts_duplicate} duplicate), comparisons +{r.comparisons_added} "
+                f"({r.comparisons_duplicate} duplicate), labels +{r.labels_added}")
+
+    def generation(action: str):
+        @operator_only
+        def handler(request: gr.Request):
+            return getattr(worker, action)()
+        return handler
+
+    @operator_only
+    def export(fmt: str, sources: list[str], include_ties: bool, metadata: bool, min_agreement: float | None,
+               request: gr.Request):
+        stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+        out = Path(tempfile.mkdtemp(prefix="prefloop-export-")) / f"prefloop-{fmt}-{stamp}.jsonl"
+        with out.open("wb") as f:
+            n = service.export_data(app, f, fmt=fmt, sources=tuple(sources) or ("human", "import"),
+                                    include_ties=include_ties, metadata=metadata,
+                                    min_agreement=min_agreement or None)
+        return gr.update(value=str(out), visible=True), f"Exported {n} record(s)."
+
+    @operator_only
+    def deploy(name: str | None, request: gr.Request):
+        if not name:
+            raise gr.Error("Choose a version to deploy.", print_exception=False)
+        retired = service.deploy(app, name)
+        return f"Deployed {name}; {retired} open comparison(s) of other versions retired."
+
+    # -- layout -----------------------------------------------------------------------------------------------
+    with gr.Blocks(title="prefloop", analytics_enabled=False) as blocks:
+        state = gr.State(None)
+        with gr.Row():
+            who = gr.Markdown()
+            gr.Button("Log out", link="/logout", size="sm", scale=0)
+        with gr.Tab("Label", id="label"):
+            progress = gr.Markdown(elem_id="pf-progress")
+            prompt = gr.HTML(elem_id="pf-prompt", js_on_load=None, padding=True)
+            with gr.Row(equal_height=False):
+                left = gr.HTML(elem_id="pf-left", js_on_load=None, padding=True)
+                right = gr.HTML(elem_id="pf-right", js_on_load=None, padding=True)
+            with gr.Row():
+                buttons = [gr.Button(f"{text} [{key.upper()}]", elem_id=elem, variant="primary" if side in
+                                     ("left", "right") else "secondary")
+                           for side, text, key, elem in CHOICE_BUTTONS]
+            rationale = gr.Textbox(label="Rationale (optional)", lines=2, elem_id="pf-rationale")
+            with gr.Accordion("Edit a response (your correction becomes a new preferred response)", open=False):
+                edit_side = gr.Radio(["A", "B"], value="A", label="Response to correct", elem_id="pf-edit-side")
+                edited = gr.Textbox(label="Corrected text (starts as the response chosen above)", lines=8,
+                                    elem_id="pf-edit-text")
+                edit_button = gr.Button("Save edit as preferred", elem_id="pf-btn-edit")
+            with gr.Accordion("Guidelines", open=False, elem_id="pf-guidelines"):
+                gr.HTML(render_markdown(service.guidelines(app)), js_on_load=None)
+
+        with gr.Tab("Console", id="console", visible=False, elem_id="pf-console") as console:
+            refresh = gr.Button("Refresh", elem_id="pf-btn-refresh")
+            summary = gr.Markdown(elem_id="pf-summary")
+            with gr.Row():
+                annotators = gr.Dataframe(label="Labels per annotator", interactive=False)
+                plot = gr.BarPlot(x="day", y="labels", color="source", title="Labels per day (last 30 days)",
+                                  x_title="day", y_title="labels", elem_id="pf-labels-plot")
+            with gr.Accordion("Import", open=False):
+                upload = gr.File(label="File to import", type="filepath", elem_id="pf-upload")
+                import_format = gr.Dropdown(["auto", "prompts-jsonl", "prompts-csv", "responses-jsonl", "trl",
+                                             "openai", "hh-rlhf", "llamafactory"], value="auto", label="Format")
+                import_button = gr.Button("Import", elem_id="pf-btn-import")
+                import_result = gr.Markdown()
+            with gr.Accordion("Generation", open=False):
+                generation_status = gr.Markdown(worker.status())
+                with gr.Row():
+                    start = gr.Button("Start generation", elem_id="pf-btn-gen-start")
+                    stop = gr.Button("Stop generation", elem_id="pf-btn-gen-stop")
+            with gr.Accordion("Export", open=False):
+                export_format = gr.Radio(["trl", "openai"], value="trl", label="Format")
+                export_sources = gr.CheckboxGroup(["human", "import", "judge"], value=["human", "import"],
+                                                  label="Label sources that may resolve a pair")
+                include_ties = gr.Checkbox(label="Include ties and both-bad (under a 'label' field)")
+                metadata = gr.Checkbox(label="Add metadata")
+                min_agreement = gr.Number(label="Minimum agreement (0-1, empty for any)", minimum=0, maximum=1)
+                export_button = gr.Button("Export", elem_id="pf-btn-export")
+                export_file = gr.File(label="Download", visible=False, elem_id="pf-export-file")
+                export_result = gr.Markdown()
+            with gr.Accordion("Model versions", open=False):
+                versions = gr.Dataframe(label="Versions", interactive=False)
+                version = gr.Dropdown(label="Version to deploy (or roll back to)", choices=[], allow_custom_value=True)
+                deploy_button = gr.Button("Deploy", elem_id="pf-btn-deploy")
+                deploy_result = gr.Markdown()
+            with gr.Accordion("Training rounds", open=False):
+                gr.Markdown("Training rounds are started and followed here once DPO rounds land (issue #5).")
+                gr.Button("Start a training round", interactive=False)
+            with gr.Accordion("Judge agreement", open=False):
+                gr.Markdown("Agreement between the LLM judge and annotators appears here once judges land.")
+
+        view_outputs = [state, prompt, left, right, progress, rationale, edit_side, edited]
+        blocks.load(load_view, None, view_outputs, **EVENT)
+        blocks.load(whoami, None, [who, console], **EVENT)
+        for button, (side, *_rest) in zip(buttons, CHOICE_BUTTONS, strict=True):
+            button.click(labeller(side), [state, rationale], view_outputs, **EVENT)
+        edit_side.change(edit_source, [state, edit_side], edited, **EVENT)
+        edit_button.click(submit_edit, [state, edit_side, edited, rationale], view_outputs, **EVENT)
+
+        console_outputs = [summary, annotators, plot, versions, version, generation_status]
+        refresh.click(refresh_console, None, console_outputs, **EVENT)
+        console.select(refresh_console, None, console_outputs, **EVENT)
+        import_button.click(import_file, [upload, import_format], import_result, **EVENT)
+        start.click(generation("start"), None, generation_status, **EVENT)
+        stop.click(generation("stop"), None, generation_status, **EVENT)
+        export_button.click(export, [export_format, export_sources, include_ties, metadata, min_agreement],
+                            [export_file, export_result], **EVENT)
+        deploy_button.click(deploy, version, deploy_result, **EVENT)
+    blocks.queue(default_concurrency_limit=None)
+    return blocks
+
+
+def _summary(overview: dict[str, Any]) -> str:
+    comparisons = overview["comparisons"]
+    queue = overview["queue"]
+    labels = overview["labels_by_source"]
+    return (f"**Prompts:** {overview['prompts']} &nbsp;·&nbsp; **Responses:** {overview['responses']} &nbsp;·&nbsp; "
+            f"**Comparisons:** open {comparisons.get('open', 0)} (still wanting labels {queue['left']}), "
+            f"done {comparisons.get('done', 0)}, retired {comparisons.get('retired', 0)} &nbsp;·&nbsp; "
+            f"**Labels:** human {labels.get('human', 0)}, import {labels.get('import', 0)}, "
+            f"judge {labels.get('judge', 0)}; today {queue['labelled_today']} &nbsp;·&nbsp; "
+            f"**Deployed:** {overview['deployed_version'] or 'none'}")

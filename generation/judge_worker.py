@@ -1,0 +1,176 @@
+"""The LLM-judge worker: labels comparisons with a judge, both orders each, as labels of source 'judge'.
+
+A restartable loop like the sampling worker: read a batch of comparisons the judge has not labelled, judge each
+in both orders, store the labels (annotator `judge:<name>`), record the run's counts, repeat. Judge labels never
+fill the human overlap (data.queue); training uses them only as training.judge_labels allows.
+
+Modes: `all` (open comparisons), `unseen` (open ones no human holds or has labelled), `calibration` (a fixed
+share that humans label too, to measure judge-human agreement; see data.agreement)."""
+
+import json
+import logging
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from data.models import utcnow
+from data.queue import LabelConflict, QueueError, submit_label
+from data.store import Store
+from generation.judges import Judge, JudgeItem, PairVerdict, judge_both_orders
+
+log = logging.getLogger(__name__)
+
+JUDGE_PREFIX = "judge:"
+
+
+def judge_annotator(name: str) -> str:
+    """The label annotator of judge `name`."""
+    return name if name.startswith(JUDGE_PREFIX) else JUDGE_PREFIX + name
+
+
+@dataclass
+class JudgeReport:
+    """What one run did. `flipped`: verdicts that changed with the order (stored as ties)."""
+    run_id: int | None  # None: nothing was left to judge, no run was recorded
+    judge: str
+    mode: str
+    judged: int = 0
+    labelled: int = 0
+    consistent: int = 0
+    flipped: int = 0
+    abstained: int = 0
+    choices: Counter = field(default_factory=Counter)
+
+    def add(self, outcome: str, choice: str | None) -> None:
+        self.judged += 1
+        counter = {"consistent": "consistent", "flipped": "flipped", "abstain": "abstained"}[outcome]
+        setattr(self, counter, getattr(self, counter) + 1)
+        if choice is not None:
+            self.labelled += 1
+            self.choices[choice] += 1
+
+    def counts(self) -> dict[str, Any]:
+        return {"judged": self.judged, "labelled": self.labelled, "consistent": self.consistent,
+                "flipped": self.flipped, "abstained": self.abstained, "choices": dict(self.choices)}
+
+    def summary(self) -> str:
+        choices = ", ".join(f"{k} {v}" for k, v in sorted(self.choices.items())) or "none"
+        return (f"{self.judge} ({self.mode}): judged {self.judged}, labelled {self.labelled} ({choices}); "
+                f"both orders agreed {self.consistent}, flipped to tie {self.flipped}, abstained {self.abstained}")
+
+
+def rationale_text(pv: PairVerdict) -> str:
+    """What is stored with a judge label: its rationale plus the both-order record as one JSON line at the end."""
+    record = {"outcome": pv.outcome, "first": pv.first.choice, "second": pv.second.choice,
+              "confidence": pv.verdict.confidence}
+    return f"{pv.verdict.rationale}\n[judge] {json.dumps(record)}".strip()
+
+
+def judge_once(store: Store, judge: Judge, mode: str = "unseen", limit: int | None = None,
+               batch_size: int = 16, calibration_share: float = 0.1, progress: bool = False,
+               exclude: set[int] | None = None, should_stop: Callable[[], bool] | None = None) -> JudgeReport:
+    """Judge up to `limit` comparisons (all that are left when None) in batches; returns the run's report.
+
+    Abstained comparisons get no label; their ids are added to `exclude` (when given) so a watching worker does
+    not ask again in the same process. The run's counts are written to its JudgeRun row after every batch."""
+    annotator = judge_annotator(judge.name)
+    skip = exclude if exclude is not None else set()
+
+    def next_rows(done: int) -> list:
+        if (limit is not None and done >= limit) or (should_stop is not None and should_stop()):
+            return []
+        want = batch_size if limit is None else min(batch_size, limit - done)
+        return store.comparisons_for_judge(annotator, mode, want, calibration_share, exclude=sorted(skip))
+
+    rows = next_rows(0)
+    if not rows:  # nothing to do: no run row, so an idle watcher leaves no trace
+        return JudgeReport(None, annotator, mode)
+    report = JudgeReport(store.start_judge_run(annotator, judge.kind, mode), annotator, mode)
+    bar = _progress_bar(progress, limit, annotator)
+    try:
+        while rows:
+            items = [JudgeItem(messages, a, b) for _cid, messages, a, b in rows]
+            for (cid, *_), pv in zip(rows, judge_both_orders(judge, items), strict=True):
+                stored = _store_label(store, annotator, cid, pv)
+                if stored is None:
+                    skip.add(cid)
+                report.add(pv.outcome, stored)
+            store.update_judge_run(report.run_id, **report.counts())
+            if bar is not None:
+                bar.update(len(rows))
+                bar.set_postfix(labelled=report.labelled, flipped=report.flipped, abstained=report.abstained)
+            rows = next_rows(report.judged)
+    except BaseException as error:
+        store.update_judge_run(report.run_id, status="failed", finished_at=utcnow(),
+                               error=f"{type(error).__name__}: {error}", **report.counts())
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+    store.update_judge_run(report.run_id, status="done", finished_at=utcnow(), **report.counts())
+    return report
+
+
+def _store_label(store: Store, annotator: str, comparison_id: int, pv: PairVerdict) -> str | None:
+    """Store the verdict as a judge label; the choice stored, or None (abstain, or the comparison went away)."""
+    if pv.verdict.choice == "abstain":
+        return None
+    try:
+        submit_label(store, annotator, comparison_id, pv.verdict.choice, "ab", rationale=rationale_text(pv),
+                     source="judge")
+    except LabelConflict as e:
+        return e.existing_choice  # labelled meanwhile by another worker of the same judge: that label stands
+    except (QueueError, LookupError) as e:
+        log.info("judge label for comparison %s not stored: %s", comparison_id, e)
+        return None
+    return pv.verdict.choice
+
+
+def _progress_bar(progress: bool, limit: int | None, annotator: str):
+    if not progress:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=limit, desc=annotator, unit="pair")
+
+
+def watch(store: Store, judge: Judge, stop_event, mode: str = "unseen", batch_size: int = 16,
+          calibration_share: float = 0.1, interval_s: float = 10.0, max_rounds: int | None = None,
+          on_report: Callable[[JudgeReport], None] | None = None) -> list[JudgeReport]:
+    """Judge new comparisons as they appear until `stop_event` is set (or after `max_rounds` runs that found
+    work): each run drains what is there (checking `stop_event` between batches), then the worker sleeps
+    `interval_s`. Returns the reports of the runs that judged something."""
+    reports: list[JudgeReport] = []
+    abstained: set[int] = set()
+    while not stop_event.is_set() and (max_rounds is None or len(reports) < max_rounds):
+        report = judge_once(store, judge, mode=mode, limit=None, batch_size=batch_size,
+                            calibration_share=calibration_share, exclude=abstained, should_stop=stop_event.is_set)
+        if report.judged:
+            reports.append(report)
+            if on_report is not None:
+                on_report(report)
+        else:
+            stop_event.wait(interval_s)
+    return reports
+
+
+def judge_status(store: Store, judge: str | None = None, recent: int = 5) -> dict[str, Any]:
+    """What the console shows about judges: per judge annotator, totals over its runs and its recent runs."""
+    totals = store.judge_run_totals()
+    runs = store.judge_runs(judge_annotator(judge) if judge else None)
+    out: dict[str, Any] = {}
+    for name, counts in totals.items():
+        if judge and name != judge_annotator(judge):
+            continue
+        mine = [r for r in runs if r.judge == name][:recent]
+        out[name] = {**counts, "runs": [_run_dict(r) for r in mine]}
+    return out
+
+
+def _run_dict(run) -> dict[str, Any]:
+    return {"id": run.id, "kind": run.kind, "mode": run.mode, "status": run.status, "judged": run.judged,
+            "labelled": run.labelled, "consistent": run.consistent, "flipped": run.flipped,
+            "abstained": run.abstained, "choices": run.choices, "error": run.error,
+            "started_at": run.started_at.isoformat() if run.started_at else None,
+            "finished_at": run.finished_at.isoformat() if run.finished_at else None}

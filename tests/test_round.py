@@ -1,0 +1,228 @@
+"""DPO rounds in-process on the tiny model: pair selection, the recipe, the registry, NaN, cancel, LoRA."""
+
+import json
+import math
+
+import pytest
+from conftest import add_labelled_pairs, short_long_pairs
+
+from app import service
+from data.store import RoundBusy
+from training.config import RoundConfig
+from training.pairs import NotEnoughPairs, is_held_out, select_pairs
+from training.registry import clean_temp_dirs, next_version_name
+
+
+def v0_id(app):
+    return app.store.get_version("v0").id
+
+
+# -- selection ------------------------------------------------------------------------------------------------------
+def test_held_out_split_is_by_prompt_and_deterministic():
+    prompts = [json.dumps([{"role": "user", "content": f"question {i}"}]) for i in range(2000)]
+    held = [p for p in prompts if is_held_out(p, 0.1)]
+    assert 150 < len(held) < 250
+    assert held == [p for p in prompts if is_held_out(p, 0.1)]
+    assert not any(is_held_out(p, 0.0) for p in prompts)
+    # the same messages with other whitespace in the stored JSON are the same prompt
+    assert is_held_out(json.dumps(json.loads(held[0]), indent=2), 0.1)
+
+
+def test_select_refuses_below_min_pairs_with_a_clear_message(store):
+    add_labelled_pairs(store, None, short_long_pairs(3))
+    with pytest.raises(NotEnoughPairs, match=r"only 3 new labelled pair\(s\).*training.min_pairs = 10"):
+        select_pairs(store, RoundConfig(min_pairs=10, eval_fraction=0))
+
+
+def test_select_new_pairs_replay_share_and_eval_split(store):
+    ids = add_labelled_pairs(store, None, short_long_pairs(40))
+    cfg = RoundConfig(min_pairs=1, eval_fraction=0.25, replay_fraction=0.5)
+    first = select_pairs(store, cfg)
+    assert first.replay == [] and first.eval and first.new
+    assert sorted(first.train_ids + first.eval_ids) == ids
+    assert not set(first.train_ids) & set(first.eval_ids)
+    # the first round used them: the next one takes only new pairs, plus half as many old ones
+    run = store.create_training_run(None, first.train_ids, {})
+    store.finish_training_run(run.id, "done")
+    new_ids = add_labelled_pairs(store, None, short_long_pairs(40, offset=100), prompt_prefix="r")
+    second = select_pairs(store, cfg)
+    assert {r.comparison_id for r in second.new} <= set(new_ids)
+    assert len(second.replay) == min(len(first.train_ids), round(0.5 * len(second.new)))
+    assert {r.comparison_id for r in second.replay} <= set(first.train_ids)
+    assert set(second.eval_ids) >= set(first.eval_ids)  # the held-out split stays fixed
+
+
+@pytest.mark.parametrize(("mode", "expected"), [("never", {"h"}), ("fill", {"h", "j"}), ("always", {"h", "j", "x"})])
+def test_judge_labels_never_fill_always(store, mode, expected):
+    from data.models import Label
+
+    human = add_labelled_pairs(store, None, short_long_pairs(2), prompt_prefix="h")
+    judged = add_labelled_pairs(store, None, short_long_pairs(2), source="judge", annotator="judge:x",
+                                prompt_prefix="j")
+    # a human tie leaves this one unresolved by humans; a judge says 'a'
+    mixed = add_labelled_pairs(store, None, short_long_pairs(2), choice="tie", prompt_prefix="x")
+    with store.write() as s:
+        for cid in mixed:
+            s.add(Label(comparison_id=cid, annotator="judge:x", source="judge", choice="a"))
+    sel = select_pairs(store, RoundConfig(min_pairs=1, eval_fraction=0, judge_labels=mode))
+    groups = {"h": set(human), "j": set(judged), "x": set(mixed)}
+    got = {name for name, ids in groups.items() if ids & set(sel.train_ids)}
+    assert got == expected
+
+
+def test_registry_names_and_temp_folders(store, tmp_path):
+    models = tmp_path / "models"
+    (models / "v3").mkdir(parents=True)
+    (models / ".v7.tmp").mkdir()
+    store.add_version("v0", "/x")
+    assert next_version_name(store, models) == "v8"
+    assert clean_temp_dirs(models) == [".v7.tmp"]
+    assert next_version_name(store, models) == "v4"
+
+
+def test_one_round_at_a_time(store):
+    store.create_training_run(None, [1], {})
+    with pytest.raises(RoundBusy, match="one round at a time"):
+        store.create_training_run(None, [2], {})
+    # a stale run does not block: it is marked failed and the new one is queued
+    run = store.create_training_run(None, [2], {}, is_stale=lambda r: True)
+    assert [r.status for r in store.training_runs()] == ["failed", "queued"]
+    assert run.id == 2
+
+
+# -- the recipe -------------------------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_a_round_trains_registers_evaluates_and_deploys(tiny_app):
+    app = tiny_app(training__max_steps=4, training__learning_rate="5e-4")
+    add_labelled_pairs(app.store, v0_id(app), short_long_pairs(24))
+    run_id = service.start_round(app, deploy=True, inline=True)
+    status = service.round_status(app, run_id)
+    assert status["status"] == "done", status["error"]
+    assert status["version"] == "v1" and status["parent"] == "v0"
+
+    run = app.store.get_training_run(run_id)
+    steps = [m for m in run.metrics if "loss" in m]
+    assert [m["step"] for m in steps] == [1, 2, 3, 4]
+    for key in ("loss", "rewards/margins", "rewards/accuracies", "logps/chosen", "logps/rejected"):
+        assert all(math.isfinite(m[key]) for m in steps), key
+    assert run.finished_at and run.heartbeat_at and run.pid
+
+    v1 = app.store.get_version("v1")
+    assert v1.deployed and v1.parent_id == v0_id(app) and v1.round == 1 and v1.kind == "full"
+    assert (app.models_dir / "v1" / "config.json").is_file()
+    assert (app.models_dir / "v1" / "tokenizer_config.json").is_file()
+    assert not list(app.models_dir.glob(".*.tmp"))
+    report = v1.metrics
+    assert report == run.report
+    assert report["eval"]["before"]["pairs"] == report["pairs"]["eval"] > 0
+    assert report["eval"]["before"]["margin"] == pytest.approx(0.0, abs=1e-6)  # reference = the parent
+    assert report["eval"]["after"]["margin"] > 0
+    for side in ("before", "after"):
+        assert 0 <= report["probe"][side]["eos_rate"] <= 1 and report["probe"][side]["mean_tokens"] > 0
+    assert service.list_versions(app)[1]["parent"] == "v0"
+
+    # the generator swaps to it in place (what the worker does between batches)
+    from generation.backend import load_backend
+    from generation.worker import ensure_serving
+
+    with load_backend("hf", app.store.get_version("v0").path, device="cpu") as backend:
+        assert ensure_serving(backend, app.store.deployed_version())
+        assert backend.path == v1.path
+
+
+@pytest.mark.slow
+def test_an_exploding_learning_rate_fails_the_round_and_promotes_nothing(tiny_app):
+    app = tiny_app(training__learning_rate="1e9", training__max_steps=3)
+    add_labelled_pairs(app.store, v0_id(app), short_long_pairs(12))
+    run_id = service.start_round(app, deploy=True, inline=True)
+    status = service.round_status(app, run_id)
+    assert status["status"] == "failed"
+    assert "diverged" in status["error"]
+    assert status["version"] is None
+    assert app.store.deployed_version().name == "v0"
+    assert [v.name for v in app.store.versions()] == ["v0"]
+    assert [p.name for p in app.models_dir.iterdir()] == []  # v0 is the tiny model's own folder
+    # its pairs were not used up: the next round takes them again
+    assert app.store.trained_comparison_ids() == set()
+
+
+@pytest.mark.slow
+def test_a_cancelled_round_stops_and_registers_nothing(tiny_app):
+    from transformers import TrainerCallback
+
+    app = tiny_app(training__max_steps=50)
+    add_labelled_pairs(app.store, v0_id(app), short_long_pairs(12))
+
+    class CancelAtStep2(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kwargs):
+            if state.global_step == 2:
+                app.store.request_cancel(run_id)
+
+    from training.round import run_round
+    from training.scheduler import queue_round
+
+    run_id = queue_round(app.store, app.models_dir, service.round_config(app))
+    result = run_round(app.store, app.models_dir, run_id, extra_callbacks=(CancelAtStep2(),))
+    assert result.status == "cancelled"
+    run = app.store.get_training_run(run_id)
+    assert run.status == "cancelled" and max(m["step"] for m in run.metrics) <= 3
+    assert [v.name for v in app.store.versions()] == ["v0"]
+    assert [p.name for p in app.models_dir.iterdir()] == []
+
+
+def test_cancelling_a_queued_run_cancels_it_at_once(store):
+    run = store.create_training_run(None, [1], {})
+    assert store.request_cancel(run.id) == "cancelled"
+    store.create_training_run(None, [1], {})  # the lock is free again
+
+
+@pytest.mark.slow
+def test_a_lora_round_saves_an_adapter_on_its_parent_that_the_generator_loads(tiny_app):
+    app = tiny_app(training__lora="true", training__lora_rank=4, training__lora_alpha=8,
+                   training__learning_rate="1e-3")
+    add_labelled_pairs(app.store, v0_id(app), short_long_pairs(12))
+    run_id = service.start_round(app, deploy=True, inline=True)
+    assert service.round_status(app, run_id)["status"] == "done", service.round_status(app, run_id)["error"]
+    v1 = app.store.get_version("v1")
+    assert v1.kind == "lora" and v1.deployed
+    adapter = json.loads((app.models_dir / "v1" / "adapter_config.json").read_text())
+    assert adapter["base_model_name_or_path"] == app.store.get_version("v0").path
+
+    # a second LoRA round stacks on the first: its base is v1's folder, which the backend merges first
+    add_labelled_pairs(app.store, v1.id, short_long_pairs(12, offset=50), prompt_prefix="second")
+    run_id = service.start_round(app, deploy=True, inline=True)
+    assert service.round_status(app, run_id)["status"] == "done", service.round_status(app, run_id)["error"]
+    adapter = json.loads((app.models_dir / "v2" / "adapter_config.json").read_text())
+    assert adapter["base_model_name_or_path"] == v1.path
+
+    from generation.backend import load_backend
+    from generation.config import SamplingConfig
+
+    with load_backend("hf", app.store.get_version("v2").path, device="cpu") as backend:
+        out = backend.generate([[{"role": "user", "content": "What does json do?"}]], 2,
+                               SamplingConfig(max_new_tokens=8))
+    assert len(out[0]) == 2
+
+
+@pytest.mark.slow
+def test_reference_initial_scores_against_v0(tiny_app):
+    app = tiny_app(training__max_steps=2, training__learning_rate="5e-4")
+    add_labelled_pairs(app.store, v0_id(app), short_long_pairs(16))
+    service.start_round(app, deploy=True, inline=True)
+    app.settings.training.reference = "initial"
+    add_labelled_pairs(app.store, app.store.get_version("v1").id, short_long_pairs(16, offset=40),
+                       prompt_prefix="second")
+    run_id = service.start_round(app, deploy=True, inline=True)
+    report = service.round_status(app, run_id)["report"]
+    assert report["parent"] == "v1"
+    # before training the policy is v1 and the reference v0: margins are not zero any more
+    assert report["eval"]["before"]["margin"] != pytest.approx(0.0, abs=1e-6)
+
+
+def test_round_config_mirrors_the_training_settings():
+    from app.settings import TrainingSettings
+
+    cfg_fields = RoundConfig.__dataclass_fields__
+    for name, field in TrainingSettings.model_fields.items():
+        assert name in cfg_fields, name
+        assert cfg_fields[name].default == field.default, name

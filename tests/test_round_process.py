@@ -1,0 +1,206 @@
+"""Rounds as their own process: progress in the database, kill -9, stale runs, the cross-process lock,
+automatic rounds, and the CLI verbs train / rounds / cancel."""
+
+import multiprocessing
+import os
+import signal
+import time
+
+import pytest
+from click.testing import CliRunner
+from conftest import add_labelled_pairs, short_long_pairs
+
+from app import service
+from app.cli import cli
+from data.store import RoundBusy, Store
+from training import scheduler
+from training.registry import temp_dir
+
+
+def v0_id(app):
+    return app.store.get_version("v0").id
+
+
+def wait_for(predicate, timeout_s: float = 120.0, interval_s: float = 0.2):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval_s)
+    raise AssertionError("timed out waiting")
+
+
+def persist_settings(app, **values) -> None:
+    """Write settings into the workdir's prefloop.toml (what the CLI and the round process read)."""
+    sections: dict[str, list[str]] = {}
+    for key, value in values.items():
+        section, name = key.split("__")
+        literal = value if isinstance(value, str) and value in ("true", "false") else repr(value)
+        literal = f'"{value}"' if isinstance(value, str) and value not in ("true", "false") else literal
+        sections.setdefault(section, []).append(f"{name} = {literal}")
+    text = "\n".join(f"[{s}]\n" + "\n".join(lines) for s, lines in sections.items())
+    (app.workdir / "prefloop.toml").write_text(text + "\n", encoding="utf-8")
+
+
+@pytest.mark.slow
+def test_a_round_process_streams_progress_and_finishes(tiny_app):
+    app = tiny_app(training__max_steps=3)
+    add_labelled_pairs(app.store, v0_id(app), short_long_pairs(12))
+    run_id, proc = scheduler.start_round(app.store, app.workdir, service.round_config(app, deploy=True))
+    assert proc.wait(timeout=300) == 0, (app.workdir / "logs" / f"round-{run_id}.log").read_text()[-3000:]
+    run = app.store.get_training_run(run_id)
+    assert run.status == "done" and run.pid == proc.pid
+    assert [m["step"] for m in run.metrics if "loss" in m] == [1, 2, 3]
+    assert app.store.deployed_version().name == "v1"
+
+
+@pytest.mark.slow
+def test_kill_9_keeps_the_deployed_version_and_the_next_round_recovers(tiny_app):
+    app = tiny_app(training__max_steps=100000, training__stale_after_s=60)
+    add_labelled_pairs(app.store, v0_id(app), short_long_pairs(16))
+    run_id, proc = scheduler.start_round(app.store, app.workdir, service.round_config(app, deploy=True))
+    wait_for(lambda: any("loss" in m for m in app.store.get_training_run(run_id).metrics))
+    # a partial version folder, as a kill during saving leaves it
+    partial = temp_dir(app.models_dir, "v1")
+    partial.mkdir()
+    (partial / "config.json").write_text("{")
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+
+    assert app.store.deployed_version().name == "v0"  # it kept serving all along
+    with pytest.raises(RoundBusy):  # a fresh heartbeat and a live pid would still hold the lock ...
+        app.store.create_training_run(None, [], {}, is_stale=lambda run: False)
+    # ... but the process is gone, so the next start marks it failed and goes ahead
+    assert service.list_rounds(app)[0]["status"] == "failed"
+    assert "died" in app.store.get_training_run(run_id).error
+    app.settings.training.max_steps = 2
+    new_id = service.start_round(app, deploy=True, inline=True)
+    assert service.round_status(app, new_id)["status"] == "done"
+    assert not partial.exists()
+    assert [v.name for v in app.store.versions()] == ["v0", "v1"]
+    assert (app.models_dir / "v1" / "config.json").read_text() != "{"
+    assert app.store.deployed_version().name == "v1"
+
+
+def test_stale_means_dead_pid_or_old_heartbeat(store):
+    from datetime import timedelta
+
+    from data.models import utcnow
+
+    run = store.create_training_run(None, [], {})
+    assert not scheduler.is_stale(run, 60)
+    store.update_training_run(run.id, heartbeat_at=utcnow() - timedelta(seconds=120))
+    assert scheduler.is_stale(store.get_training_run(run.id), 60)
+    store.update_training_run(run.id, heartbeat_at=utcnow(), pid=os.getpid())
+    assert not scheduler.is_stale(store.get_training_run(run.id), 60)
+    dead = multiprocessing.get_context("spawn").Process(target=int)
+    dead.start()
+    dead.join()
+    store.update_training_run(run.id, pid=dead.pid)
+    assert scheduler.is_stale(store.get_training_run(run.id), 60)
+    # another machine's pid means nothing here: only its heartbeat counts
+    with store.write() as s:
+        from data.models import TrainingRun
+
+        row = s.get(TrainingRun, run.id)
+        row.config = {"host": "another-machine"}
+        s.add(row)
+    assert not scheduler.is_stale(store.get_training_run(run.id), 60)
+    store.update_training_run(run.id, config={})
+    assert scheduler.recover_stale_runs(store, 60) == [run.id]
+
+
+def _try_lock(url: str, barrier, results) -> None:
+    store = Store(url)
+    barrier.wait()
+    try:
+        store.create_training_run(None, [os.getpid()], {}, is_stale=lambda r: scheduler.is_stale(r, 60))
+        results.put("won")
+    except RoundBusy:
+        results.put("busy")
+    finally:
+        store.close()
+
+
+def test_the_round_lock_lets_exactly_one_process_through(workdir):
+    url = f"sqlite:///{workdir / 'prefloop.db'}"
+    Store(url).close()
+    ctx = multiprocessing.get_context("spawn")
+    barrier, results = ctx.Barrier(6), ctx.Queue()
+    procs = [ctx.Process(target=_try_lock, args=(url, barrier, results)) for _ in range(6)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=60)
+    outcomes = sorted(results.get(timeout=5) for _ in procs)
+    assert outcomes == ["busy"] * 5 + ["won"]
+
+
+def test_automatic_rounds_every_n_new_pairs(tiny_app, monkeypatch):
+    launched = []
+    monkeypatch.setattr(scheduler, "launch", lambda workdir, run_id, url=None, store=None: launched.append(run_id))
+    app = tiny_app(training__min_pairs=2, training__eval_fraction=0)
+    add_labelled_pairs(app.store, v0_id(app), short_long_pairs(5))
+    assert service.maybe_auto_round(app) is None  # auto_every = 0: off
+    app.settings.training.auto_every = 6
+    assert service.maybe_auto_round(app) is None  # 5 < 6
+    add_labelled_pairs(app.store, v0_id(app), short_long_pairs(1, offset=9), prompt_prefix="more")
+    run_id = service.maybe_auto_round(app)
+    assert run_id is not None and launched == [run_id]
+    assert service.maybe_auto_round(app) is None  # one at a time
+    assert app.store.get_training_run(run_id).pairs_used == 6
+
+
+# -- the CLI ----------------------------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_cli_train_wait_rounds_and_cancel(tiny_app):
+    app = tiny_app()
+    persist_settings(app, training__min_pairs=4, training__max_steps=2, training__batch_size=4,
+                     training__probe_prompts=1, generation__max_new_tokens=8, model__device="cpu")
+    runner = CliRunner()
+    base = ["--workdir", str(app.workdir)]
+    result = runner.invoke(cli, [*base, "train", "--deploy"])
+    assert result.exit_code != 0 and "min_pairs" in result.output
+
+    add_labelled_pairs(app.store, v0_id(app), short_long_pairs(10))
+    result = runner.invoke(cli, [*base, "train", "--deploy", "--wait"])
+    assert result.exit_code == 0, result.output
+    assert "done  v0 -> v1" in result.output
+    result = runner.invoke(cli, [*base, "rounds"])
+    assert result.exit_code == 0 and result.output.startswith("1  done  v0 -> v1  pairs")
+    assert "*" in runner.invoke(cli, [*base, "versions"]).output.splitlines()[1]
+
+    # --no-wait returns once the process has started; the row tells the rest
+    add_labelled_pairs(app.store, v0_id(app), short_long_pairs(10, offset=30), prompt_prefix="later")
+    result = runner.invoke(cli, [*base, "train", "--no-wait"])
+    assert result.exit_code == 0 and "training run 2 started" in result.output
+    wait_for(lambda: service.round_status(app, 2)["status"] not in ("queued", "running"))
+    assert service.round_status(app, 2)["status"] == "done"
+    assert app.store.deployed_version().name == "v1"  # without --deploy it is registered, not deployed
+
+    run = app.store.create_training_run(v0_id(app), [], {})
+    result = runner.invoke(cli, [*base, "cancel", str(run.id)])
+    assert result.exit_code == 0 and f"training run {run.id}: cancelled" in result.output
+    assert runner.invoke(cli, [*base, "cancel", "999"]).exit_code != 0
+
+
+def test_cli_help_lists_the_training_verbs():
+    result = CliRunner().invoke(cli, ["--help"])
+    for verb in ("train", "rounds", "cancel"):
+        assert verb in result.output
+    assert "--wait / --no-wait" in CliRunner().invoke(cli, ["train", "--help"]).output
+
+
+def test_the_heartbeat_thread_keeps_a_run_fresh(store):
+    from datetime import timedelta
+
+    from data.models import utcnow
+    from training.round import Heartbeat
+
+    run = store.create_training_run(None, [], {})
+    store.update_training_run(run.id, heartbeat_at=utcnow() - timedelta(seconds=600))
+    assert scheduler.is_stale(store.get_training_run(run.id), 60)
+    with Heartbeat(store, run.id, interval_s=0.05):
+        time.sleep(0.3)
+    assert not scheduler.is_stale(store.get_training_run(run.id), 60)

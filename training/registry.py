@@ -1,0 +1,46 @@
+"""The model registry on disk: `<workdir>/models/vN/`, written to `models/.vN.tmp/` and renamed into place only
+when complete. A `.tmp` folder is never a version: it is what a killed round left, and the next round removes it."""
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+VERSION_NAME = re.compile(r"^v(\d+)$")
+
+
+def next_version_name(store, models_dir: Path) -> str:
+    """v(N+1) for the highest N among registered versions and folders (a folder without a row still counts)."""
+    numbers = [0]
+    names = [v.name for v in store.versions()]
+    if models_dir.is_dir():
+        names += [p.name for p in models_dir.iterdir()]
+        names += [p.name[1:-4] for p in models_dir.iterdir() if p.name.startswith(".") and p.name.endswith(".tmp")]
+    for name in names:
+        m = VERSION_NAME.match(name)
+        if m:
+            numbers.append(int(m.group(1)))
+    return f"v{max(numbers) + 1}"
+
+
+def temp_dir(models_dir: Path, name: str) -> Path:
+    return models_dir / f".{name}.tmp"
+
+
+def clean_temp_dirs(models_dir: Path) -> list[str]:
+    """Remove what killed rounds left behind; call only while no round runs (under the round lock)."""
+    removed = []
+    if models_dir.is_dir():
+        for p in models_dir.iterdir():
+            if p.name.startswith(".") and p.name.endswith(".tmp") and p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+                removed.append(p.name)
+    return removed
+
+
+def promote(tmp: Path, final: Path) -> Path:
+    """Rename the complete temp folder into place (atomic on one filesystem)."""
+    if final.exists():
+        raise FileExistsError(f"model folder {final} already exists")
+    os.replace(tmp, final)
+    return final

@@ -1,0 +1,33 @@
+"""The round process: `python -m training.run_round --workdir DIR --run-id N [--database-url URL]`.
+
+Runs queued TrainingRun N (see training.round) and exits 0 when it is done, 1 when it failed or was cancelled."""
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.run_round", description=__doc__)
+    parser.add_argument("--workdir", type=Path, required=True, help="the prefloop workdir")
+    parser.add_argument("--run-id", type=int, required=True, help="the queued TrainingRun to run")
+    parser.add_argument("--database-url", help="default: the SQLite file prefloop.db in the workdir")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    from data.store import Store
+    from training.round import run_round
+
+    store = Store(args.database_url or f"sqlite:///{(args.workdir / 'prefloop.db').resolve()}")
+    try:
+        result = run_round(store, args.workdir / "models", args.run_id)
+    finally:
+        store.close()
+    print(f"training run {result.run_id}: {result.status}" + (f" -> {result.version}" if result.version else "")
+          + (f" ({result.error})" if result.error else ""), flush=True)
+    return 0 if result.status == "done" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
