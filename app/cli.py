@@ -151,11 +151,19 @@ def stats(obj: Context, as_json: bool):
         click.echo(json.dumps(data, indent=2, ensure_ascii=False))
         return
     for key, value in data.items():
-        if isinstance(value, dict):
-            inner = ", ".join(f"{k}: {v}" for k, v in value.items()) or "none"
-            click.echo(f"{key}: {inner}")
-        else:
-            click.echo(f"{key}: {value}")
+        click.echo(f"{key}: {_plain(value)}")
+        for name, nested in (value.items() if isinstance(value, dict) else ()):
+            if isinstance(nested, dict):  # e.g. one judge's agreement numbers: a line each
+                click.echo(f"  {name}: {_plain(nested)}")
+
+
+def _plain(value) -> str:
+    """One line for a stats value; nested tables are summarised here and listed below their key."""
+    if not isinstance(value, dict):
+        return f"{value:.3f}" if isinstance(value, float) else str(value)
+    flat = [f"{k}: {_plain(v)}" for k, v in value.items() if not isinstance(v, dict)]
+    nested = sum(isinstance(v, dict) for v in value.values())
+    return ", ".join(flat) or (f"{nested} below" if nested else "none")
 
 
 @cli.command("tiny-model")
