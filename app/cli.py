@@ -244,7 +244,8 @@ def deploy(obj: Context, version: str):
 def demo(obj: Context, no_serve: bool):
     """Run the loop offline on the embedded default: tiny model, SQLite, demo prompts, sampled comparisons, then
     the web UI with the sampling worker running (an `operator` account is created on first run)."""
-    app, _ = service.init_workdir(obj.workdir, overrides=obj.overrides, progress=True)
+    app, _ = service.init_workdir(obj.workdir, overrides=obj.overrides, progress=True,
+                                  config_values={"training": DEMO_TRAINING})
     r = service.import_demo_prompts(app)
     click.echo(f"demo prompts: +{r.prompts_added} ({r.prompts_duplicate} already there)")
     report = service.generate(app, progress=True)
@@ -254,9 +255,23 @@ def demo(obj: Context, no_serve: bool):
                f"comparisons {st['comparisons']}, deployed {st['deployed_version']}")
     click.echo(f"next: `prefloop --workdir {app.workdir} export pairs.jsonl` once labels are in; "
                "`prefloop stats` to look around")
+    click.echo(_demo_rounds(app))
     if not no_serve:  # issue #4: end on the running UI
         _serve(app, None, None, with_worker=True, extra=_demo_operator(app))
     app.close()
+
+
+# The demo runs the whole loop: written into a new demo workdir's prefloop.toml (edit it, or --set, to change).
+DEMO_TRAINING = {"auto_every": 16, "min_pairs": 16, "auto_deploy": True}
+
+
+def _demo_rounds(app) -> str:
+    t = app.settings.training
+    if t.auto_every <= 0:
+        return "automatic DPO rounds are off (training.auto_every = 0): start rounds from the console's Training panel"
+    deploy = "and deploys the new version when done" if t.auto_deploy else "(deploy it from the console)"
+    return (f"a DPO round starts every {t.auto_every} new labelled pairs (training.auto_every in "
+            f"{app.workdir / 'prefloop.toml'}) {deploy}; sampling then continues from the deployed version")
 
 
 def _demo_operator(app) -> str:

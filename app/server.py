@@ -27,17 +27,28 @@ API_PREFIX = "/api/v1"
 class GenerationWorker:
     """service.watch_generation in a background thread, started and stopped from the operator console.
 
+    With training.auto_every > 0 a sibling thread runs automatic rounds (service.maybe_auto_round, as
+    `generate --watch` does): after every generation batch, and every AUTO_ROUND_IDLE_S while no batch comes (the
+    queue is full, or every prompt is sampled under the deployed version). A round runs as its own process; when
+    it deploys, the sampling loop swaps to the new version before its next batch.
+
     Restartable like every worker: all it knows is in the database. Run it as its own process with
     `prefloop generate --watch` instead when the UI should not share a machine with the model."""
+
+    AUTO_ROUND_IDLE_S = 30.0
 
     def __init__(self, app: App):
         self.app = app
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._auto_thread: threading.Thread | None = None
         self._stop = threading.Event()
+        self._batch_done = threading.Event()
         self.batches = 0
         self.last_summary = ""
         self.error: str | None = None
+        self.auto_rounds: list[int] = []  # training runs this worker started
+        self.auto_error: str | None = None
 
     @property
     def running(self) -> bool:
@@ -52,6 +63,10 @@ class GenerationWorker:
             self._thread = threading.Thread(target=self._run, args=(self._stop,), name="prefloop-generation",
                                             daemon=True)
             self._thread.start()
+            if self.app.settings.training.auto_every > 0:
+                self._auto_thread = threading.Thread(target=self._auto_rounds, args=(self._stop,),
+                                                     name="prefloop-auto-rounds", daemon=True)
+                self._auto_thread.start()
             return "generation started"
 
     def stop(self, wait: float | None = None) -> str:
@@ -59,9 +74,12 @@ class GenerationWorker:
             if not self.running:
                 return "generation is not running"
             self._stop.set()
-            thread = self._thread
+            self._batch_done.set()  # wakes the auto-round thread, which sees the stop
+            thread, auto = self._thread, self._auto_thread
         if wait:
             thread.join(wait)
+            if auto is not None:
+                auto.join(wait)
         return "generation stopping (after the current batch)"
 
     def status(self) -> str:
@@ -70,11 +88,41 @@ class GenerationWorker:
             state += f"; last error: {self.error}"
         if self.last_summary:
             state += f"; last batch: {self.last_summary}"
+        auto = self.app.settings.training.auto_every
+        if auto > 0:
+            state += f"; a round starts every {auto} new labelled pairs"
+            if self.auto_rounds:
+                state += f" (started run(s) {', '.join(map(str, self.auto_rounds))})"
+            if self.auto_error:
+                state += f"; last automatic round error: {self.auto_error}"
         return f"generation {state} ({self.batches} batch(es) this session)"
 
     def _on_batch(self, report) -> None:
         self.batches += 1
         self.last_summary = report.summary()
+        self._batch_done.set()
+
+    def check_auto_round(self) -> int | None:
+        """One automatic-round check (service.maybe_auto_round); the run id when it started one."""
+        try:
+            run_id = service.maybe_auto_round(self.app)
+        except Exception as e:  # a failed check is reported and retried; the worker goes on
+            log.exception("automatic round check failed")
+            self.auto_error = str(e) or type(e).__name__
+            return None
+        self.auto_error = None
+        if run_id is not None:
+            log.info("automatic training run %s started", run_id)
+            self.auto_rounds.append(run_id)
+        return run_id
+
+    def _auto_rounds(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            self._batch_done.wait(self.AUTO_ROUND_IDLE_S)
+            self._batch_done.clear()
+            if stop.is_set() or not self.running:  # generation stopped or failed: so do automatic rounds
+                return
+            self.check_auto_round()
 
     def _run(self, stop: threading.Event) -> None:
         try:

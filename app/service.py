@@ -2,6 +2,7 @@
 
 Every function takes an `App` (settings + store of one workdir) and returns plain data."""
 
+import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,15 +50,17 @@ def open_app(workdir: Path, overrides: dict[str, str] | None = None) -> App:
 
 
 def init_workdir(workdir: Path, base: str | None = None, overrides: dict[str, str] | None = None,
-                 progress: bool = False) -> tuple[App, bool]:
+                 progress: bool = False, config_values: dict[str, dict[str, Any]] | None = None) -> tuple[App, bool]:
     """Create the workdir (config file, database, model registry) and register the base model as v0.
 
-    Idempotent: an existing workdir is opened, not overwritten. Returns the app and whether it was created."""
+    `config_values` ({section: {field: value}}) are written into a new prefloop.toml as real settings (the demo's
+    automatic rounds). Idempotent: an existing workdir is opened, not overwritten. Returns the app and whether it
+    was created."""
     workdir = Path(workdir)
     created = not (workdir / CONFIG_NAME).exists()
     (workdir / MODELS_DIR).mkdir(parents=True, exist_ok=True)
     if created:
-        (workdir / CONFIG_NAME).write_text(_config_text(base), encoding="utf-8")
+        (workdir / CONFIG_NAME).write_text(_config_text(base, config_values), encoding="utf-8")
     app = open_app(workdir, overrides)
     if app.store.get_version("v0") is None:
         path = _materialise_base(app, progress)
@@ -66,12 +69,24 @@ def init_workdir(workdir: Path, base: str | None = None, overrides: dict[str, st
     return app, created
 
 
-def _config_text(base: str | None) -> str:
+def _config_text(base: str | None, values: dict[str, dict[str, Any]] | None = None) -> str:
     text = render_config()
+    values = {section: dict(fields) for section, fields in (values or {}).items()}
     if base is not None:
         # The one setting init writes for real: which model is v0.
-        text = text.replace('[model]\n', f'[model]\nbase = "{_toml_escape(base)}"\n', 1)
+        values.setdefault("model", {})["base"] = base
+    for section, fields in values.items():
+        lines = "".join(f"{key} = {_toml_value(value)}\n" for key, value in fields.items())
+        text = text.replace(f"[{section}]\n", f"[{section}]\n{lines}", 1)
     return text
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f'"{_toml_escape(value)}"'
+    return json.dumps(value)
 
 
 def _toml_escape(value: str) -> str:
@@ -423,6 +438,23 @@ def cancel_round(app: App, run_id: int) -> str:
     return app.store.request_cancel(run_id)
 
 
+def training_panel(app: App, run_id: int | None = None) -> dict[str, Any]:
+    """What the console's training panel shows, in one call: every round (list_rounds), the round to follow
+    (`run_id`, else the active one, else the latest) with its per-step metrics, and the auto-round settings."""
+    rounds = list_rounds(app)
+    by_id = {r["id"]: r for r in rounds}
+    active = [r for r in rounds if r["status"] in app.store.ACTIVE_RUN_STATUSES]
+    chosen = by_id.get(run_id) if run_id is not None else None
+    chosen = chosen or (active[-1] if active else (rounds[-1] if rounds else None))
+    selected = None
+    if chosen is not None:
+        run = app.store.get_training_run(chosen["id"])
+        selected = {**chosen, "metrics": list(run.metrics or []) if run else []}
+    t = app.settings.training
+    return {"rounds": rounds, "selected": selected, "active": active[-1]["id"] if active else None,
+            "auto_every": t.auto_every, "min_pairs": t.min_pairs, "auto_deploy": t.auto_deploy}
+
+
 def maybe_auto_round(app: App) -> int | None:
     """Start a round when training.auto_every new pairs have resolved and none runs; returns its run id or None."""
     from training.scheduler import maybe_start_round
@@ -501,3 +533,8 @@ def judge_agreement(app: App) -> dict[str, Any]:
     from data.agreement import judge_agreement as agreement
 
     return agreement(app.store)
+
+
+def judge_panel(app: App) -> dict[str, Any]:
+    """What the console's judges panel shows, in one call: agreement with the humans and the judge runs."""
+    return {"agreement": judge_agreement(app), "status": judge_status(app)}

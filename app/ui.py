@@ -29,6 +29,7 @@ CHOICE_BUTTONS = (
     ("both_bad", "Both bad", "x", "pf-btn-both-bad"),
     ("skip", "Skip", "s", "pf-btn-skip"),
 )
+LATEST_ROUND = "running or latest"
 EMPTY_QUEUE = "Nothing left to label right now. Thank you! New comparisons appear here as they are generated."
 
 _KEYS = ",".join(f"{key!r}: {elem!r}" for _, _, key, elem in CHOICE_BUTTONS)
@@ -196,13 +197,65 @@ def build_blocks(app: App, worker) -> gr.Blocks:
         retired = service.deploy(app, name)
         return f"Deployed {name}; {retired} open comparison(s) of other versions retired."
 
+    # -- training rounds --------------------------------------------------------------------------------------
+    @operator_only
+    def refresh_training(run_choice: int | None, request: gr.Request):
+        panel = service.training_panel(app, run_choice or None)  # 0/None: the running round, else the latest
+        selected = panel["selected"]
+        choices = [(LATEST_ROUND, 0)] + [(f"round {r['id']} ({r['status']})", r["id"])
+                                         for r in reversed(panel["rounds"])]
+        return (_training_progress(panel), _rounds_frame(panel["rounds"]),
+                _metrics_frame(selected["metrics"] if selected else []), gr.update(choices=choices),
+                selected["id"] if selected else None)
+
+    @operator_only
+    def start_training(deploy_when_done: bool, request: gr.Request):
+        from training.scheduler import NotEnoughPairs, RoundBusy
+
+        try:
+            run_id = service.start_round(app, deploy=bool(deploy_when_done))  # its own process: returns at once
+        except (RoundBusy, NotEnoughPairs) as e:
+            gr.Warning(str(e))
+            return f"Round not started: {e}"
+        then = "deployed when done" if deploy_when_done else "not deployed unless training.auto_deploy passes"
+        return f"Round {run_id} started in its own process ({then})."
+
+    @operator_only
+    def cancel_training(run_choice: int | None, shown: int | None, request: gr.Request):
+        run_id = run_choice or shown  # the chosen round, else the one shown (the running one, if any)
+        if not run_id:
+            raise gr.Error("Choose a round to cancel.", print_exception=False)
+        status = service.cancel_round(app, int(run_id))
+        return f"Round {run_id}: {status}."
+
+    # -- judges ---------------------------------------------------------------------------------------------------
+    @operator_only
+    def refresh_judges(request: gr.Request):
+        panel = service.judge_panel(app)
+        return (*_judge_frames(panel["agreement"]), _judge_status(panel["status"]))
+
+    @operator_only
+    def run_judge_now(limit: float | None, request: gr.Request):
+        n = int(limit or 0)
+        if n < 1:
+            raise gr.Error("Give how many comparisons the judge should label (1 or more).", print_exception=False)
+        return service.run_judge(app, limit=n).summary()
+
+    @operator_only
+    def resume_timer(request: gr.Request):
+        return gr.Timer(active=True)
+
+    def pause_timer():
+        # Leaving the console stops its refresh timer; touches no data.
+        return gr.Timer(active=False)
+
     # -- layout -----------------------------------------------------------------------------------------------
     with gr.Blocks(title="prefloop", analytics_enabled=False) as blocks:
         state = gr.State(None)
         with gr.Row():
             who = gr.Markdown()
             gr.Button("Log out", link="/logout", size="sm", scale=0)
-        with gr.Tab("Label", id="label"):
+        with gr.Tab("Label", id="label") as label_tab:
             progress = gr.Markdown(elem_id="pf-progress")
             prompt = gr.HTML(elem_id="pf-prompt", js_on_load=None, padding=True)
             with gr.Row(equal_height=False):
@@ -254,11 +307,28 @@ def build_blocks(app: App, worker) -> gr.Blocks:
                 version = gr.Dropdown(label="Version to deploy (or roll back to)", choices=[], allow_custom_value=True)
                 deploy_button = gr.Button("Deploy", elem_id="pf-btn-deploy")
                 deploy_result = gr.Markdown()
-            with gr.Accordion("Training rounds", open=False):
-                gr.Markdown("Training rounds are started and followed here once DPO rounds land (issue #5).")
-                gr.Button("Start a training round", interactive=False)
-            with gr.Accordion("Judge agreement", open=False):
-                gr.Markdown("Agreement between the LLM judge and annotators appears here once judges land.")
+            with gr.Accordion("Training", open=False, elem_id="pf-training"):
+                training_progress = gr.Markdown(elem_id="pf-training-progress")
+                with gr.Row():
+                    deploy_when_done = gr.Checkbox(label="Deploy when done", elem_id="pf-round-deploy")
+                    start_round = gr.Button("Start round", variant="primary", elem_id="pf-btn-round-start")
+                    round_choice = gr.Dropdown(label="Round (plot, cancel)", choices=[(LATEST_ROUND, 0)], value=0,
+                                               elem_id="pf-round-choice")
+                    shown_round = gr.State(None)
+                    cancel_round = gr.Button("Cancel round", variant="stop", elem_id="pf-btn-round-cancel")
+                training_result = gr.Markdown(elem_id="pf-training-result")
+                rounds = gr.Dataframe(label="Rounds", interactive=False, elem_id="pf-rounds")
+                metrics_plot = gr.LinePlot(x="step", y="value", color="metric", title="Training metrics per step",
+                                           x_title="step", y_title="value", elem_id="pf-round-plot")
+                timer = gr.Timer(2.0, active=False)
+            with gr.Accordion("Judges", open=False, elem_id="pf-judges"):
+                judge_state = gr.Markdown(elem_id="pf-judge-status")
+                judges = gr.Dataframe(label="Judge-human agreement", interactive=False, elem_id="pf-judges-table")
+                judge_rounds = gr.Dataframe(label="Cohen's kappa per round", interactive=False)
+                with gr.Row():
+                    judge_limit = gr.Number(label="Comparisons", value=16, precision=0)
+                    judge_button = gr.Button("Run judge on N", elem_id="pf-btn-judge-run")
+                judge_result = gr.Markdown(elem_id="pf-judge-result")
 
         view_outputs = [state, prompt, left, right, progress, rationale, edit_side, edited]
         blocks.load(load_view, None, view_outputs, **EVENT)
@@ -277,6 +347,24 @@ def build_blocks(app: App, worker) -> gr.Blocks:
         export_button.click(export, [export_format, export_sources, include_ties, metadata, min_agreement],
                             [export_file, export_result], **EVENT)
         deploy_button.click(deploy, version, deploy_result, **EVENT)
+
+        training_outputs = [training_progress, rounds, metrics_plot, round_choice, shown_round]
+        judge_outputs = [judges, judge_rounds, judge_state]
+        refresh.click(refresh_training, round_choice, training_outputs, **EVENT)
+        refresh.click(refresh_judges, None, judge_outputs, **EVENT)
+        console.select(refresh_training, round_choice, training_outputs, **EVENT)
+        console.select(refresh_judges, None, judge_outputs, **EVENT)
+        # Progress of a running round: refreshed every 2 s while the console tab is open (a tick is an event too).
+        console.select(resume_timer, None, timer, **EVENT)
+        label_tab.select(pause_timer, None, timer, **EVENT)
+        timer.tick(refresh_training, round_choice, training_outputs, show_progress="hidden", **EVENT)
+        round_choice.input(refresh_training, round_choice, training_outputs, **EVENT)
+        start_round.click(start_training, deploy_when_done, training_result, **EVENT).then(
+            refresh_training, round_choice, training_outputs, **EVENT)
+        cancel_round.click(cancel_training, [round_choice, shown_round], training_result, **EVENT).then(
+            refresh_training, round_choice, training_outputs, **EVENT)
+        judge_button.click(run_judge_now, judge_limit, judge_result, **EVENT).then(
+            refresh_judges, None, judge_outputs, **EVENT)
     blocks.queue(default_concurrency_limit=None)
     return blocks
 
@@ -291,3 +379,104 @@ def _summary(overview: dict[str, Any]) -> str:
             f"**Labels:** human {labels.get('human', 0)}, import {labels.get('import', 0)}, "
             f"judge {labels.get('judge', 0)}; today {queue['labelled_today']} &nbsp;·&nbsp; "
             f"**Deployed:** {overview['deployed_version'] or 'none'}")
+
+
+# -- the training and judges panels: plain data to tables and text --------------------------------------------------
+PLOTTED_METRICS = ("loss", "rewards/margins", "rewards/accuracies")
+
+
+def _num(value, digits: int = 3) -> str:
+    import math
+
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return ""
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def _before_after(report: dict[str, Any], section: str, key: str, digits: int = 3) -> str:
+    part = report.get(section) or {}
+    before, after = (part.get("before") or {}).get(key), (part.get("after") or {}).get(key)
+    if before is None and after is None:
+        return ""
+    return f"{_num(before, digits)} → {_num(after, digits)}"
+
+
+def _rounds_frame(rounds: list[dict[str, Any]]):
+    import pandas as pd
+
+    columns = ["id", "status", "versions", "pairs", "started", "finished", "held-out accuracy", "held-out margin",
+               "mean length (tokens)", "EOS rate"]
+    rows = []
+    for r in reversed(rounds):  # newest first
+        report = r["report"] or {}
+        rows.append({"id": r["id"], "status": r["status"], "versions": f"{r['parent'] or '?'} → {r['version'] or '…'}",
+                     "pairs": r["pairs"], "started": (r["started_at"] or "")[:19],
+                     "finished": (r["finished_at"] or "")[:19],
+                     "held-out accuracy": _before_after(report, "eval", "accuracy"),
+                     "held-out margin": _before_after(report, "eval", "margin"),
+                     "mean length (tokens)": _before_after(report, "probe", "mean_tokens", 1),
+                     "EOS rate": _before_after(report, "probe", "eos_rate", 2)})
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _metrics_frame(metrics: list[dict[str, Any]]):
+    import pandas as pd
+
+    rows = [{"step": m["step"], "value": m[key], "metric": key} for m in metrics for key in PLOTTED_METRICS
+            if isinstance(m.get(key), int | float) and "step" in m]
+    if not rows:
+        return pd.DataFrame({"step": pd.Series(dtype="int64"), "value": pd.Series(dtype="float64"),
+                             "metric": pd.Series(dtype="str")})
+    return pd.DataFrame(rows)
+
+
+def _training_progress(panel: dict[str, Any]) -> str:
+    auto = (f"a round starts automatically every {panel['auto_every']} new labelled pairs"
+            f"{' and deploys when it passes the gate' if panel['auto_deploy'] else ''}"
+            if panel["auto_every"] > 0 else "automatic rounds are off (training.auto_every = 0)")
+    head = f"**Rounds:** {len(panel['rounds'])} &nbsp;·&nbsp; {auto}; a round needs {panel['min_pairs']} new pairs."
+    selected = panel["selected"]
+    if selected is None:
+        return head
+    line = f"**Round {selected['id']}:** {selected['status']}"
+    if selected["phase"] and selected["status"] in ("queued", "running", "cancelling"):
+        line += f" ({selected['phase']})"
+    if selected["max_steps"]:
+        line += f", step {selected['step']} of {selected['max_steps']}"
+    if selected["version"]:
+        line += f" → {selected['version']}"
+    if selected["error"]:
+        line += f"; error: {selected['error']}"
+    deploy = (selected["report"] or {}).get("deploy")
+    if deploy:
+        line += f"; {deploy}"
+    return f"{head}\n\n{line}"
+
+
+def _judge_frames(agreement: dict[str, dict[str, Any]]):
+    import pandas as pd
+
+    judges = pd.DataFrame([{"judge": name, "compared": a["compared"], "agreement": _num(a["agreement"]),
+                            "kappa": _num(a["kappa"]), "consistency rate": _num(a["consistency_rate"]),
+                            "abstain rate": _num(a["abstain_rate"]), "labels": a["labels"]}
+                           for name, a in agreement.items()],
+                          columns=["judge", "compared", "agreement", "kappa", "consistency rate", "abstain rate",
+                                   "labels"])
+    per_round = pd.DataFrame([{"judge": name, "round": r, "compared": x["compared"], "agreement": _num(x["agreement"]),
+                               "kappa": _num(x["kappa"])}
+                              for name, a in agreement.items() for r, x in a["by_round"].items()],
+                             columns=["judge", "round", "compared", "agreement", "kappa"])
+    return judges, per_round
+
+
+def _judge_status(status: dict[str, dict[str, Any]]) -> str:
+    if not status:
+        return "No judge has run yet (`prefloop judge`, or the button below)."
+    lines = []
+    for name, s in status.items():
+        last = s["runs"][0] if s["runs"] else None
+        tail = f"; last run {last['id']} {last['status']} ({last['started_at'][:19] if last['started_at'] else ''})" \
+            if last else ""
+        lines.append(f"**{name}:** judged {s['judged']}, labelled {s['labelled']}, both orders agreed "
+                     f"{s['consistent']}, flipped {s['flipped']}, abstained {s['abstained']}{tail}")
+    return "\n\n".join(lines)

@@ -249,3 +249,47 @@ def test_annotators_do_not_see_the_console(site, session):
     assert s.page.get_by_role("tab", name="Console").count() == 0
     assert not s.page.locator("#pf-btn-export").is_visible()
     assert not s.remote
+
+
+def test_operator_follows_rounds_and_a_refused_round_is_a_plain_message(site, session):
+    url, app = site
+    v0 = app.store.get_version("v0")
+    run = app.store.create_training_run(v0.id, [], {})
+    for step, loss in ((1, 0.69), (2, 0.61)):
+        app.store.log_training_step(run.id, {"step": step, "max_steps": 2, "loss": loss, "rewards/margins": 0.1 * step,
+                                             "rewards/accuracies": 0.5 + 0.2 * step})
+    app.store.finish_training_run(run.id, "done", report={
+        "eval": {"before": {"accuracy": 0.5, "margin": 0.0}, "after": {"accuracy": 0.75, "margin": 0.25}},
+        "probe": {"before": {"mean_tokens": 12.0, "eos_rate": 0.5}, "after": {"mean_tokens": 10.0, "eos_rate": 1.0}},
+        "deploy": "not deployed: run `prefloop deploy VERSION`"})
+    s = session("olivia")
+    page = s.page
+    page.get_by_role("tab", name="Console").click()
+    page.get_by_text("Training", exact=True).first.click()
+    page.wait_for_function("() => document.querySelector('#pf-rounds').innerText.includes('0.500 → 0.750')",
+                           timeout=20_000)
+    table = page.inner_text("#pf-rounds")
+    assert "done" in table and "0.000 → 0.250" in table and "12.0 → 10.0" in table and "0.50 → 1.00" in table
+    progress = page.inner_text("#pf-training-progress")
+    assert f"Round {run.id}:" in progress and "step 2 of 2" in progress and "automatic rounds are off" in progress
+    assert page.locator("#pf-round-plot").is_visible()
+    page.click("#pf-btn-round-start")  # no labelled pairs: refused, with a plain message
+    page.wait_for_function("() => document.querySelector('#pf-training-result').innerText.includes('not started')",
+                           timeout=20_000)
+    result = page.inner_text("#pf-training-result")
+    assert "only 0 new labelled pair(s)" in result and "Traceback" not in page.inner_text("body")
+    assert len(app.store.training_runs()) == 1
+    # A running round's progress refreshes by itself (the console's timer), and Cancel stops the one shown.
+    running = app.store.create_training_run(v0.id, [], {})
+    app.store.update_training_run(running.id, status="running")
+    app.store.log_training_step(running.id, {"step": 1, "max_steps": 4, "loss": 0.7})
+    page.wait_for_function("() => document.querySelector('#pf-training-progress').innerText.includes('step 1 of 4')",
+                           timeout=20_000)
+    page.click("#pf-btn-round-cancel")
+    page.wait_for_function("() => document.querySelector('#pf-training-result').innerText.includes('cancelling')",
+                           timeout=20_000)
+    assert app.store.get_training_run(running.id).status == "cancelling"
+    page.get_by_text("Judges", exact=True).first.click()
+    page.wait_for_function("() => document.querySelector('#pf-judge-status').innerText.includes('No judge')",
+                           timeout=20_000)
+    assert not s.remote and not s.dialogs

@@ -195,7 +195,12 @@ def test_console_events_are_refused_to_annotators_over_http(web_app, password_ha
     upload.write_text('{"prompt": "imported through the console"}\n', encoding="utf-8")
     file_data = {"path": str(upload), "meta": {"_type": "gradio.FileData"}, "orig_name": "prompts.jsonl"}
     operator_events = {"refresh_console": [], "deploy": ["v0"], "export": ["trl", ["human"], False, False, None],
-                       "import_file": [file_data, "prompts-jsonl"]}
+                       "import_file": [file_data, "prompts-jsonl"],
+                       # the training and judges panels (the timer's tick is refresh_training too)
+                       "refresh_training": [0], "start_training": [False], "cancel_training": [0, None],
+                       "resume_timer": [], "refresh_judges": [], "run_judge_now": [0]}
+    # Events whose input here is refused to operators too, with a plain message (not the role check).
+    operator_messages = {"cancel_training": "Choose a round", "run_judge_now": "how many comparisons"}
     with running_server(fastapi_app) as url:
         assert httpx.get(f"{url}/gradio_api/info").json().get("named_endpoints", {}) == {}
         with closing(gradio_login(url, "alice")) as annotator, closing(gradio_login(url, "olivia")) as operator:
@@ -204,7 +209,14 @@ def test_console_events_are_refused_to_annotators_over_http(web_app, password_ha
                 assert refused["success"] is False, (name, refused)
                 assert "Only operators" in json.dumps(refused), refused
                 allowed = call_event(operator, events[name][0], data)
-                assert allowed["success"] is True, (name, allowed)
+                if name in operator_messages:
+                    assert allowed["success"] is False and operator_messages[name] in json.dumps(allowed), allowed
+                    assert "Only operators" not in json.dumps(allowed) and "Traceback" not in json.dumps(allowed)
+                else:
+                    assert allowed["success"] is True, (name, allowed)
+            started = call_event(operator, events["start_training"][0], [False])
+            assert "Round not started: only 0 new labelled pair(s)" in json.dumps(started), started  # not a traceback
+            assert web_app.store.training_runs() == []
             with httpx.Client(base_url=url) as anonymous:
                 r = anonymous.post("/gradio_api/queue/join", json={"data": [], "fn_index": events["deploy"][0],
                                                                    "session_hash": "x", "trigger_id": None})
@@ -219,6 +231,7 @@ def test_generation_worker_starts_and_stops(web_app):
     worker = GenerationWorker(web_app)
     assert "stopped" in worker.status()
     assert worker.start() == "generation started"
+    assert worker._auto_thread is None  # training.auto_every = 0: no automatic rounds
     # The placeholder model cannot load: the worker records the error and the server stays up.
     worker._thread.join(30)
     assert not worker.running and worker.error
@@ -260,3 +273,54 @@ def test_demo_creates_the_operator_once_and_shows_its_password_once(web_app):
     assert authenticate(web_app, "operator", password).role == "operator"
     second = _demo_operator(web_app)
     assert password not in second and "operator" in second
+
+
+def test_worker_starts_an_automatic_round_after_a_generation_batch(tiny_app, monkeypatch):
+    """training.auto_every > 0: the in-server worker calls service.maybe_auto_round after a batch, which queues a
+    real TrainingRun (the round's own process is replaced by a recorder to keep the test short)."""
+    import time
+
+    from conftest import add_labelled_pairs, short_long_pairs
+
+    from app.server import GenerationWorker
+
+    app = tiny_app(training__auto_every=4, generation__queue_target=100, generation__samples_per_prompt=2,
+                   generation__batch_size=1)
+    v0 = app.store.get_version("v0")
+    add_labelled_pairs(app.store, v0.id, short_long_pairs(12))
+    app.store.add_prompts(["A fresh prompt for the worker to sample."])
+    launched = []
+    monkeypatch.setattr("training.scheduler.launch", lambda workdir, run_id, *a, **k: launched.append(run_id))
+    worker = GenerationWorker(app)
+    worker.AUTO_ROUND_IDLE_S = 3600  # so only a batch can wake the check
+    assert worker.start() == "generation started"
+    try:
+        deadline = time.monotonic() + 120
+        while not worker.auto_rounds and time.monotonic() < deadline and worker.running:
+            time.sleep(0.2)
+    finally:
+        worker.stop(wait=60)
+    assert worker.error is None and worker.auto_error is None, worker.status()
+    assert worker.batches >= 1 and worker.auto_rounds == launched and len(launched) == 1, worker.status()
+    run = app.store.get_training_run(launched[0])
+    assert run.status == "queued" and run.pairs_used >= 4
+    assert "started run(s) 1" in worker.status()
+    assert service.maybe_auto_round(app) is None  # one round at a time
+
+
+def test_demo_workdir_runs_automatic_rounds_unless_overridden(tmp_path):
+    from app.cli import DEMO_TRAINING, _demo_rounds
+
+    app, created = service.init_workdir(tmp_path / "demo", base=str(tmp_path / "base"),
+                                        config_values={"training": DEMO_TRAINING})
+    try:
+        t = app.settings.training
+        assert created and (t.auto_every, t.min_pairs, t.auto_deploy) == (16, 16, True)
+        assert "a DPO round starts every 16 new labelled pairs" in _demo_rounds(app)
+    finally:
+        app.close()
+    off = service.open_app(tmp_path / "demo", {"training.auto_every": "0"})  # the user's override wins
+    try:
+        assert "automatic DPO rounds are off" in _demo_rounds(off)
+    finally:
+        off.close()
