@@ -5,6 +5,7 @@ many annotators (browser or API) label at once. API tokens are random, stored on
 up per request (argon2 runs once, at login)."""
 
 import asyncio
+import json
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -12,7 +13,7 @@ from contextlib import contextmanager
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, Field
 
 from app import service
@@ -194,9 +195,14 @@ def _item_json(item) -> dict[str, Any]:
             "shown_order": item.shown_order, "expires_at": item.expires_at.isoformat()}
 
 
+def _json(body: dict[str, Any]) -> Response:
+    """Plain data as JSON, skipping FastAPI's response validation and encoding (issue #4: the hot routes)."""
+    return Response(json.dumps(body, ensure_ascii=False, separators=(",", ":")), media_type="application/json")
+
+
 def _api_router(app: App) -> FastAPI:
     """The labelling API as its own FastAPI sub-application (so it keeps its own /docs under /api/v1)."""
-    from data.queue import ComparisonUnavailable, LabelConflict
+    from data.queue import ComparisonUnavailable, LabelConflict, choice_from_side, submit_and_next
 
     api = FastAPI(title="prefloop labelling API", version="1",
                   description="Label comparisons from scripts: log in for a bearer token, then next/labels/progress.")
@@ -237,16 +243,16 @@ def _api_router(app: App) -> FastAPI:
         token, user = issued
         return {"token": token, "token_type": "bearer", "name": user.name, "role": user.role}
 
-    @api.get("/next")
-    async def next_item(user: AnyUser) -> dict[str, Any]:
+    @api.get("/next", response_model=dict[str, Any])
+    async def next_item(user: AnyUser) -> Response:
         """The comparison to label now (the same one again until it is labelled), or comparison: null."""
         item = await on_db(service.next_for, app, user.name)
         if item is None:
-            return {"comparison": None, "message": "Nothing left to label right now. Thank you!"}
-        return {"comparison": _item_json(item)}
+            return _json({"comparison": None, "message": "Nothing left to label right now. Thank you!"})
+        return _json({"comparison": _item_json(item)})
 
-    @api.post("/labels")
-    async def label(body: LabelIn, user: AnyUser, next: bool = False) -> dict[str, Any]:
+    @api.post("/labels", response_model=dict[str, Any])
+    async def label(body: LabelIn, user: AnyUser, next: bool = False) -> Response:
         """Record a label; the same label again is a no-op (created: false), another choice is 409.
 
         With ?next=true the answer also carries `next`: the comparison to label now (as GET /next), saving a
@@ -254,9 +260,16 @@ def _api_router(app: App) -> FastAPI:
         if (body.side is None) == (body.choice is None):
             raise HTTPException(422, "give exactly one of side or choice")
         def work():
-            r = service.submit_side(app, user.name, body.comparison_id, body.side, body.shown_order,
-                                    rationale=body.rationale, time_spent_s=body.time_spent_s, choice=body.choice)
-            return r, (service.next_for(app, user.name) if next else None)
+            if not next:
+                r = service.submit_side(app, user.name, body.comparison_id, body.side, body.shown_order,
+                                        rationale=body.rationale, time_spent_s=body.time_spent_s, choice=body.choice)
+                return r, None
+            # The label and the next comparison in one write transaction (issue #4: one BEGIN/COMMIT, one fsync).
+            labelling = app.settings.labelling
+            choice = body.choice if body.choice is not None else choice_from_side(body.side or "", body.shown_order)
+            return submit_and_next(app.store, user.name, body.comparison_id, choice, body.shown_order,
+                                   labelling.lease_seconds, rationale=body.rationale, time_spent_s=body.time_spent_s,
+                                   overlap_default=labelling.overlap)
 
         try:
             r, item = await on_db(work)
@@ -270,7 +283,7 @@ def _api_router(app: App) -> FastAPI:
                "done": r.done}
         if next:
             out["next"] = None if item is None else _item_json(item)
-        return out
+        return _json(out)
 
     @api.get("/progress")
     async def progress(user: AnyUser) -> dict[str, Any]:

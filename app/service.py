@@ -375,7 +375,20 @@ def round_config(app: App, deploy: bool = False):
     g = app.settings.generation
     return RoundConfig(**app.settings.training.model_dump(), temperature=g.temperature, top_p=g.top_p,
                        max_new_tokens=g.max_new_tokens, device=app.settings.model.device, deploy=deploy,
-                       retire_open=g.on_deploy == "retire")
+                       retire_open=g.on_deploy == "retire", judge=_win_rate_judge(app))
+
+
+def _win_rate_judge(app: App) -> dict[str, Any] | None:
+    """The [judge] settings as a JSON-able dict when training.win_rate_judge is on (stored with the run). A judge
+    that cannot be configured does not block the round: its error is kept and shows in the round's report."""
+    import dataclasses
+
+    if not app.settings.training.win_rate_judge:
+        return None
+    try:
+        return dataclasses.asdict(judge_config(app))
+    except (LookupError, ValueError) as error:
+        return {"error": f"{type(error).__name__}: {error}"}
 
 
 def start_round(app: App, deploy: bool = False, inline: bool = False, generator=None) -> int:

@@ -107,6 +107,8 @@ class TrainingSettings(Section):
     stale_after_s: float = Field(120.0, gt=0, description="A running round whose heartbeat is older than this (or "
                                                           "whose process is gone) is marked failed.")
     seed: int = Field(0, description="Seed for replay sampling and training.")
+    win_rate_judge: bool = Field(False, description="Evaluate each round's win-rate against its parent with the "
+                                                    "[judge] settings (both orders, ties count half).")
 
 
 # -- issue #6: the LLM-judge worker ----------------------------------------------------------------------------------

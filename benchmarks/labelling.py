@@ -4,10 +4,15 @@ answered with the next comparison) until the queue is empty; beside the same wor
 in-process (no HTTP: submit, then next_for), on a fresh copy of the same database.
 
 Prints p50/p99 round-trip ms per request (a label with the next comparison), labels/s, acknowledged labels lost,
-duplicates, and whether every comparison got exactly `overlap` labels. The ratio is HTTP p99 / in-process p99
-(what HTTP and the server add).
+duplicates, and whether every comparison got exactly `overlap` labels. The ratio is HTTP p99 / in-process p99.
+It can be below 1: the server runs all queue work on one database thread (a FIFO queue of requests), while the
+in-process threads scramble for the store's write lock under the GIL, which is not fair, so its tail is longer.
+
+Then, for reference, the HTTP run again with annotators who pause --realistic-think-ms per comparison (labels/s
+there is bounded by the pause, not the server).
 
     python benchmarks/labelling.py [--comparisons N] [--annotators K] [--overlap O] [--think-ms MS]
+                                   [--realistic-think-ms MS]
 """
 
 import argparse
@@ -111,29 +116,43 @@ def run_threads(names: list[str], work, think_s: float = 0.0) -> tuple[list[floa
 
 
 class OverHttp:
-    def __init__(self, url: str):
-        import httpx
+    """A lean client: one keep-alive http.client connection per annotator thread, stdlib JSON. The 32 client threads
+    share the CPU with the server, so the client must cost little next to it (httpx cost about as much as the
+    server's own work per request)."""
 
-        self.url = url
-        self.httpx = httpx
+    def __init__(self, url: str):
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(url)
+        self.host, self.port = parts.hostname, parts.port
 
     def open(self, name: str):
-        client = self.httpx.Client(base_url=self.url, timeout=60)
-        token = client.post("/api/v1/login", json={"name": name, "password": PASSWORD}).json()["token"]
-        client.headers["Authorization"] = f"Bearer {token}"
-        return client
+        import http.client
 
-    def next(self, client):
-        r = client.get("/api/v1/next")
-        r.raise_for_status()
-        return r.json()["comparison"]
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=60)
+        conn.headers = {"Content-Type": "application/json"}
+        token = self._call(conn, "POST", "/api/v1/login", {"name": name, "password": PASSWORD})["token"]
+        conn.headers["Authorization"] = f"Bearer {token}"
+        return conn
 
-    def label(self, client, item):
+    @staticmethod
+    def _call(conn, method: str, path: str, body=None):
+        import json
+
+        conn.request(method, path, None if body is None else json.dumps(body), conn.headers)
+        r = conn.getresponse()
+        data = r.read()
+        if r.status != 200:
+            raise RuntimeError(f"{method} {path}: HTTP {r.status} {data[:200]!r}")
+        return json.loads(data)
+
+    def next(self, conn):
+        return self._call(conn, "GET", "/api/v1/next")["comparison"]
+
+    def label(self, conn, item):
         side = "left" if item["comparison_id"] % 2 else "right"
-        r = client.post("/api/v1/labels", params={"next": "true"},
-                        json={"comparison_id": item["comparison_id"], "side": side, "shown_order": item["shown_order"]})
-        r.raise_for_status()
-        body = r.json()
+        body = self._call(conn, "POST", "/api/v1/labels?next=true",
+                          {"comparison_id": item["comparison_id"], "side": side, "shown_order": item["shown_order"]})
         return body["label_id"], body["next"]
 
 
@@ -184,6 +203,15 @@ def summary(name: str, latencies: list[float], elapsed: float, result: dict, err
     return p99
 
 
+def run_http(workdir: Path, names: list[str], think_s: float) -> tuple[list[float], set[int], float, list[str]]:
+    proc, url = start_server(workdir)
+    try:
+        return run_threads(names, OverHttp(url), think_s)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--comparisons", type=int, default=400)
@@ -192,12 +220,17 @@ def main() -> None:
     parser.add_argument("--think-ms", type=float, default=0.0,
                         help="Pause per comparison before labelling (default 0: every annotator labels flat out, "
                              "the worst case; people take seconds).")
+    parser.add_argument("--realistic-think-ms", type=float, default=1000.0,
+                        help="Then the HTTP run again with this pause per comparison, for reference (0: skip; "
+                             "the goal is judged on the --think-ms run).")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="prefloop-bench-labelling-"))
     try:
-        http_dir, base_dir = tmp / "http", tmp / "direct"
+        http_dir, base_dir, think_dir = tmp / "http", tmp / "direct", tmp / "think"
         names = setup(http_dir, args.comparisons, args.annotators, args.overlap)
         shutil.copytree(http_dir, base_dir)
+        if args.realistic_think_ms:
+            shutil.copytree(http_dir, think_dir)
         print(f"{args.annotators} annotators, {args.comparisons} comparisons, overlap {args.overlap} "
               f"({args.comparisons * args.overlap} labels), think time {args.think_ms:.0f} ms")
 
@@ -206,18 +239,18 @@ def main() -> None:
         direct.app.close()
         base_p99 = summary("in-process baseline", latencies, elapsed, check(base_dir, acks, args.overlap), errors)
 
-        proc, url = start_server(http_dir)
-        try:
-            latencies, acks, elapsed, errors = run_threads(names, OverHttp(url), args.think_ms / 1000)
-        finally:
-            proc.terminate()
-            proc.wait(30)
+        latencies, acks, elapsed, errors = run_http(http_dir, names, args.think_ms / 1000)
         result = check(http_dir, acks, args.overlap)
         p99 = summary("HTTP", latencies, elapsed, result, errors)
-        ok = p99 <= GOAL_P99_MS and result["lost"] == 0 and result["duplicates"] == 0 and result["exact"]
+        ok = (p99 <= GOAL_P99_MS and result["lost"] == 0 and result["duplicates"] == 0 and result["exact"]
+              and not errors)
         print(f"goal: p99 {p99:.0f} ms <= {GOAL_P99_MS:.0f} ms, 0 lost, 0 duplicates, exactly overlap: "
               f"{'met' if ok else 'NOT met'}")
         print(f"labelling: {p99:.0f} ms p99 (ratio {p99 / base_p99:.1f}x vs baseline)")
+        if args.realistic_think_ms:
+            latencies, acks, elapsed, errors = run_http(think_dir, names, args.realistic_think_ms / 1000)
+            summary(f"HTTP, think time {args.realistic_think_ms:.0f} ms", latencies, elapsed,
+                    check(think_dir, acks, args.overlap), errors)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -66,3 +66,10 @@ def write_session(engine: Engine):
     session = Session(engine.execution_options(prefloop_write=True), expire_on_commit=False)
     with session, session.begin():
         yield session
+
+
+@contextmanager
+def write_connection(engine: Engine):
+    """write_session's transaction (write lock from its start, commit on success) on a bare Connection."""
+    with engine.execution_options(prefloop_write=True).begin() as conn:
+        yield conn

@@ -79,7 +79,7 @@ class Lease(SQLModel, table=True):
     __table_args__ = (UniqueConstraint("comparison_id", "annotator"),)
     id: int | None = Field(default=None, primary_key=True)
     comparison_id: int = Field(foreign_key="comparison.id", index=True)
-    annotator: str = Field(max_length=128)
+    annotator: str = Field(max_length=128, index=True)  # the queue finds a person's lease by name
     expires_at: datetime = Field(index=True)
     shown_order: str = Field(default="ab", max_length=2)  # ab|ba: which response was on the left
 

@@ -2,15 +2,28 @@
 
 Every operation is one `store.write()` transaction; BEGIN IMMEDIATE makes check-then-write atomic across processes."""
 
+import json
 import random
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import case, delete, exists, func
+from sqlalchemy import (
+    JSON,
+    Connection,
+    DateTime,
+    TextClause,
+    TextualSelect,
+    bindparam,
+    case,
+    delete,
+    exists,
+    func,
+    text,
+)
 from sqlmodel import Session, col, select
 
-from data.models import Comparison, Label, Lease, Prompt, Response, utcnow
+from data.models import Comparison, Label, Lease, Response, utcnow
 from data.store import Store
 
 CHOICES = ("a", "b", "tie", "both_bad", "skip")
@@ -72,52 +85,103 @@ def choice_from_side(side: str, shown_order: str) -> str:
 
 
 # -- handing out -----------------------------------------------------------------------------------------------
+# Issue #4: the hot path (next, submit, submit-and-next) is a few pre-built SQL statements on one Connection inside
+# one write transaction: no ORM objects, no per-request statement building. The rules are the ones documented on
+# each function; the statements below are their whole implementation.
+_TS = DateTime()
+
+
+def _sql(statement: str, result_types: dict | None = None, **bind_types) -> TextClause | TextualSelect:
+    q = text(statement)
+    if bind_types:
+        q = q.bindparams(*(bindparam(name, type_=t) for name, t in bind_types.items()))
+    return q.columns(**result_types) if result_types else q
+
+
+_WANTED = "CASE WHEN c.overlap >= 1 THEN c.overlap ELSE :overlap_default END"
+_FILLING = "choice != 'skip' AND source != 'judge'"  # labels that fill the overlap (not skips, not judges)
+_EXPIRE = _sql("DELETE FROM lease WHERE expires_at <= :now", now=_TS)
+_HELD = _sql(
+    # CROSS JOIN: SQLite's way to say "lease first" (a handful of rows), not a walk over every open comparison.
+    "SELECT l.id, l.comparison_id, l.shown_order, l.expires_at FROM lease l CROSS JOIN comparison c"
+    " WHERE c.id = l.comparison_id AND l.annotator = :annotator AND c.status = 'open' AND NOT EXISTS"
+    " (SELECT 1 FROM label x WHERE x.comparison_id = c.id AND x.annotator = :annotator)"
+    " ORDER BY l.id LIMIT 1", {"expires_at": _TS})
+_DROP_MINE = text("DELETE FROM lease WHERE annotator = :annotator")
+# Walks ix_comparison_queue (open rows in priority DESC, id order) and stops at the first one with room.
+_FIRST = _sql(
+    "SELECT c.id FROM comparison c WHERE c.status = 'open' AND NOT EXISTS"
+    " (SELECT 1 FROM label x WHERE x.comparison_id = c.id AND x.annotator = :annotator)"
+    f" AND {_WANTED} > (SELECT count(*) FROM label x WHERE x.comparison_id = c.id"
+    " AND x.choice != 'skip' AND x.source != 'judge')"
+    " + (SELECT count(*) FROM lease y WHERE y.comparison_id = c.id AND y.expires_at > :now)"
+    " ORDER BY c.priority DESC, c.id LIMIT 1", now=_TS)
+_LEASE = _sql("INSERT INTO lease (comparison_id, annotator, expires_at, shown_order)"
+              " VALUES (:comparison_id, :annotator, :expires_at, :shown_order) RETURNING id", expires_at=_TS)
+_ITEM = _sql(
+    "SELECT c.prompt_id, p.messages, a.id, a.text, b.id, b.text FROM comparison c"
+    " JOIN prompt p ON p.id = c.prompt_id JOIN response a ON a.id = c.response_a_id"
+    " JOIN response b ON b.id = c.response_b_id WHERE c.id = :comparison_id", {"messages": JSON})
+
+
 def next_comparison(store: Store, annotator: str, lease_seconds: float,
                     overlap_default: int | None = None) -> QueueItem | None:
     """Lease the next comparison to `annotator`, or give back the one they already hold (a page reload).
 
     Highest priority first, then oldest. None when nothing is left for them."""
+    with store.write_conn() as conn:
+        return _next(conn, annotator, lease_seconds, overlap_default)
+
+
+def _next(conn: Connection, annotator: str, lease_seconds: float, overlap_default: int | None) -> QueueItem | None:
     now = utcnow()
-    with store.write() as s:
-        # Expired leases must not hold places; clearing them here keeps the table small too.
-        s.exec(delete(Lease).where(col(Lease.expires_at) <= now))
-        lease = _held_lease(s, annotator)
-        if lease is None:
-            # Whatever else they hold is on a comparison retired or labelled meanwhile: one lease per person.
-            s.exec(delete(Lease).where(Lease.annotator == annotator))
-            comparison = _first_available(s, annotator, now, overlap_default)
-            if comparison is None:
-                return None
-            lease = Lease(comparison_id=comparison.id, annotator=annotator, shown_order=random.choice(ORDERS),
-                          expires_at=now + timedelta(seconds=lease_seconds))
-            s.add(lease)
-            s.flush()
-        return _item(s, lease)
+    # Expired leases must not hold places; clearing them here keeps the table small too.
+    _run(conn, _EXPIRE, {"now": now})
+    held = _row(conn, _HELD, {"annotator": annotator})
+    if held is not None:
+        lease_id, comparison_id, shown_order, expires_at = held
+    else:
+        # Whatever else they hold is on a comparison retired or labelled meanwhile: one lease per person.
+        _run(conn, _DROP_MINE, {"annotator": annotator})
+        first = _row(conn, _FIRST, {"annotator": annotator, "now": now, "overlap_default": overlap_default or 1})
+        if first is None:
+            return None
+        comparison_id = first[0]
+        shown_order, expires_at = random.choice(ORDERS), now + timedelta(seconds=lease_seconds)
+        lease_id = _row(conn, _LEASE, {"comparison_id": comparison_id, "annotator": annotator,
+                                       "expires_at": expires_at, "shown_order": shown_order})[0]
+    prompt_id, messages, a_id, a_text, b_id, b_text = _row(conn, _ITEM, {"comparison_id": comparison_id})
+    messages = json.loads(messages) if isinstance(messages, str) else messages
+    left, right = ((a_id, a_text), (b_id, b_text)) if shown_order == "ab" else ((b_id, b_text), (a_id, a_text))
+    return QueueItem(comparison_id=comparison_id, lease_id=lease_id, prompt_id=prompt_id, messages=messages,
+                     left_text=left[1], right_text=right[1], left_response_id=left[0], right_response_id=right[0],
+                     shown_order=shown_order, expires_at=_aware(_datetime(expires_at)))
 
 
-def _held_lease(s: Session, annotator: str) -> Lease | None:
-    q = (select(Lease).join(Comparison, col(Comparison.id) == Lease.comparison_id)
-         .where(Lease.annotator == annotator, Comparison.status == "open", ~_labelled_by(annotator))
-         .order_by(Lease.id).limit(1))
-    return s.exec(q).first()
+def _run(conn: Connection, statement: TextClause | TextualSelect, params: dict[str, Any]):
+    """Execute one of the statements above in `conn`'s transaction. On SQLite straight on the DBAPI connection
+    (the transaction's own, BEGIN IMMEDIATE already sent): SQLAlchemy's per-statement work was most of the cost of a
+    queue operation (issue #4). Elsewhere through SQLAlchemy, whose bind types convert the values."""
+    if conn.dialect.name != "sqlite":
+        return conn.execute(statement, params)
+    sql = statement.text if isinstance(statement, TextClause) else statement.element.text  # .columns() wraps it
+    return conn.connection.driver_connection.execute(
+        sql, {k: _sqlite_time(v) if isinstance(v, datetime) else v for k, v in params.items()})
 
 
-def _first_available(s: Session, annotator: str, now: datetime, overlap_default: int | None) -> Comparison | None:
-    taken = _label_count(Comparison.id).scalar_subquery() + _lease_count(Comparison.id, now).scalar_subquery()
-    q = (select(Comparison)
-         .where(Comparison.status == "open", ~_labelled_by(annotator), _wanted_sql(overlap_default) > taken)
-         .order_by(col(Comparison.priority).desc(), Comparison.id).limit(1))
-    return s.exec(q).first()
+def _row(conn: Connection, statement: TextClause | TextualSelect, params: dict[str, Any]) -> tuple | None:
+    rows = _run(conn, statement, params).fetchall()  # all: a RETURNING statement is finished, not left open
+    return tuple(rows[0]) if rows else None
 
 
-def _item(s: Session, lease: Lease) -> QueueItem:
-    c = s.get(Comparison, lease.comparison_id)
-    a, b = s.get(Response, c.response_a_id), s.get(Response, c.response_b_id)
-    left, right = (a, b) if lease.shown_order == "ab" else (b, a)
-    return QueueItem(comparison_id=c.id, lease_id=lease.id, prompt_id=c.prompt_id,
-                     messages=s.get(Prompt, c.prompt_id).messages, left_text=left.text, right_text=right.text,
-                     left_response_id=left.id, right_response_id=right.id, shown_order=lease.shown_order,
-                     expires_at=_aware(lease.expires_at))
+def _sqlite_time(t: datetime) -> str:
+    # SQLAlchemy's SQLite DATETIME storage format (naive UTC), so stored times compare as before.
+    t = t.astimezone(UTC) if t.tzinfo else t
+    return t.strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def _datetime(value) -> datetime:
+    return datetime.fromisoformat(value) if isinstance(value, str) else value
 
 
 def release_lease(store: Store, annotator: str, comparison_id: int) -> bool:
@@ -134,6 +198,22 @@ def expire_leases(store: Store) -> int:
 
 
 # -- taking labels back ----------------------------------------------------------------------------------------
+_COMPARISON = text("SELECT status, overlap FROM comparison WHERE id = :comparison_id")
+_MY_LABEL = text("SELECT id, choice FROM label WHERE comparison_id = :comparison_id AND annotator = :annotator")
+_ROOM = _sql(
+    f"SELECT (SELECT count(*) FROM label WHERE comparison_id = :comparison_id AND {_FILLING}),"
+    " (SELECT count(*) FROM lease WHERE comparison_id = :comparison_id AND expires_at > :now"
+    " AND annotator != :annotator),"
+    " (SELECT count(*) FROM lease WHERE comparison_id = :comparison_id AND expires_at > :now"
+    " AND annotator = :annotator)", now=_TS)
+_FILLED = text(f"SELECT count(*) FROM label WHERE comparison_id = :comparison_id AND {_FILLING}")
+_LABEL = _sql("INSERT INTO label (comparison_id, annotator, source, choice, shown_order, rationale, time_spent_s,"
+              " created_at) VALUES (:comparison_id, :annotator, :source, :choice, :shown_order, :rationale,"
+              " :time_spent_s, :created_at) RETURNING id", created_at=_TS)
+_RELEASE = text("DELETE FROM lease WHERE comparison_id = :comparison_id AND annotator = :annotator")
+_DONE = text("UPDATE comparison SET status = 'done' WHERE id = :comparison_id AND status = 'open'")
+
+
 def submit_label(store: Store, annotator: str, comparison_id: int, choice: str, shown_order: str,
                  rationale: str | None = None, time_spent_s: float | None = None, source: str = "human",
                  overlap_default: int | None = None) -> SubmitResult:
@@ -143,48 +223,58 @@ def submit_label(store: Store, annotator: str, comparison_id: int, choice: str, 
     another choice raises LabelConflict. A skip never fills the overlap, but the comparison is not handed to
     this annotator again. Refused: unknown (LookupError) or retired comparisons, and labels beyond the overlap."""
     _check_label(choice, shown_order, source)
-    with store.write() as s:
-        c = _comparison(s, comparison_id)
-        return _submit(s, c, annotator, choice, shown_order, rationale, time_spent_s, source, overlap_default)
+    with store.write_conn() as conn:
+        return _submit(conn, comparison_id, annotator, choice, shown_order, rationale, time_spent_s, source,
+                       overlap_default)
 
 
-def _submit(s: Session, c: Comparison, annotator: str, choice: str, shown_order: str, rationale: str | None,
-            time_spent_s: float | None, source: str, overlap_default: int | None) -> SubmitResult:
-    existing = s.exec(select(Label).where(Label.comparison_id == c.id, Label.annotator == annotator)).first()
+def submit_and_next(store: Store, annotator: str, comparison_id: int, choice: str, shown_order: str,
+                    lease_seconds: float, rationale: str | None = None, time_spent_s: float | None = None,
+                    overlap_default: int | None = None) -> tuple[SubmitResult, QueueItem | None]:
+    """submit_label (a human label) then next_comparison, in one transaction: the API's label-and-next."""
+    _check_label(choice, shown_order, "human")
+    with store.write_conn() as conn:
+        result = _submit(conn, comparison_id, annotator, choice, shown_order, rationale, time_spent_s, "human",
+                         overlap_default)
+        return result, _next(conn, annotator, lease_seconds, overlap_default)
+
+
+def _submit(conn: Connection, comparison_id: int, annotator: str, choice: str, shown_order: str,
+            rationale: str | None, time_spent_s: float | None, source: str,
+            overlap_default: int | None) -> SubmitResult:
+    found = _row(conn, _COMPARISON, {"comparison_id": comparison_id})
+    if found is None:
+        raise LookupError(f"no comparison with id {comparison_id}")
+    status, overlap = found
+    key = {"comparison_id": comparison_id, "annotator": annotator}
+    existing = _row(conn, _MY_LABEL, key)
     if existing is not None:
-        if existing.choice != choice:
-            raise LabelConflict(c.id, existing.choice, existing.id)
-        return SubmitResult(existing.id, c.id, choice, created=False, done=c.status == "done")
-    if c.status == "retired":
-        raise ComparisonUnavailable(f"comparison {c.id} was retired and takes no more labels")
+        existing_id, existing_choice = existing
+        if existing_choice != choice:
+            raise LabelConflict(comparison_id, existing_choice, existing_id)
+        return SubmitResult(existing_id, comparison_id, choice, created=False, done=status == "done")
+    if status == "retired":
+        raise ComparisonUnavailable(f"comparison {comparison_id} was retired and takes no more labels")
+    wanted = overlap if overlap and overlap >= 1 else (overlap_default or 1)
+    filled = None
     if _fills_overlap(choice, source):
-        _check_room(s, c, annotator, overlap_default)
-    label = Label(comparison_id=c.id, annotator=annotator, source=source, choice=choice, shown_order=shown_order,
-                  rationale=rationale or None, time_spent_s=time_spent_s)
-    s.add(label)
-    s.exec(delete(Lease).where(Lease.comparison_id == c.id, Lease.annotator == annotator))
-    s.flush()
-    return SubmitResult(label.id, c.id, choice, created=True, done=_settle(s, c, overlap_default))
-
-
-def _check_room(s: Session, c: Comparison, annotator: str, overlap_default: int | None) -> None:
-    """Labels + other people's live leases never exceed the overlap, so each comparison gets exactly that many.
-
-    A live lease of one's own is a reserved place; without one (it expired) a label still fits if a place is free."""
-    now = utcnow()
-    wanted = _wanted(c, overlap_default)
-    labels = s.exec(_label_count(c.id)).one()
-    others = s.exec(_lease_count(c.id, now, other_than=annotator)).one()
-    mine = s.exec(_lease_count(c.id, now).where(Lease.annotator == annotator)).one()
-    if labels >= wanted or (not mine and labels + others >= wanted):
-        raise ComparisonUnavailable(f"comparison {c.id} already has the {wanted} label(s) it wants")
-
-
-def _settle(s: Session, c: Comparison, overlap_default: int | None) -> bool:
-    if c.status == "open" and s.exec(_label_count(c.id)).one() >= _wanted(c, overlap_default):
-        c.status = "done"
-        s.add(c)
-    return c.status == "done"
+        # Labels + other people's live leases never exceed the overlap, so each comparison gets exactly that many.
+        # A live lease of one's own is a reserved place; without one (it expired) a label still fits if one is free.
+        labels, others, mine = _row(conn, _ROOM, {**key, "now": utcnow()})
+        if labels >= wanted or (not mine and labels + others >= wanted):
+            raise ComparisonUnavailable(f"comparison {comparison_id} already has the {wanted} label(s) it wants")
+        filled = labels + 1
+    label_id = _row(conn, _LABEL, {**key, "source": source, "choice": choice, "shown_order": shown_order,
+                                   "rationale": rationale or None, "time_spent_s": time_spent_s,
+                                   "created_at": utcnow()})[0]
+    _run(conn, _RELEASE, key)
+    if status == "open":
+        if filled is None:
+            filled = _row(conn, _FILLED, {"comparison_id": comparison_id})[0]
+        if filled >= wanted:
+            _run(conn, _DONE, {"comparison_id": comparison_id})
+            status = "done"
+    return SubmitResult(label_id, comparison_id, choice, created=True, done=status == "done")
 
 
 # -- the edit flow ---------------------------------------------------------------------------------------------
@@ -208,7 +298,9 @@ def add_edited_response(store: Store, annotator: str, comparison_id: int, edited
         _require(edited_text.strip() != source_response.text.strip(), "the edit does not change the response")
         edit_id = _store_edit(s, c, source_response, edited_text, annotator, rationale, time_spent_s)
         if not _has_label(s, c.id, annotator):
-            _submit(s, c, annotator, original_choice, shown_order, rationale, time_spent_s, "human", None)
+            s.flush()
+            _submit(s.connection(), c.id, annotator, original_choice, shown_order, rationale, time_spent_s, "human",
+                    None)
         s.exec(delete(Lease).where(Lease.comparison_id == c.id, Lease.annotator == annotator))
         return edit_id
 
@@ -251,19 +343,8 @@ def _label_count(comparison_id):
         Label.comparison_id == comparison_id, Label.choice != "skip", Label.source != "judge")
 
 
-def _lease_count(comparison_id, now: datetime, other_than: str | None = None):
-    q = select(func.count()).select_from(Lease).where(Lease.comparison_id == comparison_id,
-                                                      col(Lease.expires_at) > now)
-    return q if other_than is None else q.where(Lease.annotator != other_than)
-
-
 def _labelled_by(annotator: str):
     return exists().where(Label.comparison_id == Comparison.id, Label.annotator == annotator)
-
-
-def _wanted(c: Comparison, overlap_default: int | None) -> int:
-    """A comparison's own overlap rules; `overlap_default` only stands in where none usable is stored."""
-    return c.overlap if c.overlap and c.overlap >= 1 else (overlap_default or 1)
 
 
 def _wanted_sql(overlap_default: int | None):

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import func, update
 from sqlmodel import col, select
 
-from data.db import create_schema, make_engine, read_session, write_session
+from data.db import create_schema, make_engine, read_session, write_connection, write_session
 from data.models import ApiToken, Comparison, Label, ModelVersion, Prompt, Response, TrainingRun, User, utcnow
 
 
@@ -61,6 +61,10 @@ class Store:
 
     def write(self):
         return _one_writer(self._write_lock, write_session(self.engine))
+
+    def write_conn(self):
+        """Like write(), but a plain Connection (no ORM Session) in one write transaction: for hot paths in SQL."""
+        return _one_writer(self._write_lock, write_connection(self.engine))
 
     def close(self) -> None:
         self.engine.dispose()

@@ -22,6 +22,7 @@ from data.queue import (
     next_comparison,
     queue_counts,
     release_lease,
+    submit_and_next,
     submit_label,
 )
 from data.store import Sample, Store
@@ -342,6 +343,38 @@ def test_service_functions_pass_the_labelling_settings(workdir, tmp_path):
         assert status_of(app.store, pair) == "done"
     finally:
         app.close()
+
+
+def test_submit_and_next_labels_and_leases_the_next_in_one_go(store):
+    first, second = make_comparisons(store, 2)
+    item = next_comparison(store, "alice", LEASE)
+    assert item.comparison_id == first
+    result, after = submit_and_next(store, "alice", first, "a", item.shown_order, LEASE)
+    assert result.created and result.done and after.comparison_id == second
+    assert [(lease.comparison_id, lease.annotator) for lease in leases(store)] == [(second, "alice")]
+    again, same = submit_and_next(store, "alice", first, "a", item.shown_order, LEASE)  # a retry
+    assert not again.created and again.label_id == result.label_id and same.lease_id == after.lease_id
+    with pytest.raises(LabelConflict):
+        submit_and_next(store, "alice", first, "b", item.shown_order, LEASE)
+    done, nothing = submit_and_next(store, "alice", second, "tie", after.shown_order, LEASE)
+    assert done.done and nothing is None and leases(store) == []
+    assert [lb.choice for lb in labels_of(store, first)] == ["a"]
+
+
+def test_the_queue_queries_are_index_driven(store):
+    """No full scan of comparisons, labels or leases on the hot path (SQLite's EXPLAIN QUERY PLAN)."""
+    import re
+
+    from data import queue
+
+    statements = [queue._HELD, queue._FIRST, queue._ROOM, queue._ITEM, queue._MY_LABEL, queue._FILLED]
+    with store.engine.connect() as conn:
+        for statement in statements:
+            sql = re.sub(r":\w+", "NULL", str(statement))
+            plan = [row[3] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql)]
+            assert not [step for step in plan if step.startswith("SCAN") and "CONSTANT ROW" not in step], plan
+            if statement is queue._HELD:  # the annotator's lease first, not a walk over every open comparison
+                assert plan[0] == "SEARCH l USING INDEX ix_lease_annotator (annotator=?)", plan
 
 
 # -- concurrency -----------------------------------------------------------------------------------------------

@@ -102,6 +102,32 @@ def test_next_label_progress_and_idempotent_submit(server, web_app, password_has
     assert label.rationale == "clearer" and label.shown_order == item["shown_order"]
 
 
+def test_a_label_with_next_true_answers_with_the_next_comparison(server, web_app, password_hash, seed):
+    add_users(web_app, password_hash, ["alice"])
+    seed(web_app.store, 2)
+    with closing(login(server, "alice")) as client:
+        item = client.get("/api/v1/next").json()["comparison"]
+        body = {"comparison_id": item["comparison_id"], "side": "left", "shown_order": item["shown_order"]}
+        first = client.post("/api/v1/labels", params={"next": "true"}, json=body).json()
+        assert first["created"] is True and first["done"] is True
+        assert first["choice"] == ("a" if item["shown_order"] == "ab" else "b")
+        second = first["next"]
+        assert second["comparison_id"] != item["comparison_id"]
+        assert {second["left"], second["right"]} == {"response A1", "response B1"}
+        # A double click: the same label, and the comparison now held again (no second lease).
+        again = client.post("/api/v1/labels", params={"next": "true"}, json=body).json()
+        assert again["created"] is False and again["label_id"] == first["label_id"]
+        assert again["next"]["lease_id"] == second["lease_id"]
+        conflict = client.post("/api/v1/labels", params={"next": "true"}, json={**body, "side": "right"})
+        assert conflict.status_code == 409
+        last = client.post("/api/v1/labels", params={"next": "true"},
+                           json={"comparison_id": second["comparison_id"], "choice": "tie",
+                                 "shown_order": second["shown_order"]}).json()
+        assert last["choice"] == "tie" and last["next"] is None
+    with web_app.store.read() as s:
+        assert len(s.exec(select(Label)).all()) == 2
+
+
 def test_sixteen_concurrent_annotators_give_exactly_overlap_labels(server, web_app, password_hash, seed):
     names = [f"annotator{i}" for i in range(16)]
     add_users(web_app, password_hash, names)

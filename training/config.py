@@ -37,6 +37,7 @@ class RoundConfig:
     deploy_min_accuracy: float = 0.0
     stale_after_s: float = 120.0
     seed: int = 0
+    win_rate_judge: bool = False
     # -- not training settings: how probes sample, and what happens after the round --
     temperature: float = 0.8
     top_p: float = 0.95
@@ -44,6 +45,7 @@ class RoundConfig:
     device: str = "auto"
     deploy: bool = False  # deploy the new version when the round succeeds (prefloop train --deploy)
     retire_open: bool = True  # generation.on_deploy == 'retire'
+    judge: dict[str, Any] | None = None  # generation.judges.JudgeConfig as a dict: the win-rate judge (or None)
 
     def __post_init__(self):
         if self.judge_labels not in JUDGE_MODES:

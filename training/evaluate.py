@@ -6,7 +6,7 @@ report mean response length (tokens) and the share of samples that ended with EO
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 def _encode_pair(tokenizer, prompt: list[dict], response: str, max_length: int) -> tuple[list[int], int]:
@@ -73,6 +73,7 @@ class ProbeResult:
     mean_chars: float
     eos_rate: float
     samples: int
+    texts: list[list[str]] = field(default_factory=list, repr=False)  # per prompt, its samples' texts (not stored)
 
     def as_dict(self) -> dict[str, float]:
         return {"mean_tokens": self.mean_tokens, "mean_chars": self.mean_chars, "eos_rate": self.eos_rate,
@@ -95,7 +96,9 @@ def probe_backend(backend, prompts: Sequence[list[dict]], samples: int, params) 
 
     results = backend.generate(list(prompts), samples, params) if prompts else []
     flat = [s for r in results if not isinstance(r, SkipReason) for s in r]
-    return summarize(flat)
+    result = summarize(flat)
+    result.texts = [[] if isinstance(r, SkipReason) else [s.text for s in r] for r in results]
+    return result
 
 
 def probe(path: str, prompts: Sequence[list[dict]], samples: int, params, device: str = "auto") -> ProbeResult:

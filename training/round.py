@@ -5,6 +5,7 @@ queues it, under the one-round-at-a-time lock) and records everything in that ro
 per-step metrics, the final report or the error. It runs in its own process (`python -m training.run_round`)
 so the UI stays responsive and the memory goes back when it ends; tests also call it in-process."""
 
+import gc
 import logging
 import math
 import os
@@ -87,7 +88,12 @@ def run_round(store, models_dir: Path, run_id: int, extra_callbacks: tuple = ())
             report = {"version": name, "parent": parent.name, "pairs": {
                 "train": len(train_rows), "new": run.config.get("new_pairs"), "replay": run.config.get("replay_pairs"),
                 "eval": len(eval_rows)}, "train": trained.summary, "eval": trained.eval_report}
-            report["probe"] = probe_report(cfg, parent.path, str(tmp), [to_example(r)["prompt"] for r in eval_rows])
+            held_out = [to_example(r)["prompt"] for r in eval_rows]
+            prompts, before, after = run_probes(cfg, parent.path, str(tmp), held_out)
+            report["probe"] = probe_summary(prompts, before, after)
+            if cfg.judge:  # issue #5: win-rate against the parent with the configured judge (#6)
+                _phase(store, run_id, "judging", version=name)
+                report["win_rate"] = win_rate_report(cfg.judge, prompts, before.texts, after.texts)
             _check_not_cancelled(store, run_id)
 
             # -- 5. register, then promote and redeploy when asked --------------------------------------------
@@ -166,6 +172,7 @@ def train(store, run_id: int, cfg: RoundConfig, parent, train_examples: list[dic
     eval_report = {"before": reward_metrics(before_policy, before_ref, cfg.beta),
                    "after": reward_metrics(after_policy, before_ref, cfg.beta)}
     del trainer, ref_model
+    gc.collect()  # the trainer, its optimizer state and the accelerator hold each other: free them before saving
     if device.startswith("cuda"):
         torch.cuda.empty_cache()
     summary = {"steps": result.global_step, "train_loss": result.training_loss, "final_loss": losses[-1] if losses
@@ -209,8 +216,9 @@ def save_version(model, tokenizer, folder: Path, parent_path: str, lora: bool) -
     tokenizer.save_pretrained(str(folder))
 
 
-def probe_report(cfg: RoundConfig, parent_path: str, new_path: str, prompts: list[list[dict]]) -> dict[str, Any]:
-    """Length and EOS rate of the parent's and the new version's samples on held-out prompts."""
+def run_probes(cfg: RoundConfig, parent_path: str, new_path: str, prompts: list[list[dict]]):
+    """Sample the parent and the new version on (at most cfg.probe_prompts distinct) held-out prompts:
+    (the prompts, the parent's ProbeResult, the new version's ProbeResult); the results keep the texts."""
     from generation.config import SamplingConfig
 
     unique, seen = [], set()
@@ -221,12 +229,63 @@ def probe_report(cfg: RoundConfig, parent_path: str, new_path: str, prompts: lis
             unique.append(p)
     unique = unique[:cfg.probe_prompts]
     if not unique:
-        return {"prompts": 0}
+        return [], None, None
     params = SamplingConfig(samples_per_prompt=max(2, cfg.probe_samples), temperature=cfg.temperature,
                             top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed, batch_size=16)
     before = probe(parent_path, unique, cfg.probe_samples, params, cfg.device)
     after = probe(new_path, unique, cfg.probe_samples, params, cfg.device)
-    return {"prompts": len(unique), "before": before.as_dict(), "after": after.as_dict()}
+    return unique, before, after
+
+
+def probe_summary(prompts: list[list[dict]], before, after) -> dict[str, Any]:
+    if not prompts:
+        return {"prompts": 0}
+    return {"prompts": len(prompts), "before": before.as_dict(), "after": after.as_dict()}
+
+
+def probe_report(cfg: RoundConfig, parent_path: str, new_path: str, prompts: list[list[dict]]) -> dict[str, Any]:
+    """Length and EOS rate of the parent's and the new version's samples on held-out prompts."""
+    return probe_summary(*run_probes(cfg, parent_path, new_path, prompts))
+
+
+def win_rate_report(judge_cfg: dict[str, Any], prompts: list[list[dict]], parent_texts: list[list[str]] | None,
+                    new_texts: list[list[str]] | None) -> dict[str, Any]:
+    """The new version's win-rate against its parent: per probe prompt, the first sample of each judged in both
+    orders (a position flip is a tie; see generation.judges.judge_both_orders). A prompt either side has no
+    sample for is an abstain. win_rate = (wins + ties / 2) / (wins + losses + ties), None when nothing was decided.
+    A judge that fails is recorded (`error`), never failing the round."""
+    from generation.judges import JudgeConfig, JudgeItem, judge_both_orders, make_judge
+
+    out: dict[str, Any] = {"judge": judge_cfg.get("name") or judge_cfg.get("kind"), "wins": 0, "losses": 0,
+                           "ties": 0, "abstains": 0, "win_rate": None}
+    if "error" in judge_cfg:
+        return {**out, "error": judge_cfg["error"]}
+    parent_texts, new_texts = parent_texts or [], new_texts or []
+    items, skipped = [], 0
+    for k, prompt in enumerate(prompts):
+        a = parent_texts[k] if k < len(parent_texts) else []
+        b = new_texts[k] if k < len(new_texts) else []
+        if a and b:
+            items.append(JudgeItem(prompt, a[0], b[0]))
+        else:
+            skipped += 1
+    try:
+        judge = make_judge(JudgeConfig(**judge_cfg))
+        out["judge"] = getattr(judge, "name", out["judge"])
+        try:
+            verdicts = judge_both_orders(judge, items) if items else []
+        finally:
+            judge.close()
+    except Exception as error:  # the round's other results stand without the win-rate
+        log.warning("win-rate judging failed: %s", error, exc_info=True)
+        return {**out, "error": f"{type(error).__name__}: {error}"}
+    counts = {"b": "wins", "a": "losses", "tie": "ties", "abstain": "abstains"}  # A: the parent, B: the new version
+    for v in verdicts:
+        out[counts[v.verdict.choice]] += 1
+    out["abstains"] += skipped
+    decided = out["wins"] + out["losses"] + out["ties"]
+    out["win_rate"] = (out["wins"] + 0.5 * out["ties"]) / decided if decided else None
+    return out
 
 
 def should_deploy(cfg: RoundConfig, report: dict[str, Any]) -> tuple[bool, str]:
