@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from app import auth, service
+from app import auth, judging, service
+from app import rounds as training_rounds
 from app.settings import SettingsError, describe_settings
 
 DEFAULT_WORKDIR = "prefloop-work"
@@ -210,7 +211,7 @@ def _watch(app, samples):
 
 def _after_batch(app, report) -> None:
     click.echo(report.summary())
-    run_id = service.maybe_auto_round(app)  # training.auto_every > 0: a round every N newly resolved pairs
+    run_id = training_rounds.maybe_auto_round(app)  # training.auto_every > 0: a round every N newly resolved pairs
     if run_id is not None:
         click.echo(f"automatic training run {run_id} started")
 
@@ -351,7 +352,7 @@ def users_list(obj: Context):
 def train(obj: Context, deploy: bool, wait: bool):
     """Start a DPO round on the deployed version with the labelled pairs not trained on yet (its own process)."""
     app = obj.open()
-    run_id = service.start_round(app, deploy=deploy)
+    run_id = training_rounds.start_round(app, deploy=deploy)
     click.echo(f"training run {run_id} started (log: {app.workdir / 'logs' / f'round-{run_id}.log'})")
     if wait:
         status = _follow_round(app, run_id)
@@ -369,7 +370,7 @@ def _follow_round(app, run_id: int, poll_s: float = 0.5) -> dict:
 
     with tqdm(desc=f"round {run_id}", unit="step") as bar:
         while True:
-            status = service.round_status(app, run_id)
+            status = training_rounds.round_status(app, run_id)
             if status["max_steps"] and bar.total != status["max_steps"]:
                 bar.total = status["max_steps"]
                 bar.refresh()
@@ -380,7 +381,7 @@ def _follow_round(app, run_id: int, poll_s: float = 0.5) -> dict:
             if status["status"] in ("done", "failed", "cancelled"):
                 return status
             if status["status"] in ("queued", "running", "cancelling"):
-                service.list_rounds(app)  # marks the run failed if its process died
+                training_rounds.list_rounds(app)  # marks the run failed if its process died
             time.sleep(poll_s)
 
 
@@ -403,7 +404,7 @@ def _round_line(r: dict) -> str:
 def rounds(obj: Context):
     """List training runs with their status, versions, pairs and held-out metrics."""
     app = obj.open()
-    for r in service.list_rounds(app):
+    for r in training_rounds.list_rounds(app):
         click.echo(_round_line(r))
     app.close()
 
@@ -414,7 +415,7 @@ def rounds(obj: Context):
 def cancel(obj: Context, run_id: int):
     """Cancel training run RUN: it stops after the current step and registers no version."""
     app = obj.open()
-    status = service.cancel_round(app, run_id)
+    status = training_rounds.cancel_round(app, run_id)
     click.echo(f"training run {run_id}: {status}")
     app.close()
 
@@ -438,11 +439,11 @@ def judge_cmd(obj: Context, name, limit, mode, watch):
         stop = threading.Event()
         click.echo("judging new comparisons as they appear (Ctrl-C stops)")
         try:
-            service.watch_judge(app, stop, name=name, mode=mode, on_report=lambda r: click.echo(r.summary()))
+            judging.watch_judge(app, stop, name=name, mode=mode, on_report=lambda r: click.echo(r.summary()))
         except KeyboardInterrupt:
             stop.set()
     else:
-        click.echo(service.run_judge(app, name=name, limit=limit, mode=mode, progress=True).summary())
+        click.echo(judging.run_judge(app, name=name, limit=limit, mode=mode, progress=True).summary())
     app.close()
 
 

@@ -16,6 +16,7 @@ from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, Field
 
+from app import rounds as training_rounds
 from app import service
 from app.service import App
 
@@ -28,7 +29,7 @@ API_PREFIX = "/api/v1"
 class GenerationWorker:
     """service.watch_generation in a background thread, started and stopped from the operator console.
 
-    With training.auto_every > 0 a sibling thread runs automatic rounds (service.maybe_auto_round, as
+    With training.auto_every > 0 a sibling thread runs automatic rounds (training_rounds.maybe_auto_round, as
     `generate --watch` does): after every generation batch, and every AUTO_ROUND_IDLE_S while no batch comes (the
     queue is full, or every prompt is sampled under the deployed version). A round runs as its own process; when
     it deploys, the sampling loop swaps to the new version before its next batch.
@@ -104,9 +105,9 @@ class GenerationWorker:
         self._batch_done.set()
 
     def check_auto_round(self) -> int | None:
-        """One automatic-round check (service.maybe_auto_round); the run id when it started one."""
+        """One automatic-round check (training_rounds.maybe_auto_round); the run id when it started one."""
         try:
-            run_id = service.maybe_auto_round(self.app)
+            run_id = training_rounds.maybe_auto_round(self.app)
         except Exception as e:  # a failed check is reported and retried; the worker goes on
             log.exception("automatic round check failed")
             self.auto_error = str(e) or type(e).__name__

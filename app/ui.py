@@ -15,7 +15,8 @@ from typing import Any
 
 import gradio as gr
 
-from app import service
+from app import judging, service
+from app import rounds as training_rounds
 from app.render import render_markdown, render_messages, render_notice, render_response
 from app.service import App
 
@@ -200,7 +201,7 @@ def build_blocks(app: App, worker) -> gr.Blocks:
     # -- training rounds --------------------------------------------------------------------------------------
     @operator_only
     def refresh_training(run_choice: int | None, request: gr.Request):
-        panel = service.training_panel(app, run_choice or None)  # 0/None: the running round, else the latest
+        panel = training_rounds.training_panel(app, run_choice or None)  # 0/None: the running round, else the latest
         selected = panel["selected"]
         choices = [(LATEST_ROUND, 0)] + [(f"round {r['id']} ({r['status']})", r["id"])
                                          for r in reversed(panel["rounds"])]
@@ -213,7 +214,7 @@ def build_blocks(app: App, worker) -> gr.Blocks:
         from training.scheduler import NotEnoughPairs, RoundBusy
 
         try:
-            run_id = service.start_round(app, deploy=bool(deploy_when_done))  # its own process: returns at once
+            run_id = training_rounds.start_round(app, deploy=bool(deploy_when_done))  # its own process: returns at once
         except (RoundBusy, NotEnoughPairs) as e:
             gr.Warning(str(e))
             return f"Round not started: {e}"
@@ -225,13 +226,13 @@ def build_blocks(app: App, worker) -> gr.Blocks:
         run_id = run_choice or shown  # the chosen round, else the one shown (the running one, if any)
         if not run_id:
             raise gr.Error("Choose a round to cancel.", print_exception=False)
-        status = service.cancel_round(app, int(run_id))
+        status = training_rounds.cancel_round(app, int(run_id))
         return f"Round {run_id}: {status}."
 
     # -- judges ---------------------------------------------------------------------------------------------------
     @operator_only
     def refresh_judges(request: gr.Request):
-        panel = service.judge_panel(app)
+        panel = judging.judge_panel(app)
         return (*_judge_frames(panel["agreement"]), _judge_status(panel["status"]))
 
     @operator_only
@@ -239,7 +240,7 @@ def build_blocks(app: App, worker) -> gr.Blocks:
         n = int(limit or 0)
         if n < 1:
             raise gr.Error("Give how many comparisons the judge should label (1 or more).", print_exception=False)
-        return service.run_judge(app, limit=n).summary()
+        return judging.run_judge(app, limit=n).summary()
 
     @operator_only
     def resume_timer(request: gr.Request):

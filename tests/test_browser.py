@@ -106,7 +106,7 @@ class Session:
 
     def wait_labels_today(self, n: int) -> None:
         self.page.wait_for_function(
-            f"() => /My labels today:\\s*{n}\\b/.test(document.querySelector('#pf-progress').innerText)",
+            f"() => /My labels today:\\s*{n}\\b/.test((document.querySelector('#pf-progress')?.innerText || ''))",
             timeout=20_000)
 
     def pane_texts(self) -> tuple[str, str]:
@@ -170,7 +170,7 @@ def test_annotator_labels_with_the_keyboard_a_rationale_and_an_edit(site, sessio
     page.wait_for_function("(text) => document.querySelector('#pf-edit-text textarea').value === text", arg=right)
     page.fill("#pf-edit-text textarea", right + " (corrected)")
     page.click("#pf-btn-edit")
-    page.wait_for_function("() => document.querySelector('#pf-prompt').innerText.includes('Nothing left')",
+    page.wait_for_function("() => (document.querySelector('#pf-prompt')?.innerText || '').includes('Nothing left')",
                            timeout=20_000)
     with app.store.read() as db:
         edits = db.exec(select(Comparison).where(Comparison.source == "edit")).all()
@@ -188,7 +188,7 @@ def test_hostile_text_does_not_run_load_or_restyle(site, session):
     page = s.page
     title = page.title()
     for i in range(n):
-        page.wait_for_function("(m) => document.querySelector('#pf-prompt').innerText.includes(m)",
+        page.wait_for_function("(m) => (document.querySelector('#pf-prompt')?.innerText || '').includes(m)",
                                arg=f"marker-{i:02d}", timeout=20_000)
         page.wait_for_timeout(150)  # give any handler that slipped through time to fire
         found = page.evaluate("""() => {
@@ -210,7 +210,7 @@ def test_hostile_text_does_not_run_load_or_restyle(site, session):
         if i == 6 and page.locator("#pf-left a").count():
             page.locator("#pf-left a").first.click()
         page.keyboard.press("s")
-        page.wait_for_function("(m) => !document.querySelector('#pf-prompt').innerText.includes(m)",
+        page.wait_for_function("(m) => !(document.querySelector('#pf-prompt')?.innerText || '').includes(m)",
                                arg=f"marker-{i:02d}", timeout=20_000)
     assert page.evaluate("window.__pwned") is None
     assert not s.remote, s.remote
@@ -226,7 +226,7 @@ def test_operator_exports_a_download(site, session, tmp_path):
     s = session("olivia")
     page = s.page
     page.get_by_role("tab", name="Console").click()
-    page.wait_for_function("() => document.querySelector('#pf-summary').innerText.includes('Prompts')")
+    page.wait_for_function("() => (document.querySelector('#pf-summary')?.innerText || '').includes('Prompts')")
     assert "Prompts:" in page.inner_text("#pf-summary")
     page.get_by_text("Export", exact=True).first.click()
     page.click("#pf-btn-export")
@@ -266,7 +266,7 @@ def test_operator_follows_rounds_and_a_refused_round_is_a_plain_message(site, se
     page = s.page
     page.get_by_role("tab", name="Console").click()
     page.get_by_text("Training", exact=True).first.click()
-    page.wait_for_function("() => document.querySelector('#pf-rounds').innerText.includes('0.500 → 0.750')",
+    page.wait_for_function("() => (document.querySelector('#pf-rounds')?.innerText || '').includes('0.500 → 0.750')",
                            timeout=20_000)
     table = page.inner_text("#pf-rounds")
     assert "done" in table and "0.000 → 0.250" in table and "12.0 → 10.0" in table and "0.50 → 1.00" in table
@@ -274,7 +274,8 @@ def test_operator_follows_rounds_and_a_refused_round_is_a_plain_message(site, se
     assert f"Round {run.id}:" in progress and "step 2 of 2" in progress and "automatic rounds are off" in progress
     assert page.locator("#pf-round-plot").is_visible()
     page.click("#pf-btn-round-start")  # no labelled pairs: refused, with a plain message
-    page.wait_for_function("() => document.querySelector('#pf-training-result').innerText.includes('not started')",
+    page.wait_for_function("() => (document.querySelector('#pf-training-result')?.innerText || '')"
+                           ".includes('not started')",
                            timeout=20_000)
     result = page.inner_text("#pf-training-result")
     assert "only 0 new labelled pair(s)" in result and "Traceback" not in page.inner_text("body")
@@ -283,13 +284,15 @@ def test_operator_follows_rounds_and_a_refused_round_is_a_plain_message(site, se
     running = app.store.create_training_run(v0.id, [], {})
     app.store.update_training_run(running.id, status="running")
     app.store.log_training_step(running.id, {"step": 1, "max_steps": 4, "loss": 0.7})
-    page.wait_for_function("() => document.querySelector('#pf-training-progress').innerText.includes('step 1 of 4')",
+    page.wait_for_function("() => (document.querySelector('#pf-training-progress')?.innerText || '')"
+                           ".includes('step 1 of 4')",
                            timeout=20_000)
     page.click("#pf-btn-round-cancel")
-    page.wait_for_function("() => document.querySelector('#pf-training-result').innerText.includes('cancelling')",
+    page.wait_for_function("() => (document.querySelector('#pf-training-result')?.innerText || '')"
+                           ".includes('cancelling')",
                            timeout=20_000)
     assert app.store.get_training_run(running.id).status == "cancelling"
     page.get_by_text("Judges", exact=True).first.click()
-    page.wait_for_function("() => document.querySelector('#pf-judge-status').innerText.includes('No judge')",
+    page.wait_for_function("() => (document.querySelector('#pf-judge-status')?.innerText || '').includes('No judge')",
                            timeout=20_000)
     assert not s.remote and not s.dialogs

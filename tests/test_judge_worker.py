@@ -103,7 +103,7 @@ def test_watch_judges_new_comparisons_until_stopped(store, seed):
 
 
 def test_service_and_cli_run_the_configured_judge(web_app, seed):
-    from app import service
+    from app import judging
     from app.cli import cli
 
     seed(web_app.store, 3, texts=texts)
@@ -118,5 +118,5 @@ def test_service_and_cli_run_the_configured_judge(web_app, seed):
     assert json.loads(r.output)["judges"]["judge:rule"]["judged"] == 2
     r = runner.invoke(cli, ["--workdir", str(web_app.workdir), "--set", "judge.kind=python", "judge"])
     assert r.exit_code != 0 and "judge.function" in r.output  # a clear message, no traceback
-    assert service.judge_status(web_app)["judge:rule"]["labelled"] == 2
-    assert service.judge_agreement(web_app)["judge:rule"]["labels"] == 2
+    assert judging.judge_status(web_app)["judge:rule"]["labelled"] == 2
+    assert judging.judge_agreement(web_app)["judge:rule"]["labels"] == 2

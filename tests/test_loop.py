@@ -8,6 +8,7 @@ import random
 
 import pytest
 
+from app import rounds as training_rounds
 from app import service
 from data.queue import choice_from_side
 from generation.backend import load_backend
@@ -61,8 +62,8 @@ def run_loop(app, prefer) -> list[dict]:
         report = service.generate(app)
         assert report.comparisons_created > 0
         assert label_everything(app, "rule-bot", prefer) == report.comparisons_created
-        run_id = service.start_round(app, deploy=True, inline=True)
-        status = service.round_status(app, run_id)
+        run_id = training_rounds.start_round(app, deploy=True, inline=True)
+        status = training_rounds.round_status(app, run_id)
         assert status["status"] == "done", status["error"]
         history.append(held_out_metrics(app, held))
     return history
@@ -125,5 +126,5 @@ def test_with_bad_samples_kept_truncated_samples_do_enter_pairs(tiny_app):
     app.store.add_prompts([chat(q) for q in train[:16]], source="loop")
     service.generate(app)
     label_everything(app, "rule-bot", shorter)
-    run_id = service.start_round(app, inline=True)
-    assert truncated_in_trained_pairs(app) > 0, service.round_status(app, run_id)["error"]
+    run_id = training_rounds.start_round(app, inline=True)
+    assert truncated_in_trained_pairs(app) > 0, training_rounds.round_status(app, run_id)["error"]

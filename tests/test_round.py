@@ -6,6 +6,7 @@ import math
 import pytest
 from conftest import add_labelled_pairs, short_long_pairs
 
+from app import rounds as training_rounds
 from app import service
 from data.store import RoundBusy
 from training.config import RoundConfig
@@ -95,8 +96,8 @@ def test_one_round_at_a_time(store):
 def test_a_round_trains_registers_evaluates_and_deploys(tiny_app):
     app = tiny_app(training__max_steps=4, training__learning_rate="5e-4")
     add_labelled_pairs(app.store, v0_id(app), short_long_pairs(24))
-    run_id = service.start_round(app, deploy=True, inline=True)
-    status = service.round_status(app, run_id)
+    run_id = training_rounds.start_round(app, deploy=True, inline=True)
+    status = training_rounds.round_status(app, run_id)
     assert status["status"] == "done", status["error"]
     assert status["version"] == "v1" and status["parent"] == "v0"
 
@@ -134,8 +135,8 @@ def test_a_round_trains_registers_evaluates_and_deploys(tiny_app):
 def test_an_exploding_learning_rate_fails_the_round_and_promotes_nothing(tiny_app):
     app = tiny_app(training__learning_rate="1e9", training__max_steps=3)
     add_labelled_pairs(app.store, v0_id(app), short_long_pairs(12))
-    run_id = service.start_round(app, deploy=True, inline=True)
-    status = service.round_status(app, run_id)
+    run_id = training_rounds.start_round(app, deploy=True, inline=True)
+    status = training_rounds.round_status(app, run_id)
     assert status["status"] == "failed"
     assert "diverged" in status["error"]
     assert status["version"] is None
@@ -161,7 +162,7 @@ def test_a_cancelled_round_stops_and_registers_nothing(tiny_app):
     from training.round import run_round
     from training.scheduler import queue_round
 
-    run_id = queue_round(app.store, app.models_dir, service.round_config(app))
+    run_id = queue_round(app.store, app.models_dir, training_rounds.round_config(app))
     result = run_round(app.store, app.models_dir, run_id, extra_callbacks=(CancelAtStep2(),))
     assert result.status == "cancelled"
     run = app.store.get_training_run(run_id)
@@ -181,8 +182,9 @@ def test_a_lora_round_saves_an_adapter_on_its_parent_that_the_generator_loads(ti
     app = tiny_app(training__lora="true", training__lora_rank=4, training__lora_alpha=8,
                    training__learning_rate="1e-3")
     add_labelled_pairs(app.store, v0_id(app), short_long_pairs(12))
-    run_id = service.start_round(app, deploy=True, inline=True)
-    assert service.round_status(app, run_id)["status"] == "done", service.round_status(app, run_id)["error"]
+    run_id = training_rounds.start_round(app, deploy=True, inline=True)
+    status = training_rounds.round_status(app, run_id)
+    assert status["status"] == "done", status["error"]
     v1 = app.store.get_version("v1")
     assert v1.kind == "lora" and v1.deployed
     adapter = json.loads((app.models_dir / "v1" / "adapter_config.json").read_text())
@@ -190,8 +192,9 @@ def test_a_lora_round_saves_an_adapter_on_its_parent_that_the_generator_loads(ti
 
     # a second LoRA round stacks on the first: its base is v1's folder, which the backend merges first
     add_labelled_pairs(app.store, v1.id, short_long_pairs(12, offset=50), prompt_prefix="second")
-    run_id = service.start_round(app, deploy=True, inline=True)
-    assert service.round_status(app, run_id)["status"] == "done", service.round_status(app, run_id)["error"]
+    run_id = training_rounds.start_round(app, deploy=True, inline=True)
+    status = training_rounds.round_status(app, run_id)
+    assert status["status"] == "done", status["error"]
     adapter = json.loads((app.models_dir / "v2" / "adapter_config.json").read_text())
     assert adapter["base_model_name_or_path"] == v1.path
 
@@ -208,12 +211,12 @@ def test_a_lora_round_saves_an_adapter_on_its_parent_that_the_generator_loads(ti
 def test_reference_initial_scores_against_v0(tiny_app):
     app = tiny_app(training__max_steps=2, training__learning_rate="5e-4")
     add_labelled_pairs(app.store, v0_id(app), short_long_pairs(16))
-    service.start_round(app, deploy=True, inline=True)
+    training_rounds.start_round(app, deploy=True, inline=True)
     app.settings.training.reference = "initial"
     add_labelled_pairs(app.store, app.store.get_version("v1").id, short_long_pairs(16, offset=40),
                        prompt_prefix="second")
-    run_id = service.start_round(app, deploy=True, inline=True)
-    report = service.round_status(app, run_id)["report"]
+    run_id = training_rounds.start_round(app, deploy=True, inline=True)
+    report = training_rounds.round_status(app, run_id)["report"]
     assert report["parent"] == "v1"
     # before training the policy is v1 and the reference v0: margins are not zero any more
     assert report["eval"]["before"]["margin"] != pytest.approx(0.0, abs=1e-6)

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 from conftest import add_labelled_pairs, short_long_pairs
 
-from app import service
+from app import rounds as training_rounds
 from app.cli import cli
 from data.store import RoundBusy, Store
 from training import scheduler
@@ -47,7 +47,7 @@ def persist_settings(app, **values) -> None:
 def test_a_round_process_streams_progress_and_finishes(tiny_app):
     app = tiny_app(training__max_steps=3)
     add_labelled_pairs(app.store, v0_id(app), short_long_pairs(12))
-    run_id, proc = scheduler.start_round(app.store, app.workdir, service.round_config(app, deploy=True))
+    run_id, proc = scheduler.start_round(app.store, app.workdir, training_rounds.round_config(app, deploy=True))
     assert proc.wait(timeout=300) == 0, (app.workdir / "logs" / f"round-{run_id}.log").read_text()[-3000:]
     run = app.store.get_training_run(run_id)
     assert run.status == "done" and run.pid == proc.pid
@@ -59,7 +59,7 @@ def test_a_round_process_streams_progress_and_finishes(tiny_app):
 def test_kill_9_keeps_the_deployed_version_and_the_next_round_recovers(tiny_app):
     app = tiny_app(training__max_steps=100000, training__stale_after_s=60)
     add_labelled_pairs(app.store, v0_id(app), short_long_pairs(16))
-    run_id, proc = scheduler.start_round(app.store, app.workdir, service.round_config(app, deploy=True))
+    run_id, proc = scheduler.start_round(app.store, app.workdir, training_rounds.round_config(app, deploy=True))
     wait_for(lambda: any("loss" in m for m in app.store.get_training_run(run_id).metrics))
     # a partial version folder, as a kill during saving leaves it
     partial = temp_dir(app.models_dir, "v1")
@@ -72,11 +72,11 @@ def test_kill_9_keeps_the_deployed_version_and_the_next_round_recovers(tiny_app)
     with pytest.raises(RoundBusy):  # a fresh heartbeat and a live pid would still hold the lock ...
         app.store.create_training_run(None, [], {}, is_stale=lambda run: False)
     # ... but the process is gone, so the next start marks it failed and goes ahead
-    assert service.list_rounds(app)[0]["status"] == "failed"
+    assert training_rounds.list_rounds(app)[0]["status"] == "failed"
     assert "died" in app.store.get_training_run(run_id).error
     app.settings.training.max_steps = 2
-    new_id = service.start_round(app, deploy=True, inline=True)
-    assert service.round_status(app, new_id)["status"] == "done"
+    new_id = training_rounds.start_round(app, deploy=True, inline=True)
+    assert training_rounds.round_status(app, new_id)["status"] == "done"
     assert not partial.exists()
     assert [v.name for v in app.store.versions()] == ["v0", "v1"]
     assert (app.models_dir / "v1" / "config.json").read_text() != "{"
@@ -142,13 +142,13 @@ def test_automatic_rounds_every_n_new_pairs(tiny_app, monkeypatch):
     monkeypatch.setattr(scheduler, "launch", lambda workdir, run_id, url=None, store=None: launched.append(run_id))
     app = tiny_app(training__min_pairs=2, training__eval_fraction=0)
     add_labelled_pairs(app.store, v0_id(app), short_long_pairs(5))
-    assert service.maybe_auto_round(app) is None  # auto_every = 0: off
+    assert training_rounds.maybe_auto_round(app) is None  # auto_every = 0: off
     app.settings.training.auto_every = 6
-    assert service.maybe_auto_round(app) is None  # 5 < 6
+    assert training_rounds.maybe_auto_round(app) is None  # 5 < 6
     add_labelled_pairs(app.store, v0_id(app), short_long_pairs(1, offset=9), prompt_prefix="more")
-    run_id = service.maybe_auto_round(app)
+    run_id = training_rounds.maybe_auto_round(app)
     assert run_id is not None and launched == [run_id]
-    assert service.maybe_auto_round(app) is None  # one at a time
+    assert training_rounds.maybe_auto_round(app) is None  # one at a time
     assert app.store.get_training_run(run_id).pairs_used == 6
 
 
@@ -175,8 +175,8 @@ def test_cli_train_wait_rounds_and_cancel(tiny_app):
     add_labelled_pairs(app.store, v0_id(app), short_long_pairs(10, offset=30), prompt_prefix="later")
     result = runner.invoke(cli, [*base, "train", "--no-wait"])
     assert result.exit_code == 0 and "training run 2 started" in result.output
-    wait_for(lambda: service.round_status(app, 2)["status"] not in ("queued", "running"))
-    assert service.round_status(app, 2)["status"] == "done"
+    wait_for(lambda: training_rounds.round_status(app, 2)["status"] not in ("queued", "running"))
+    assert training_rounds.round_status(app, 2)["status"] == "done"
     assert app.store.deployed_version().name == "v1"  # without --deploy it is registered, not deployed
 
     run = app.store.create_training_run(v0_id(app), [], {})

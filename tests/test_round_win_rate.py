@@ -3,7 +3,7 @@
 import pytest
 from conftest import add_labelled_pairs, short_long_pairs
 
-from app import service
+from app import rounds as training_rounds
 from training.round import win_rate_report
 
 PROMPT = [{"role": "user", "content": "What does json do?"}]
@@ -29,10 +29,10 @@ def test_win_rate_with_nothing_decided_is_none_and_a_broken_judge_is_recorded():
 
 def test_round_config_carries_the_judge_only_when_on(tiny_app):
     off = tiny_app("off")
-    assert service.round_config(off).judge is None
+    assert training_rounds.round_config(off).judge is None
     on = tiny_app("on", training__win_rate_judge="true", judge__kind="python",
                   judge__function="generation.judges:prefer_shorter")
-    cfg = service.round_config(on)
+    cfg = training_rounds.round_config(on)
     assert cfg.win_rate_judge and cfg.judge["kind"] == "python"
     assert cfg.judge["function"] == "generation.judges:prefer_shorter"
     assert type(cfg).from_dict(cfg.to_dict()) == cfg
@@ -45,8 +45,8 @@ def test_a_round_reports_its_win_rate_against_the_parent(tiny_app, on):
             "judge__function": "generation.judges:prefer_shorter"} if on else {}
     app = tiny_app(training__max_steps=2, training__probe_prompts=3, **over)
     add_labelled_pairs(app.store, app.store.get_version("v0").id, short_long_pairs(24))
-    run_id = service.start_round(app, inline=True)
-    status = service.round_status(app, run_id)
+    run_id = training_rounds.start_round(app, inline=True)
+    status = training_rounds.round_status(app, run_id)
     assert status["status"] == "done", status["error"]
     report = status["report"]
     if not on:

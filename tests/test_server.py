@@ -14,6 +14,7 @@ import pytest
 from conftest import TEST_PASSWORD
 from sqlmodel import select
 
+from app import rounds as training_rounds
 from app import service
 from app.server import create_app, running_server
 from data.models import ApiToken, Comparison, Label
@@ -302,8 +303,8 @@ def test_demo_creates_the_operator_once_and_shows_its_password_once(web_app):
 
 
 def test_worker_starts_an_automatic_round_after_a_generation_batch(tiny_app, monkeypatch):
-    """training.auto_every > 0: the in-server worker calls service.maybe_auto_round after a batch, which queues a
-    real TrainingRun (the round's own process is replaced by a recorder to keep the test short)."""
+    """training.auto_every > 0: the in-server worker calls rounds.maybe_auto_round after a batch, which queues
+    a real TrainingRun (the round's own process is replaced by a recorder to keep the test short)."""
     import time
 
     from conftest import add_labelled_pairs, short_long_pairs
@@ -331,7 +332,7 @@ def test_worker_starts_an_automatic_round_after_a_generation_batch(tiny_app, mon
     run = app.store.get_training_run(launched[0])
     assert run.status == "queued" and run.pairs_used >= 4
     assert "started run(s) 1" in worker.status()
-    assert service.maybe_auto_round(app) is None  # one round at a time
+    assert training_rounds.maybe_auto_round(app) is None  # one round at a time
 
 
 def test_demo_workdir_runs_automatic_rounds_unless_overridden(tmp_path):
