@@ -7,7 +7,6 @@ it writes the prompt as a JSON string, not spliced in as a list.)
 """
 
 import argparse
-import multiprocessing as mp
 import os
 import resource
 import sqlite3
@@ -15,10 +14,11 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from queue import Empty
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a plain script from anywhere
+
+from _spawn import run_spawned  # noqa: E402  (beside this script)
 
 GOAL_PAIRS_PER_S = 100_000  # 1M pairs in <= 10 s
 GOAL_RSS_MB = 200
@@ -121,26 +121,14 @@ def _cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _child(name: str, db: str, out: str, queue) -> None:
+def _child(queue, name: str, db: str, out: str) -> None:
     queue.put({"run_ours": run_ours, "run_baseline": run_baseline}[name](db, out))
 
 
 def measure(name: str, db: str, out: str) -> tuple[int, float, float, int]:
     """Run one side in a fresh spawned process: its peak RSS is its own, not left over from the other."""
     os.sync()  # the previous step's dirty pages are flushed now, not while this side is timed
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    proc = ctx.Process(target=_child, args=(name, db, out, queue))
-    proc.start()
-    while True:
-        try:
-            result = queue.get(timeout=1)
-            break
-        except Empty:
-            if not proc.is_alive():
-                raise RuntimeError(f"{name} died with exit code {proc.exitcode}") from None
-    proc.join()
-    return result
+    return run_spawned(_child, name, name, db, out)
 
 
 def main() -> None:

@@ -20,15 +20,15 @@ Run: python benchmarks/training.py [--model medium|tiny|DIR] [--steps 6] [--batc
 The last line reads `training: <x> steps/s (ratio <r>x vs baseline)`."""
 
 import argparse
-import multiprocessing as mp
 import resource
 import sys
 import tempfile
 import time
 from pathlib import Path
-from queue import Empty
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _spawn import run_spawned  # noqa: E402  (beside this script)
 
 GOAL_RATIO = 1.3
 GOAL_RSS_RATIO = 1.2
@@ -224,19 +224,7 @@ def _child(queue, side, *args) -> None:
 
 def measure(*args) -> dict:
     """One run of one side in a fresh spawned process: its peak RSS is its own."""
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    proc = ctx.Process(target=_child, args=(queue, *args))
-    proc.start()
-    while True:
-        try:
-            result = queue.get(timeout=1)
-            break
-        except Empty:
-            if not proc.is_alive():
-                raise RuntimeError(f"{args[0]} died with exit code {proc.exitcode}") from None
-    proc.join()
-    return result
+    return run_spawned(_child, str(args[0]), *args)
 
 
 def median(runs: list[dict], key: str) -> float:
