@@ -37,9 +37,10 @@ def _parse_sets(values: tuple[str, ...]) -> dict[str, str]:
 def _expected_errors() -> tuple[type[Exception], ...]:
     """Errors that are the user's to fix: shown as one line, never as a traceback."""
     from data.formats import InvalidRecord
+    from data.schema import SchemaOutdated
 
     return (SettingsError, service.WorkdirError, InvalidRecord, LookupError, ValueError, FileNotFoundError,
-            _model_load_error())
+            SchemaOutdated, _model_load_error())
 
 
 def _model_load_error() -> type[Exception]:
@@ -94,9 +95,9 @@ def config_cmd(obj: Context):
 
 
 @cli.command("import")
-@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("file", type=click.Path(exists=True, path_type=Path))
 @click.option("--format", "fmt", help="prompts-jsonl, prompts-csv, responses-jsonl, trl, openai, hh-rlhf or "
-                                      "llamafactory; sniffed from the file when not given.")
+                                      "llamafactory; sniffed from the file (or the folder's columns) when not given.")
 @click.option("--prompt-field", help="Field holding the prompt when it is not 'prompt'/'messages' "
                                      "(e.g. 'instruction' for Self-Instruct, 'turns' for MT-Bench).")
 @click.option("--skip-invalid", is_flag=True, help="Import the valid records and write a report of the bad "
@@ -104,10 +105,20 @@ def config_cmd(obj: Context):
 @click.option("--report", type=click.Path(path_type=Path), help="Where --skip-invalid writes its report.")
 @click.pass_obj
 def import_cmd(obj: Context, file: Path, fmt, prompt_field, skip_invalid, report):
-    """Import prompts, responses to label, or labelled preference pairs from FILE (all of it or nothing)."""
+    """Import prompts, responses to label, or labelled preference pairs from FILE (all of it or nothing).
+
+    FILE may also be a Hugging Face datasets folder (written by save_to_disk; a DatasetDict's 'train' split)."""
+    from data.formats import InvalidRecord
+
     app = obj.open()
-    r = service.import_data(app, file, fmt=fmt, prompt_field=prompt_field, skip_invalid=skip_invalid,
-                            report_path=report, progress=True)
+    try:
+        r = service.import_data(app, file, fmt=fmt, prompt_field=prompt_field, skip_invalid=skip_invalid,
+                                report_path=report, progress=True)
+    except InvalidRecord as e:
+        if skip_invalid:  # an error that leaves the rest of the file unreadable: skipping cannot help
+            raise
+        raise click.ClickException(f"{e}\nNothing was imported; --skip-invalid imports the valid records and "
+                                   "reports the invalid ones.") from None
     click.echo(f"{file}: format {r.format}; prompts +{r.prompts_added} ({r.prompts_duplicate} duplicate), "
                f"comparisons +{r.comparisons_added} ({r.comparisons_duplicate} duplicate), "
                f"labels +{r.labels_added}")
@@ -125,18 +136,30 @@ def import_cmd(obj: Context, file: Path, fmt, prompt_field, skip_invalid, report
               help="Label sources that may resolve a pair (repeatable; default human and import).")
 @click.option("--min-agreement", type=click.FloatRange(0, 1), help="Only pairs whose labels agree at least "
                                                                    "this much (0-1).")
-@click.option("--include-ties", is_flag=True, help="Also export ties and both-bad under an explicit 'label' "
-                                                   "field (never as chosen/rejected).")
-@click.option("--metadata", is_flag=True, help="Add comparison id, annotators, agreement and model versions.")
+@click.option("--to", type=click.Choice(["jsonl", "parquet", "dataset"]),
+              help="Container: jsonl; parquet (one file); dataset (a Hugging Face datasets folder for "
+                   "load_from_disk). Default from OUT: a .parquet name is parquet, an existing folder a dataset, "
+                   "else jsonl. parquet and dataset hold the trl format.")
+@click.option("--include-ties", is_flag=True, help="Also export ties and both-bad, to their own file beside OUT "
+                                                   "(<stem>.ties.jsonl, with a 'label'; never as chosen/rejected).")
+@click.option("--metadata", is_flag=True, help="Write each pair's comparison id, annotators, agreement and model "
+                                               "versions to <stem>.metadata.jsonl beside OUT (one line per pair).")
 @click.pass_obj
-def export_cmd(obj: Context, out: Path, fmt, since_round, sources, min_agreement, include_ties, metadata):
-    """Export resolved preference pairs as JSONL to OUT ('-' for standard output)."""
+def export_cmd(obj: Context, out: Path, fmt, since_round, sources, min_agreement, to, include_ties, metadata):
+    """Export resolved preference pairs to OUT ('-' for standard output, JSONL only) in exactly the format's
+    shape; ties and metadata go to files of their own beside it."""
+    from data.export import sidecar_path
+
+    if str(out) == "-" and (include_ties or metadata):
+        raise click.UsageError("--include-ties and --metadata write files beside OUT: give a path, not '-'")
     app = obj.open()
     target = sys.stdout.buffer if str(out) == "-" else out
     n = service.export_data(app, target, fmt=fmt, sources=tuple(sources) or ("human", "import"),
                             since_round=since_round, min_agreement=min_agreement, include_ties=include_ties,
-                            metadata=metadata, progress=target is not sys.stdout.buffer)
-    click.echo(f"exported {n} record(s) to {out}", err=True)
+                            metadata=metadata, progress=target is not sys.stdout.buffer, to=to)
+    beside = [f"{kind} in {sidecar_path(out, kind)}" for kind, asked in (("ties", include_ties),
+                                                                        ("metadata", metadata)) if asked]
+    click.echo(f"exported {n} record(s) to {out}" + (f" ({'; '.join(beside)})" if beside else ""), err=True)
     app.close()
 
 
@@ -204,16 +227,23 @@ def _watch(app, samples):
     stop = threading.Event()
     click.echo(f"watching: keeping {app.settings.generation.queue_target} comparisons queued (Ctrl-C stops)")
     try:
-        service.watch_generation(app, stop, samples=samples, on_batch=lambda report: _after_batch(app, report))
+        shown = {"notice": None}
+        service.watch_generation(app, stop, samples=samples, on_batch=lambda report: _after_batch(app, report, shown))
     except KeyboardInterrupt:
         stop.set()
 
 
-def _after_batch(app, report) -> None:
+def _after_batch(app, report, shown: dict) -> None:
     click.echo(report.summary())
     run_id = training_rounds.maybe_auto_round(app)  # training.auto_every > 0: a round every N newly resolved pairs
     if run_id is not None:
         click.echo(f"automatic training run {run_id} started")
+    if app.settings.training.auto_every <= 0:
+        return
+    state = training_rounds.auto_state(app)  # failed automatic rounds: said once each, not after every batch
+    if state.failures and (state.run_id, state.paused) != shown["notice"]:
+        click.echo(training_rounds.notice_text(state), err=True)
+    shown["notice"] = (state.run_id, state.paused)
 
 
 @cli.command()
@@ -342,6 +372,73 @@ def users_list(obj: Context):
     app.close()
 
 
+# -- curation -------------------------------------------------------------------------------------------------------
+KIND = click.Choice(["prompt", "comparison", "label"])
+
+
+def _cli_actor() -> str:
+    """Who the audit trail names for a command-line change: 'cli:<OS user>' ('cli' when that is unknown)."""
+    import getpass
+
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (OSError, KeyError):
+        return "cli"
+
+
+@cli.command()
+@click.argument("kind", type=KIND)
+@click.argument("target_id", metavar="ID", type=click.IntRange(min=1))
+@click.option("--reason", required=True, help="Why (kept in the audit trail).")
+@click.pass_obj
+def discard(obj: Context, kind: str, target_id: int, reason: str):
+    """Discard a prompt, comparison or label: it is never shown to annotators, trained on or exported again
+    (a prompt takes its comparisons with it; a discarded label stops counting, so its comparison may reopen)."""
+    from app import curation
+
+    app = obj.open()
+    try:
+        click.echo(curation.discard(app, kind, target_id, reason, _cli_actor())["message"])
+    finally:
+        app.close()
+
+
+@cli.command()
+@click.argument("kind", type=KIND)
+@click.argument("target_id", metavar="ID", type=click.IntRange(min=1))
+@click.option("--reason", help="Why (kept in the audit trail).")
+@click.pass_obj
+def restore(obj: Context, kind: str, target_id: int, reason: str | None):
+    """Restore a discarded prompt, comparison or label: it counts, trains and exports again."""
+    from app import curation
+
+    app = obj.open()
+    try:
+        click.echo(curation.restore(app, kind, target_id, _cli_actor(), reason)["message"])
+    finally:
+        app.close()
+
+
+@cli.command()
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True, help="How many events.")
+@click.pass_obj
+def audit(obj: Context, limit: int):
+    """The audit trail, newest first: when, who, action, target and id, reason (discards, restores, undone
+    labels, resumed automatic rounds)."""
+    from app import curation
+
+    app = obj.open()
+    try:
+        events = curation.audit_trail(app, limit)
+    finally:
+        app.close()
+    if not events:
+        click.echo("no audit events yet")
+    for e in events:
+        target = e["target"] + (f" {e['id']}" if e["id"] is not None else "")
+        click.echo(f"{e['when']}  {e['actor']}  {e['action']}  {target}" + (f"  {e['reason']}" if e["reason"] else ""))
+
+
 # -- training rounds ------------------------------------------------------------------------------------------------
 @cli.command()
 @click.option("--deploy", is_flag=True, help="Deploy the new version when the round succeeds (running generators "
@@ -352,15 +449,32 @@ def users_list(obj: Context):
 def train(obj: Context, deploy: bool, wait: bool):
     """Start a DPO round on the deployed version with the labelled pairs not trained on yet (its own process)."""
     app = obj.open()
-    run_id = training_rounds.start_round(app, deploy=deploy)
-    click.echo(f"training run {run_id} started (log: {app.workdir / 'logs' / f'round-{run_id}.log'})")
-    if wait:
-        status = _follow_round(app, run_id)
-        click.echo(_round_line(status))
-        if status["status"] != "done":
-            app.close()
-            raise click.ClickException(f"training run {run_id} {status['status']}: {status['error'] or ''}".strip())
-    app.close()
+    try:
+        _train(app, deploy, wait)
+    finally:
+        app.close()
+
+
+def _train(app, deploy: bool, wait: bool) -> None:
+    from training.scheduler import log_path
+
+    try:
+        run_id = training_rounds.start_round(app, deploy=deploy)
+    except _expected_errors():
+        raise
+    except Exception as e:  # one line for the person, whatever went wrong while queueing or launching
+        reason = training_rounds.error_line(f"{type(e).__name__}: {e}")
+        raise click.ClickException(f"the round did not start: {reason}") from None
+    log = log_path(app.workdir, run_id)
+    click.echo(f"training run {run_id} started (log: {log})")
+    if not wait:
+        return
+    status = _follow_round(app, run_id)
+    if status["status"] != "done":  # the reason in one line; the traceback stays in the log
+        reason = f": {status['error']}" if status["error"] else ""
+        where = f" (the log, with the traceback: {log})" if status["status"] == "failed" else ""
+        raise click.ClickException(f"training run {run_id} {status['status']}{reason}{where}")
+    click.echo(_round_line(status))
 
 
 def _follow_round(app, run_id: int, poll_s: float = 0.5) -> dict:
@@ -388,25 +502,39 @@ def _follow_round(app, run_id: int, poll_s: float = 0.5) -> dict:
 def _round_line(r: dict) -> str:
     ev = (r["report"].get("eval") or {}).get("after") or {}
     probe = (r["report"].get("probe") or {}).get("after") or {}
-    parts = [f"{r['id']}  {r['status']}  {r['parent'] or '-'} -> {r['version'] or '-'}  pairs {r['pairs']}",
+    status = r["status"] + (" (auto)" if r.get("trigger") == "auto" else "")
+    parts = [f"{r['id']}  {status}  {r['parent'] or '-'} -> {r['version'] or '-'}  pairs {r['pairs']}",
              f"step {r['step']}/{r['max_steps'] or '?'}"]
     if ev:
         parts.append(f"held-out acc {ev.get('accuracy', float('nan')):.3f} margin {ev.get('margin', float('nan')):.3f}")
     if probe:
         parts.append(f"probe len {probe.get('mean_tokens', float('nan')):.1f} eos {probe.get('eos_rate', 0):.2f}")
+    if r.get("skipped_pairs"):
+        parts.append(f"skipped {r['skipped_pairs']} pair(s) that cannot train")
     if r["error"]:
-        parts.append(r["error"].splitlines()[0])
+        parts.append(r["error"] + (f" (log: {r['log']})" if r.get("log") else ""))
     return "  ".join(parts)
 
 
 @cli.command()
+@click.option("--resume-auto", is_flag=True, help="Resume automatic rounds paused (or waiting) after failed "
+                                                  "automatic rounds (training.auto_max_failures).")
 @click.pass_obj
-def rounds(obj: Context):
-    """List training runs with their status, versions, pairs and held-out metrics."""
+def rounds(obj: Context, resume_auto: bool):
+    """List training runs with their status, versions, pairs and held-out metrics, and whether automatic
+    rounds are paused after failures."""
     app = obj.open()
-    for r in training_rounds.list_rounds(app):
-        click.echo(_round_line(r))
-    app.close()
+    try:
+        if resume_auto:
+            click.echo(training_rounds.resume_auto_rounds(app, actor="cli"))
+            return
+        for r in training_rounds.list_rounds(app):
+            click.echo(_round_line(r))
+        notice = training_rounds.auto_notice(app)
+        if notice:
+            click.echo(notice)
+    finally:
+        app.close()
 
 
 @cli.command()
@@ -445,6 +573,32 @@ def judge_cmd(obj: Context, name, limit, mode, watch):
     else:
         click.echo(judging.run_judge(app, name=name, limit=limit, mode=mode, progress=True).summary())
     app.close()
+
+
+@cli.group("db")
+def db_group():
+    """The database schema: `prefloop db status` shows its revision, `prefloop db upgrade` migrates it."""
+
+
+@db_group.command("status")
+@click.pass_obj
+def db_status(obj: Context):
+    """Show the database's schema revision and the one this prefloop needs."""
+    s = service.schema_status(obj.workdir, obj.overrides)
+    state = "up to date" if s["current"] == s["head"] else "needs `prefloop db upgrade`"
+    click.echo(f"{s['database']}: revision {s['current'] or 'none (empty)'}, this prefloop needs {s['head']} "
+               f"({state})")
+
+
+@db_group.command("upgrade")
+@click.pass_obj
+def db_upgrade(obj: Context):
+    """Migrate the database to the schema this prefloop needs, keeping every row (back it up first)."""
+    s = service.upgrade_schema(obj.workdir, obj.overrides)
+    if s["before"] == s["after"]:
+        click.echo(f"{s['database']}: already at revision {s['after']}")
+    else:
+        click.echo(f"{s['database']}: upgraded from revision {s['before'] or 'none (empty)'} to {s['after']}")
 
 
 def main() -> None:

@@ -68,14 +68,29 @@ def round_status(app: App, run_id: int) -> dict[str, Any]:
 
 
 def _run_dict(app: App, run) -> dict[str, Any]:
+    """`error` is one readable line (older rows kept a traceback after it); `log` the round process's log file,
+    which has the traceback, when there is one (an inline round logs where its process logs)."""
+    from training.scheduler import log_path
+
     names = {v.id: v.name for v in app.store.versions()}
     last = run.metrics[-1] if run.metrics else {}
+    log = log_path(app.workdir, run.id)
     return {"id": run.id, "status": run.status, "parent": names.get(run.parent_version_id),
             "version": names.get(run.output_version_id), "pairs": run.pairs_used,
+            "skipped_pairs": (run.config or {}).get("skipped_pairs", 0),
+            "trigger": (run.config or {}).get("trigger", "manual"),
             "step": last.get("step", 0), "max_steps": last.get("max_steps") or run.report.get("max_steps"),
-            "phase": run.report.get("phase"), "last_metrics": last, "report": run.report, "error": run.error,
+            "phase": run.report.get("phase"), "last_metrics": last, "report": run.report,
+            "error": error_line(run.error), "log": str(log) if log.exists() else None,
             "started_at": run.started_at.isoformat() if run.started_at else None,
             "finished_at": run.finished_at.isoformat() if run.finished_at else None}
+
+
+def error_line(error: str | None) -> str | None:
+    """A stored error as one readable line (training.scheduler.error_line)."""
+    from training.scheduler import error_line as one_line
+
+    return one_line(error)
 
 
 def list_rounds(app: App) -> list[dict[str, Any]]:
@@ -103,15 +118,62 @@ def training_panel(app: App, run_id: int | None = None) -> dict[str, Any]:
     if chosen is not None:
         run = app.store.get_training_run(chosen["id"])
         selected = {**chosen, "metrics": list(run.metrics or []) if run else []}
-    t = app.settings.training
+    t, auto = app.settings.training, auto_state(app)
     return {"rounds": rounds, "selected": selected, "active": active[-1]["id"] if active else None,
-            "auto_every": t.auto_every, "min_pairs": t.min_pairs, "auto_deploy": t.auto_deploy}
+            "auto_every": t.auto_every, "min_pairs": t.min_pairs, "auto_deploy": t.auto_deploy,
+            "auto_paused": auto.paused, "auto_notice": notice_text(auto) if t.auto_every > 0 else None}
 
 
-def maybe_auto_round(app: App) -> int | None:
-    """Start a round when training.auto_every new pairs have resolved and none runs; returns its run id or None."""
+def maybe_auto_round(app: App, now=None) -> int | None:
+    """Start a round when training.auto_every new pairs have resolved, none runs and the back-off after failed
+    automatic rounds allows it (at `now`, default the clock); returns its run id or None."""
     from training.scheduler import maybe_start_round
 
     started = maybe_start_round(app.store, app.workdir, round_config(app, deploy=False),
-                                app.settings.database_url or None)
+                                app.settings.database_url or None, now=now)
     return started[0] if started else None
+
+
+def auto_state(app: App, now=None):
+    """training.scheduler.AutoBackoff: failed automatic rounds in a row, the last error, the wait, the pause."""
+    from training.scheduler import auto_backoff
+
+    return auto_backoff(app.store, round_config(app), now)
+
+
+def auto_notice(app: App, now=None) -> str | None:
+    """What an operator should know about automatic rounds, in plain words (None when all is well)."""
+    return notice_text(auto_state(app, now)) if app.settings.training.auto_every > 0 else None
+
+
+def notice_text(state) -> str | None:
+    """auto_notice's words for an AutoBackoff state."""
+    if not state.failures:
+        return None
+    error = state.error.rstrip(". ")
+    what = (f"automatic round {state.run_id} failed: {error}" if state.failures == 1 else
+            f"{state.failures} automatic rounds failed in a row; the last (round {state.run_id}): {error}")
+    if state.paused:
+        return (f"Automatic rounds are paused: {what}. Fix the cause, then resume them (the console's "
+                f"\"Resume automatic rounds\", or `prefloop rounds --resume-auto`).")
+    wait = (state.next_try_at - state.now).total_seconds()
+    when = f"is in {_duration(wait)}" if wait > 0 else "starts at the next check"
+    return f"{what[0].upper()}{what[1:]}. The next automatic try {when}."
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
+
+
+def resume_auto_rounds(app: App, actor: str) -> str:
+    """An operator resumes automatic rounds after failures (recorded as an AuditEvent); returns what happened."""
+    from training.scheduler import resume_auto_rounds as resume
+
+    state = resume(app.store, round_config(app), actor)
+    if not state.failures:
+        return "Automatic rounds are not paused: no automatic round has failed since the last success or resume."
+    was = "paused" if state.paused else "waiting to retry"
+    return (f"Automatic rounds resumed (they were {was} after {state.failures} failure(s) in a row; last error: "
+            f"{state.error}).")

@@ -16,8 +16,8 @@ from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, Field
 
+from app import curation, service
 from app import rounds as training_rounds
-from app import service
 from app.service import App
 
 log = logging.getLogger("prefloop.server")
@@ -135,20 +135,35 @@ class GenerationWorker:
 
 
 # -- JSON API ----------------------------------------------------------------------------------------------------
+DB_ID_MAX = 2**63 - 1  # the largest id a database integer holds: anything past it is a bad request, not a crash
+TEXT_MAX = 20_000  # characters of a rationale or a password
+
+
 class LoginIn(BaseModel):
-    name: str
-    password: str
+    name: str = Field(max_length=128)
+    password: str = Field(max_length=TEXT_MAX)
 
 
 class LabelIn(BaseModel):
-    comparison_id: int
+    comparison_id: int = Field(ge=1, le=DB_ID_MAX)
     shown_order: Literal["ab", "ba"]
     side: Literal["left", "right", "tie", "both_bad", "skip"] | None = Field(
         None, description="What was clicked, as shown (left/right); or give `choice`.")
     choice: Literal["a", "b", "tie", "both_bad", "skip"] | None = Field(
         None, description="The choice about responses A/B as stored.")
-    rationale: str | None = None
-    time_spent_s: float | None = None
+    rationale: str | None = Field(None, max_length=TEXT_MAX)
+    time_spent_s: float | None = Field(None, ge=0, le=7 * 86400, allow_inf_nan=False)
+
+
+class UndoIn(BaseModel):
+    label_id: int | None = Field(None, ge=1, le=DB_ID_MAX,
+                                 description="Undo only if this is your last label (guards against a stale view).")
+
+
+class CurateIn(BaseModel):
+    kind: Literal["prompt", "comparison", "label"]
+    id: int = Field(ge=1, le=DB_ID_MAX)
+    reason: str | None = Field(None, max_length=2000, description="Why; required to discard.")
 
 
 class TokenCache:
@@ -291,6 +306,27 @@ def _api_router(app: App) -> FastAPI:
         """Open comparisons, those left for you, your labels today."""
         return await on_db(service.my_progress, app, user.name)
 
+    @api.post("/labels/undo")
+    async def undo(user: AnyUser, body: UndoIn | None = None) -> dict[str, Any]:
+        """Undo your own last label while no training round has taken it: 404 when you have none, 409 when it
+        cannot be undone, 403 for someone else's label. GET /next then gives that comparison back."""
+        return await on_db(_curation_call, curation.undo_last_label, app, user.name, body.label_id if body else None)
+
+    @api.post("/discard")
+    def discard(body: CurateIn, user: Operator) -> dict[str, Any]:
+        """Operators: discard a prompt, comparison or label (reason required)."""
+        return _curation_call(curation.discard, app, body.kind, body.id, body.reason or "", user.name)
+
+    @api.post("/restore")
+    def restore(body: CurateIn, user: Operator) -> dict[str, Any]:
+        """Operators: restore a discarded prompt, comparison or label."""
+        return _curation_call(curation.restore, app, body.kind, body.id, user.name, body.reason)
+
+    @api.get("/audit")
+    def audit(user: Operator, limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> list[dict[str, Any]]:
+        """Operators: the newest audit events (who, when, action, target, reason)."""
+        return curation.audit_trail(app, limit)
+
     @api.get("/stats")
     def stats(user: Operator) -> dict[str, Any]:
         """Operators: counts of everything and the queue's progress."""
@@ -298,15 +334,36 @@ def _api_router(app: App) -> FastAPI:
 
     @api.get("/export")
     def export(user: Operator, fmt: Annotated[Literal["trl", "openai"], Query(alias="format")] = "trl",
-               include_ties: bool = False, metadata: bool = False):
-        """Operators: resolved pairs as JSONL."""
+               part: Literal["pairs", "ties", "metadata"] = "pairs", include_ties: bool = False,
+               metadata: bool = False):
+        """Operators: resolved pairs as JSONL; `part=ties` the ties and both-bad (`metadata=true`: with their
+        metadata), `part=metadata` each pair's provenance by row (the files a CLI export writes beside the pairs)."""
         import io
 
+        if include_ties or (metadata and part == "pairs"):  # once mixed into the pairs, which TRL then failed to load
+            raise HTTPException(422, "ties and metadata are files of their own: ask for part=ties or part=metadata")
         buf = io.BytesIO()
-        service.export_data(app, buf, fmt=fmt, include_ties=include_ties, metadata=metadata)
+        service.export_data(app, buf, fmt=fmt, part=part, metadata=metadata)
         return StreamingResponse(iter([buf.getvalue()]), media_type="application/jsonl")
 
     return api
+
+
+def _curation_call(fn, *args):
+    """A curation service call with its refusals as HTTP errors: unknown id 404, someone else's label 403, a
+    refused change 409, a bad request 422."""
+    from data.curation import CurationConflict, NotYourLabel
+
+    try:
+        return fn(*args)
+    except NotYourLabel as e:
+        raise HTTPException(403, str(e)) from None
+    except LookupError as e:
+        raise HTTPException(404, str(e)) from None
+    except CurationConflict as e:
+        raise HTTPException(409, str(e)) from None
+    except ValueError as e:
+        raise HTTPException(422, str(e)) from None
 
 
 # -- the whole server ----------------------------------------------------------------------------------------------

@@ -40,13 +40,45 @@ def database_url(workdir: Path, settings: Settings) -> str:
 
 
 def open_app(workdir: Path, overrides: dict[str, str] | None = None) -> App:
-    """Open an initialised workdir; a clear error when `prefloop init` has not been run there."""
+    """Open an initialised workdir; a clear error when `prefloop init` has not been run there, or when its
+    database needs `prefloop db upgrade` first."""
     workdir = Path(workdir)
+    settings = _workdir_settings(workdir, overrides)
+    return App(workdir, settings, Store(database_url(workdir, settings)))
+
+
+def _workdir_settings(workdir: Path, overrides: dict[str, str] | None) -> Settings:
     if not (workdir / CONFIG_NAME).exists():
         raise WorkdirError(f"no prefloop workdir at {workdir} (no {CONFIG_NAME}): run `prefloop init` first, "
                            "or point --workdir / PREFLOOP_WORKDIR at an existing one")
-    settings = load_settings(workdir, overrides)
-    return App(workdir, settings, Store(database_url(workdir, settings)))
+    return load_settings(workdir, overrides)
+
+
+def schema_status(workdir: Path, overrides: dict[str, str] | None = None) -> dict[str, Any]:
+    """The workdir database's schema revision and the one this prefloop needs, without opening the store."""
+    from data.schema import status
+
+    database, (current, head) = _on_database(workdir, overrides, status)
+    return {"database": database, "current": current, "head": head}
+
+
+def upgrade_schema(workdir: Path, overrides: dict[str, str] | None = None) -> dict[str, Any]:
+    """Migrate the workdir's database to the schema this prefloop needs; returns the revisions before and after."""
+    from data.schema import upgrade
+
+    database, (before, after) = _on_database(workdir, overrides, upgrade)
+    return {"database": database, "before": before, "after": after}
+
+
+def _on_database(workdir: Path, overrides: dict[str, str] | None, fn) -> tuple[str, Any]:
+    """(the database's URL without password, fn(engine)) on a bare engine: the store would refuse an old schema."""
+    from data.db import make_engine
+
+    engine = make_engine(database_url(workdir, _workdir_settings(Path(workdir), overrides)))
+    try:
+        return engine.url.render_as_string(hide_password=True), fn(engine)
+    finally:
+        engine.dispose()
 
 
 def init_workdir(workdir: Path, base: str | None = None, overrides: dict[str, str] | None = None,
@@ -58,15 +90,26 @@ def init_workdir(workdir: Path, base: str | None = None, overrides: dict[str, st
     was created."""
     workdir = Path(workdir)
     created = not (workdir / CONFIG_NAME).exists()
+    if created and base is not None:
+        _base_config(base)  # a Hub id that is neither cached nor reachable fails before anything is written
     (workdir / MODELS_DIR).mkdir(parents=True, exist_ok=True)
     if created:
         (workdir / CONFIG_NAME).write_text(_config_text(base, config_values), encoding="utf-8")
     app = open_app(workdir, overrides)
     if app.store.get_version("v0") is None:
-        path = _materialise_base(app, progress)
-        app.store.add_version("v0", path, config={"base": app.settings.model.base})
+        config = _base_config(app.settings.model.base)
+        app.store.add_version("v0", _materialise_base(app, progress), config=config)
         app.store.deploy("v0")
     return app, created
+
+
+def _base_config(base: str) -> dict[str, Any]:
+    """What v0 records about its base model: a Hub id's resolved commit, so the lineage says exactly what ran."""
+    from generation.hf_backend import hub_revision, looks_like_hub_id
+
+    if base == "tiny" or not looks_like_hub_id(base):
+        return {"base": base}
+    return {"base": base, "revision": hub_revision(base)}
 
 
 def _config_text(base: str | None, values: dict[str, dict[str, Any]] | None = None) -> str:
@@ -134,12 +177,18 @@ def import_demo_prompts(app: App):
 
 def export_data(app: App, out, fmt: str = "trl", sources: tuple[str, ...] = ("human", "import"),
                 since_round: int | None = None, min_agreement: float | None = None,
-                include_ties: bool = False, metadata: bool = False, progress: bool = False) -> int:
-    from data.export import export_pairs
+                include_ties: bool = False, metadata: bool = False, progress: bool = False,
+                to: str | None = None, part: str | None = None) -> int:
+    """Resolved pairs to a path (ties and metadata in sidecar files beside it) or an open file. `to` is the
+    container (jsonl, parquet, dataset; default from `out`); `part` (pairs, ties, metadata) writes just that
+    file of the export to the open file `out`. Returns the pairs and ties written."""
+    from data.export import export_pairs, export_part
 
-    return export_pairs(app.store, out, fmt=fmt, sources=sources, since_round=since_round,
-                        min_agreement=min_agreement, include_ties=include_ties, metadata=metadata,
-                        progress=progress)
+    filters = dict(fmt=fmt, sources=sources, since_round=since_round, min_agreement=min_agreement)
+    if part is not None:
+        return export_part(app.store, out, part, metadata=metadata, **filters)
+    return export_pairs(app.store, out, include_ties=include_ties, metadata=metadata, progress=progress, to=to,
+                        **filters)
 
 
 def stats(app: App) -> dict[str, Any]:

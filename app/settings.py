@@ -100,6 +100,13 @@ class TrainingSettings(Section):
     probe_samples: int = Field(2, ge=1, description="Samples per probe prompt.")
     auto_every: int = Field(0, ge=0, description="Start a round automatically after this many newly resolved "
                                                  "pairs (0 turns automatic rounds off).")
+    auto_retry_s: float = Field(60.0, ge=0, description="After a failed automatic round, wait this long before the "
+                                                        "next automatic try; the wait doubles with each failure "
+                                                        "in a row.")
+    auto_retry_max_s: float = Field(3600.0, ge=0, description="The longest wait between failed automatic rounds.")
+    auto_max_failures: int = Field(3, ge=0, description="Pause automatic rounds after this many failures in a row, "
+                                                        "until an operator resumes them (console, or `prefloop "
+                                                        "rounds --resume-auto`); 0 never pauses.")
     auto_deploy: bool = Field(False, description="Deploy a round's version automatically when it passes the gate.")
     deploy_min_accuracy: float = Field(0.0, ge=0, le=1, description="Gate for automatic deploys: the held-out "
                                                                     "implicit-reward accuracy after the round must "

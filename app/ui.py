@@ -15,7 +15,7 @@ from typing import Any
 
 import gradio as gr
 
-from app import judging, service
+from app import curation, judging, service
 from app import rounds as training_rounds
 from app.render import render_markdown, render_messages, render_notice, render_response
 from app.service import App
@@ -137,6 +137,10 @@ def build_blocks(app: App, worker) -> gr.Blocks:
         return view_updates(service.edit_and_next(app, user, state["comparison_id"], edited, side,
                                                   state["shown_order"], rationale.strip() or None, spent))
 
+    @_friendly
+    def undo_label(request: gr.Request):
+        return view_updates(curation.undo_and_view(app, _user(request)))
+
     def edit_source(state: dict | None, edit_side: str):
         # Prefills the editor with the response being corrected; reads the session state only.
         if not state:
@@ -144,6 +148,18 @@ def build_blocks(app: App, worker) -> gr.Blocks:
         return state["left"] if edit_side == "A" else state["right"]
 
     # -- console ----------------------------------------------------------------------------------------------
+    @operator_only
+    def discard_data(kind: str, target_id: float | None, reason: str, request: gr.Request):
+        return curation.discard(app, kind, _target_id(target_id), reason, _user(request))["message"]
+
+    @operator_only
+    def restore_data(kind: str, target_id: float | None, reason: str, request: gr.Request):
+        return curation.restore(app, kind, _target_id(target_id), _user(request), reason)["message"]
+
+    @operator_only
+    def refresh_audit(request: gr.Request):
+        return _audit_frame(curation.audit_trail(app, 50))
+
     def whoami(request: gr.Request):
         name = getattr(request, "username", None)
         is_operator = service.role_of(app, name) == "operator"
@@ -185,11 +201,13 @@ def build_blocks(app: App, worker) -> gr.Blocks:
                request: gr.Request):
         stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
         out = Path(tempfile.mkdtemp(prefix="prefloop-export-")) / f"prefloop-{fmt}-{stamp}.jsonl"
-        with out.open("wb") as f:
-            n = service.export_data(app, f, fmt=fmt, sources=tuple(sources) or ("human", "import"),
-                                    include_ties=include_ties, metadata=metadata,
-                                    min_agreement=min_agreement or None)
-        return gr.update(value=str(out), visible=True), f"Exported {n} record(s)."
+        # A path, not an open file: ties and metadata are written as files of their own beside the pairs.
+        n = service.export_data(app, out, fmt=fmt, sources=tuple(sources) or ("human", "import"),
+                                include_ties=include_ties, metadata=metadata, min_agreement=min_agreement or None)
+        from data.export import sidecar_path
+
+        files = [str(p) for p in (out, sidecar_path(out, "ties"), sidecar_path(out, "metadata")) if p.exists()]
+        return gr.update(value=files, visible=True), f"Exported {n} record(s)."
 
     @operator_only
     def deploy(name: str | None, request: gr.Request):
@@ -207,7 +225,8 @@ def build_blocks(app: App, worker) -> gr.Blocks:
                                          for r in reversed(panel["rounds"])]
         return (_training_progress(panel), _rounds_frame(panel["rounds"]),
                 _metrics_frame(selected["metrics"] if selected else []), gr.update(choices=choices),
-                selected["id"] if selected else None)
+                selected["id"] if selected else None, _auto_notice(panel["auto_notice"]),
+                gr.update(visible=bool(panel["auto_notice"])))
 
     @operator_only
     def start_training(deploy_when_done: bool, request: gr.Request):
@@ -228,6 +247,10 @@ def build_blocks(app: App, worker) -> gr.Blocks:
             raise gr.Error("Choose a round to cancel.", print_exception=False)
         status = training_rounds.cancel_round(app, int(run_id))
         return f"Round {run_id}: {status}."
+
+    @operator_only
+    def resume_auto_rounds(request: gr.Request):
+        return training_rounds.resume_auto_rounds(app, actor=_user(request))
 
     # -- judges ---------------------------------------------------------------------------------------------------
     @operator_only
@@ -272,6 +295,7 @@ def build_blocks(app: App, worker) -> gr.Blocks:
                 edited = gr.Textbox(label="Corrected text (starts as the response chosen above)", lines=8,
                                     elem_id="pf-edit-text")
                 edit_button = gr.Button("Save edit as preferred", elem_id="pf-btn-edit")
+            undo = gr.Button("Undo last label", size="sm", elem_id="pf-btn-undo")
             with gr.Accordion("Guidelines", open=False, elem_id="pf-guidelines"):
                 gr.HTML(render_markdown(service.guidelines(app)), js_on_load=None)
 
@@ -301,7 +325,7 @@ def build_blocks(app: App, worker) -> gr.Blocks:
                 metadata = gr.Checkbox(label="Add metadata")
                 min_agreement = gr.Number(label="Minimum agreement (0-1, empty for any)", minimum=0, maximum=1)
                 export_button = gr.Button("Export", elem_id="pf-btn-export")
-                export_file = gr.File(label="Download", visible=False, elem_id="pf-export-file")
+                export_file = gr.File(label="Download", visible=False, elem_id="pf-export-file", file_count="multiple")
                 export_result = gr.Markdown()
             with gr.Accordion("Model versions", open=False):
                 versions = gr.Dataframe(label="Versions", interactive=False)
@@ -317,11 +341,27 @@ def build_blocks(app: App, worker) -> gr.Blocks:
                                                elem_id="pf-round-choice")
                     shown_round = gr.State(None)
                     cancel_round = gr.Button("Cancel round", variant="stop", elem_id="pf-btn-round-cancel")
+                auto_notice = gr.HTML(elem_id="pf-auto-notice", js_on_load=None)
+                resume_auto = gr.Button("Resume automatic rounds", visible=False, elem_id="pf-btn-auto-resume")
                 training_result = gr.Markdown(elem_id="pf-training-result")
-                rounds = gr.Dataframe(label="Rounds", interactive=False, elem_id="pf-rounds")
+                rounds = gr.Dataframe(label="Rounds", interactive=False, wrap=True, elem_id="pf-rounds",
+                                      column_widths=ROUNDS_COLUMN_WIDTHS)
                 metrics_plot = gr.LinePlot(x="step", y="value", color="metric", title="Training metrics per step",
                                            x_title="step", y_title="value", elem_id="pf-round-plot")
                 timer = gr.Timer(2.0, active=False)
+            with gr.Accordion("Discard or restore data", open=False, elem_id="pf-curation"):
+                gr.Markdown("Discarded prompts, comparisons and labels are never shown to annotators, trained on "
+                            "or exported; a discarded label stops counting, so its comparison may reopen.")
+                with gr.Row():
+                    curate_kind = gr.Radio(list(curation.KINDS), value="label", label="What",
+                                           elem_id="pf-curate-kind")
+                    curate_id = gr.Number(label="Id", precision=0, minimum=1, elem_id="pf-curate-id")
+                    curate_reason = gr.Textbox(label="Reason (required to discard)", elem_id="pf-curate-reason")
+                with gr.Row():
+                    discard_button = gr.Button("Discard", variant="stop", elem_id="pf-btn-discard")
+                    restore_button = gr.Button("Restore", elem_id="pf-btn-restore")
+                curate_result = gr.Markdown(elem_id="pf-curate-result")
+                audit = gr.Dataframe(label="Audit trail (newest first)", interactive=False, elem_id="pf-audit")
             with gr.Accordion("Judges", open=False, elem_id="pf-judges"):
                 judge_state = gr.Markdown(elem_id="pf-judge-status")
                 judges = gr.Dataframe(label="Judge-human agreement", interactive=False, elem_id="pf-judges-table")
@@ -338,6 +378,7 @@ def build_blocks(app: App, worker) -> gr.Blocks:
             button.click(labeller(side), [state, rationale], view_outputs, **EVENT)
         edit_side.change(edit_source, [state, edit_side], edited, **EVENT)
         edit_button.click(submit_edit, [state, edit_side, edited, rationale], view_outputs, **EVENT)
+        undo.click(undo_label, None, view_outputs, **EVENT)
 
         console_outputs = [summary, annotators, plot, versions, version, generation_status]
         refresh.click(refresh_console, None, console_outputs, **EVENT)
@@ -349,7 +390,8 @@ def build_blocks(app: App, worker) -> gr.Blocks:
                             [export_file, export_result], **EVENT)
         deploy_button.click(deploy, version, deploy_result, **EVENT)
 
-        training_outputs = [training_progress, rounds, metrics_plot, round_choice, shown_round]
+        training_outputs = [training_progress, rounds, metrics_plot, round_choice, shown_round, auto_notice,
+                            resume_auto]
         judge_outputs = [judges, judge_rounds, judge_state]
         refresh.click(refresh_training, round_choice, training_outputs, **EVENT)
         refresh.click(refresh_judges, None, judge_outputs, **EVENT)
@@ -364,6 +406,15 @@ def build_blocks(app: App, worker) -> gr.Blocks:
             refresh_training, round_choice, training_outputs, **EVENT)
         cancel_round.click(cancel_training, [round_choice, shown_round], training_result, **EVENT).then(
             refresh_training, round_choice, training_outputs, **EVENT)
+        resume_auto.click(resume_auto_rounds, None, training_result, **EVENT).then(
+            refresh_training, round_choice, training_outputs, **EVENT)
+        curate_inputs = [curate_kind, curate_id, curate_reason]
+        discard_button.click(discard_data, curate_inputs, curate_result, **EVENT).then(refresh_audit, None, audit,
+                                                                                      **EVENT)
+        restore_button.click(restore_data, curate_inputs, curate_result, **EVENT).then(refresh_audit, None, audit,
+                                                                                      **EVENT)
+        refresh.click(refresh_audit, None, audit, **EVENT)
+        console.select(refresh_audit, None, audit, **EVENT)
         judge_button.click(run_judge_now, judge_limit, judge_result, **EVENT).then(
             refresh_judges, None, judge_outputs, **EVENT)
     blocks.queue(default_concurrency_limit=None)
@@ -379,7 +430,27 @@ def _summary(overview: dict[str, Any]) -> str:
             f"done {comparisons.get('done', 0)}, retired {comparisons.get('retired', 0)} &nbsp;·&nbsp; "
             f"**Labels:** human {labels.get('human', 0)}, import {labels.get('import', 0)}, "
             f"judge {labels.get('judge', 0)}; today {queue['labelled_today']} &nbsp;·&nbsp; "
-            f"**Deployed:** {overview['deployed_version'] or 'none'}")
+            f"**Deployed:** {overview['deployed_version'] or 'none'}{_discarded(overview.get('discarded') or {})}")
+
+
+def _discarded(counts: dict[str, int]) -> str:
+    shown = ", ".join(f"{kind} {n}" for kind, n in counts.items() if n)
+    return f" &nbsp;·&nbsp; **Discarded:** {shown}" if shown else ""
+
+
+def _target_id(value: float | None) -> int:
+    if value is None or value < 1 or value != int(value):
+        raise ValueError("give the id (a whole number, 1 or more)")
+    return int(value)
+
+
+def _audit_frame(events: list[dict[str, Any]]):
+    import pandas as pd
+
+    columns = ["when", "who", "action", "target", "id", "reason"]
+    return pd.DataFrame([{"when": e["when"][:19].replace("T", " "), "who": e["actor"], "action": e["action"],
+                          "target": e["target"], "id": "" if e["id"] is None else e["id"], "reason": e["reason"]}
+                         for e in events], columns=columns)
 
 
 # -- the training and judges panels: plain data to tables and text --------------------------------------------------
@@ -402,22 +473,42 @@ def _before_after(report: dict[str, Any], section: str, key: str, digits: int = 
     return f"{_num(before, digits)} → {_num(after, digits)}"
 
 
+# Fixed widths: a long error wraps in its own column instead of squeezing the headers of the others.
+ROUNDS_COLUMNS = {"id": "50px", "status": "90px", "trigger": "80px", "error": "340px", "versions": "100px",
+                  "pairs": "100px", "started": "190px", "finished": "190px", "held-out accuracy": "150px",
+                  "held-out margin": "150px", "mean length (tokens)": "160px", "EOS rate": "110px"}
+ROUNDS_COLUMN_WIDTHS = list(ROUNDS_COLUMNS.values())
+
+
 def _rounds_frame(rounds: list[dict[str, Any]]):
     import pandas as pd
 
-    columns = ["id", "status", "versions", "pairs", "started", "finished", "held-out accuracy", "held-out margin",
-               "mean length (tokens)", "EOS rate"]
+    columns = list(ROUNDS_COLUMNS)
     rows = []
     for r in reversed(rounds):  # newest first
         report = r["report"] or {}
-        rows.append({"id": r["id"], "status": r["status"], "versions": f"{r['parent'] or '?'} → {r['version'] or '…'}",
-                     "pairs": r["pairs"], "started": (r["started_at"] or "")[:19],
+        skipped = f" ({r['skipped_pairs']} skipped)" if r["skipped_pairs"] else ""
+        rows.append({"id": r["id"], "status": r["status"], "trigger": r["trigger"],
+                     "versions": f"{r['parent'] or '?'} → {r['version'] or '…'}",
+                     "pairs": f"{r['pairs']}{skipped}", "started": (r["started_at"] or "")[:19],
                      "finished": (r["finished_at"] or "")[:19],
                      "held-out accuracy": _before_after(report, "eval", "accuracy"),
                      "held-out margin": _before_after(report, "eval", "margin"),
                      "mean length (tokens)": _before_after(report, "probe", "mean_tokens", 1),
-                     "EOS rate": _before_after(report, "probe", "eos_rate", 2)})
+                     "EOS rate": _before_after(report, "probe", "eos_rate", 2), "error": r["error"] or ""})
     return pd.DataFrame(rows, columns=columns)
+
+
+def _auto_notice(notice: str | None) -> str:
+    """The paused / backing-off notice of automatic rounds as safe HTML (the error text is not ours)."""
+    import html
+    import re
+
+    if not notice:
+        return ""
+    text = re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(notice))  # `x` as code: escaped first, so safe
+    return ('<div class="pf-notice" role="alert" style="border-left: 4px solid #d97706; '
+            f'background: var(--background-fill-secondary)">{text}</div>')
 
 
 def _metrics_frame(metrics: list[dict[str, Any]]):
@@ -447,7 +538,8 @@ def _training_progress(panel: dict[str, Any]) -> str:
     if selected["version"]:
         line += f" → {selected['version']}"
     if selected["error"]:
-        line += f"; error: {selected['error']}"
+        line += f"; error: {selected['error']}" + (" (the traceback is in the round's log, "
+                                                   f"logs/round-{selected['id']}.log)" if selected["log"] else "")
     deploy = (selected["report"] or {}).get("deploy")
     if deploy:
         line += f"; {deploy}"

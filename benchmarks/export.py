@@ -132,28 +132,37 @@ def measure(name: str, db: str, out: str) -> tuple[int, float, float, int]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    args = parse_args()
+    compare(args.pairs, args.db, ".jsonl", measure, lambda tmp: check_first_line(tmp / "run_ours.jsonl"), report)
+
+
+def parse_args() -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=sys.modules["__main__"].__doc__.splitlines()[0])
     ap.add_argument("--pairs", type=int, default=1_000_000)
     ap.add_argument("--db", help="SQLite file to build (default: a temp dir)")
-    args = ap.parse_args()
+    return ap.parse_args()
+
+
+def compare(pairs: int, db_arg: str | None, suffix: str, measure_one, check, report_all) -> None:
+    """Build (or reuse) the database, run the baseline and ours into `run_<side><suffix>`, check, report."""
     with tempfile.TemporaryDirectory(prefix="prefloop-bench-") as tmp:
-        db = Path(args.db) if args.db else Path(tmp) / "bench.db"
+        db = Path(db_arg) if db_arg else Path(tmp) / "bench.db"
         if db.exists():
             print(f"reusing {db}")
         else:
             t = time.perf_counter()
-            build_db(db, args.pairs)
-            print(f"built {args.pairs} pairs in {time.perf_counter() - t:.1f} s ({db.stat().st_size / 1e6:.0f} MB)")
+            build_db(db, pairs)
+            print(f"built {pairs} pairs in {time.perf_counter() - t:.1f} s ({db.stat().st_size / 1e6:.0f} MB)")
         print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} (other work slows both sides)")
         results = {}
         for name in ("run_baseline", "run_ours"):
-            out = str(Path(tmp) / f"{name}.jsonl")
-            count, elapsed, cpu, growth = measure(name, str(db), out)
+            out = str(Path(tmp) / f"{name}{suffix}")
+            count, elapsed, cpu, growth = measure_one(name, str(db), out)
             results[name] = (count, elapsed, growth)
             print(f"{name[4:]:>8}: {count} rows in {elapsed:.2f} s ({cpu:.2f} s CPU) = {count / elapsed:,.0f} rows/s, "
                   f"peak RSS growth {growth / 2**20:.0f} MiB, file {os.path.getsize(out) / 1e6:.0f} MB")
-        check_first_line(Path(tmp) / "run_ours.jsonl")
-        report(results, args.pairs)
+        check(Path(tmp))
+        report_all(results, pairs)
 
 
 def check_first_line(path: Path) -> None:

@@ -60,7 +60,8 @@ def judge_agreement(store) -> dict[str, dict[str, Any]]:
     q = (select(Label.comparison_id, Label.source, Label.annotator, Label.choice, ModelVersion.round)
          .join(Comparison, col(Comparison.id) == Label.comparison_id)
          .join(ModelVersion, col(ModelVersion.id) == Comparison.model_version_id, isouter=True)
-         .where(col(Label.source).in_(("human", "judge")), col(Label.comparison_id).in_(judged)))
+         .where(col(Label.source).in_(("human", "judge")), col(Label.comparison_id).in_(judged),
+                col(Label.discarded_at).is_(None)))
     humans: dict[int, list[str]] = defaultdict(list)
     judges: dict[str, list[tuple[int, str, int]]] = defaultdict(list)
     with store.read() as s:

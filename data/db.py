@@ -5,7 +5,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
-from sqlmodel import Session, SQLModel
+from sqlmodel import Session
 
 from data import models  # noqa: F401  (registers the tables on SQLModel.metadata)
 
@@ -48,10 +48,6 @@ def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
         # Writers take the write lock up front: no deadlock-prone lock upgrades between concurrent writers.
         mode = "IMMEDIATE" if conn.get_execution_options().get("prefloop_write") else "DEFERRED"
         conn.exec_driver_sql(f"BEGIN {mode}")
-
-
-def create_schema(engine: Engine) -> None:
-    SQLModel.metadata.create_all(engine)
 
 
 @contextmanager

@@ -1,5 +1,9 @@
-"""JSONL export of resolved comparisons in the `trl` and `openai` preference formats. Each line is spliced
-from the stored prompt JSON and the escaped response texts, so an export streams at database speed."""
+"""Export of resolved comparisons, so that the pairs file loads in its consumer unchanged: TRL's or OpenAI's
+preference JSONL (each line spliced from the stored prompt JSON and the escaped response texts, so an export
+streams at database speed), or TRL's shape as Parquet or a Hugging Face `datasets` folder (data/export_files.py).
+
+Nothing else goes into the pairs file. Beside it, written atomically with it, `<stem>.ties.jsonl` holds ties and
+both-bad (with `include_ties`) and `<stem>.metadata.jsonl` the provenance of each pair (with `metadata`)."""
 
 import contextlib
 import io
@@ -27,8 +31,8 @@ class Layout(NamedTuple):
     before_second: str  # rejected, or response B
 
 
-# Per format: (pair layout, tie layout). A line is the layout's pieces with the values between them, then
-# '}]', the tie label if any, the metadata if asked, and the closing brace.
+# Per format: (pair layout, tie layout). A line is the layout's pieces with the values between them (OpenAI's
+# tools after the prompt), then '}]', the tie's label and metadata if any, and the closing brace.
 TEMPLATES = {
     "trl": (
         Layout('{"prompt": ', ', "chosen": ' + _OPEN, '}], "rejected": ' + _OPEN),
@@ -40,18 +44,51 @@ TEMPLATES = {
     ),
 }
 FORMATS = tuple(TEMPLATES)
+CONTAINERS = ("jsonl", "parquet", "dataset")  # parquet and dataset hold TRL's conversational shape
+SIDECARS = ("ties", "metadata")
 _DONE = object()
+
+
+class Chunk(NamedTuple):
+    """One batch rendered: the pair rows (tuples) and their JSONL text ('' when not asked), and the sidecars' text."""
+
+    pairs: list[tuple]
+    text: str
+    ties: int
+    ties_text: str
+    metadata_text: str
+
+
+def sidecar_path(out: str | os.PathLike, kind: str) -> Path:
+    """Where the `kind` ('ties' or 'metadata') sidecar of an export to `out` goes: pairs.jsonl -> pairs.ties.jsonl,
+    pairs.parquet -> pairs.ties.jsonl, a dataset folder pairs/ -> pairs.ties.jsonl beside it."""
+    out = Path(out)
+    stem = out.stem if out.suffix in (".jsonl", ".parquet") else out.name
+    return out.with_name(f"{stem}.{kind}.jsonl")
+
+
+def container_for(out, to: str | None = None) -> str:
+    """`to` if given, else from `out`: a '.parquet' name is parquet, an existing folder a dataset, the rest JSONL."""
+    if to is not None:
+        if to not in CONTAINERS:
+            raise ValueError(f"unknown export container {to!r}; allowed: {', '.join(CONTAINERS)}")
+        return to
+    if not isinstance(out, str | os.PathLike):
+        return "jsonl"
+    path = Path(out)
+    return "parquet" if path.suffix == ".parquet" else "dataset" if path.is_dir() else "jsonl"
 
 
 def export_pairs(store, out: str | os.PathLike | IO, fmt: str = "trl", sources: Sequence[str] = ("human", "import"),
                  since_round: int | None = None, min_agreement: float | None = None, include_ties: bool = False,
-                 metadata: bool = False, progress: bool = False) -> int:
-    """Write resolved comparisons as JSONL to a path (atomically) or to an open file; returns lines written.
+                 metadata: bool = False, progress: bool = False, *, to: str | None = None,
+                 ties_out: IO | None = None, metadata_out: IO | None = None) -> int:
+    """Write resolved pairs to a path (atomically, sidecars beside it) or an open file; returns pairs + ties written.
 
-    Pairs are written as chosen/rejected; ties and both-bad (only with `include_ties`) as response_a/response_b
-    with a `label`, never as a pair."""
-    if fmt not in TEMPLATES:
-        raise ValueError(f"unknown export format {fmt!r}; allowed: {', '.join(FORMATS)}")
+    `to` is the container (default: from `out`, see `container_for`). To an open file, ties and metadata go to
+    the open files `ties_out` / `metadata_out`, which must then be given."""
+    container = container_for(out, to)
+    targets = _targets(out, fmt, container, include_ties, metadata, ties_out, metadata_out)
     filters = dict(sources=sources, since_round=since_round, min_agreement=min_agreement,
                    include_ties=include_ties)
     batches = iter_resolved_batches(store, metadata=metadata, batch_size=DEFAULT_BATCH, **filters)
@@ -60,34 +97,118 @@ def export_pairs(store, out: str | os.PathLike | IO, fmt: str = "trl", sources: 
         batches = _prefetched(batches)
     with contextlib.closing(batches):  # stops the reader thread when writing fails
         counted = _with_progress(batches, count_resolved(store, **filters)) if progress else batches
-        chunks = (_render(batch, TEMPLATES[fmt], metadata) for batch in counted)
-        if isinstance(out, str | os.PathLike):
-            return _write_path(Path(out), chunks)
-        return _write_file(out, chunks)
+        chunks = _chunks(counted, fmt, metadata, as_text=container == "jsonl")
+        base = Path(out) if isinstance(out, str | os.PathLike) else None
+        if container == "jsonl":
+            return _write(targets, base, chunks, _write_text)
+        from data import export_files
+
+        if container == "parquet":
+            return _write(targets, base, chunks, export_files.write_parquet)
+        return _write(targets, base, chunks, lambda _, pairs: export_files.write_dataset(base, pairs))
 
 
-def _render(batch: list[tuple], templates: tuple[Layout, Layout], metadata: bool) -> tuple[int, str]:
-    """One batch of `ResolvedRow`-ordered tuples as (line count, text). Pairs without metadata, the bulk of
-    any export, take the short path: one f-string per row, no dict, no json.dumps of the prompt."""
-    if metadata or not all(r[4] in PAIR_OUTCOMES and "\n" not in r[1] for r in batch):
-        return len(batch), "".join([_line(ResolvedRow._make(r), templates, metadata) for r in batch])
-    enc = encode_basestring
-    head, mid, tail = templates[0]
-    # r[1] prompt JSON, r[2] chosen, r[3] rejected (ResolvedRow's order)
-    return len(batch), "".join([f"{head}{r[1]}{mid}{enc(r[2])}{tail}{enc(r[3])}}}]}}\n" for r in batch])
+def export_part(store, out: IO, part: str = "pairs", metadata: bool = False, **options) -> int:
+    """One file of an export, to an open file: the `pairs`, the `ties` (with `metadata`, inline as in a ties
+    file) or the pairs' `metadata` (what one HTTP response can carry); the export's other files are not kept.
+    `options` as for `export_pairs`."""
+    if part not in ("pairs", *SIDECARS):
+        raise ValueError(f"unknown export part {part!r}; allowed: pairs, {', '.join(SIDECARS)}")
+    files = {name: out if name == part else _Discard() for name in ("pairs", *SIDECARS)}
+    return export_pairs(store, files["pairs"], include_ties=part == "ties", metadata=metadata or part == "metadata",
+                        ties_out=files["ties"], metadata_out=files["metadata"], **options)
 
 
-def _line(row: ResolvedRow, templates: tuple[Layout, Layout], metadata: bool) -> str:
-    head, mid, tail = templates[0] if row.is_pair else templates[1]
-    label = "" if row.is_pair else f', "label": "{row.outcome}"'
-    meta = f', "metadata": {json.dumps(_metadata(row), ensure_ascii=False)}' if metadata else ""
+class _Discard(io.RawIOBase):
+    """A binary file that keeps nothing."""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        return len(data)
+
+
+def _targets(out, fmt: str, container: str, include_ties: bool, metadata: bool, ties_out, metadata_out) -> dict:
+    """The export's outputs by name (pairs, ties, metadata), checked before anything is read or written."""
+    if fmt not in TEMPLATES:
+        raise ValueError(f"unknown export format {fmt!r}; allowed: {', '.join(FORMATS)}")
+    if container != "jsonl" and fmt != "trl":
+        raise ValueError(f"{container} export holds TRL's conversational shape: use format 'trl' "
+                         f"(format {fmt!r} is JSONL only)")
+    is_path = isinstance(out, str | os.PathLike)
+    if container == "dataset":
+        if not is_path:
+            raise ValueError("a dataset export needs a folder path, not an open file")
+        from data.export_files import check_dataset_target
+
+        check_dataset_target(Path(out))
+    wanted = {"ties": (include_ties, ties_out), "metadata": (metadata, metadata_out)}
+    targets = {"pairs": None if container == "dataset" else out}
+    for kind, (asked, given) in wanted.items():
+        if is_path:
+            targets[kind] = sidecar_path(out, kind) if asked else None  # None: a stale one is removed
+        elif asked:
+            if given is None:
+                raise ValueError(f"{kind} go to a file of their own: export to a path, or pass {kind}_out")
+            targets[kind] = given
+    return targets
+
+
+def _chunks(batches, fmt: str, metadata: bool, as_text: bool) -> Iterator[Chunk]:
+    start = 0  # the pairs file's row of the batch's first pair, for the metadata sidecar
+    for batch in batches:
+        chunk = _render(batch, fmt, metadata, start, as_text)
+        start += len(chunk.pairs)
+        yield chunk
+
+
+def _render(batch: list[tuple], fmt: str, metadata: bool, start: int, as_text: bool = True) -> Chunk:
+    """One batch of `ResolvedRow`-ordered tuples. Plain pairs without metadata, the bulk of any export, take the
+    short path: one f-string per row, no dict, no json.dumps of the prompt."""
+    # r[1] prompt JSON, r[2] chosen, r[3] rejected, r[12] tools, r[13] parallel_tool_calls (ResolvedRow's order)
+    if not metadata and all(r[4] in PAIR_OUTCOMES and "\n" not in r[1] and r[12] is None and r[13] is None
+                            for r in batch):
+        if not as_text:
+            return Chunk(batch, "", 0, "", "")
+        enc = encode_basestring
+        head, mid, tail = TEMPLATES[fmt][0]
+        return Chunk(batch, "".join([f"{head}{r[1]}{mid}{enc(r[2])}{tail}{enc(r[3])}}}]}}\n" for r in batch]),
+                     0, "", "")
+    rows = [ResolvedRow._make(r) for r in batch]
+    pairs = [r for r in rows if r.is_pair]
+    ties = [r for r in rows if not r.is_pair]
+    text = "".join([_line(r, fmt) for r in pairs]) if as_text else ""
+    meta = "".join([_json_line({"row": start + i, **_metadata(r)}) for i, r in enumerate(pairs)]) if metadata else ""
+    return Chunk(pairs, text, len(ties), "".join([_line(r, fmt, metadata) for r in ties]), meta)
+
+
+def _line(row: ResolvedRow, fmt: str, metadata: bool = False) -> str:
+    head, mid, tail = TEMPLATES[fmt][0 if row.is_pair else 1]
+    extra = ""  # a tie's label and metadata: the ties file is prefloop's own, not a consumer's format
+    if not row.is_pair:
+        extra = f', "label": "{row.outcome}"'
+        extra += f', "metadata": {json.dumps(_metadata(row), ensure_ascii=False)}' if metadata else ""
+    tools = _openai_tools(row) if fmt == "openai" else ""
     first, second = encode_basestring(row.chosen), encode_basestring(row.rejected)
-    return f"{head}{_one_line(row.prompt_json)}{mid}{first}{tail}{second}}}]{label}{meta}}}\n"
+    return f"{head}{_one_line(row.prompt_json)}{tools}{mid}{first}{tail}{second}}}]{extra}}}\n"
 
 
-def _one_line(prompt_json: str) -> str:
+def _openai_tools(row: ResolvedRow) -> str:
+    """`input.tools` and `input.parallel_tool_calls`, as OpenAI's preference format documents them, when set."""
+    text = "" if row.tools_json is None else f', "tools": {_one_line(row.tools_json)}'
+    if row.parallel_tool_calls is not None:
+        text += f', "parallel_tool_calls": {"true" if row.parallel_tool_calls else "false"}'
+    return text
+
+
+def _one_line(stored_json: str) -> str:
     # Our serializer never writes a raw newline, but JSON stored by other means might: a JSONL line must not break.
-    return json.dumps(json.loads(prompt_json), ensure_ascii=False) if "\n" in prompt_json else prompt_json
+    return json.dumps(json.loads(stored_json), ensure_ascii=False) if "\n" in stored_json else stored_json
+
+
+def _json_line(value) -> str:
+    return json.dumps(value, ensure_ascii=False) + "\n"
 
 
 def _metadata(r: ResolvedRow) -> dict:
@@ -97,27 +218,87 @@ def _metadata(r: ResolvedRow) -> dict:
             "agreement": r.agreement, "labels": r.labels, "model_versions": versions, "round": r.round}
 
 
-def _write_path(path: Path, chunks) -> int:
-    """Write next to `path` and rename into place, so a failed export leaves no half-written file."""
-    tmp = path.with_name(path.name + ".tmp")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with open(tmp, "wb") as f:
-            written = _write_file(f, chunks)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return written
+# -- writing ---------------------------------------------------------------------------------------------------------
+def _write(targets: dict, base: Path | None, chunks: Iterator[Chunk], write_pairs) -> int:
+    """Write the pairs with `write_pairs(file, chunks)` and every chunk's sidecar text; returns pairs + ties."""
+    ties = 0
+    with _Outputs(targets, base) as files:
+
+        def teed() -> Iterator[Chunk]:
+            nonlocal ties
+            for chunk in chunks:
+                files.write_sidecars(chunk)
+                ties += chunk.ties
+                yield chunk
+
+        return write_pairs(files.pairs, teed()) + ties
 
 
-def _write_file(f: IO, chunks) -> int:
+def _write_text(f: IO, chunks: Iterator[Chunk]) -> int:
     text_mode = isinstance(f, io.TextIOBase)
     written = 0
-    for count, text in chunks:
-        f.write(text if text_mode else text.encode("utf-8"))
-        written += count
+    for chunk in chunks:
+        f.write(chunk.text if text_mode else chunk.text.encode("utf-8"))
+        written += len(chunk.pairs)
     return written
+
+
+class _Outputs:
+    """The files of one export by name: a path is written beside as `.tmp` and renamed into place only when the
+    whole export succeeded (so a failed export leaves no half-written file); an open file is written as is.
+    A sidecar not asked for this time (None) of an export to the path `base` is removed: an earlier export's
+    would no longer match the pairs file."""
+
+    def __init__(self, targets: dict, base: Path | None = None):
+        self.targets = targets
+        self.base = base
+        self.files: dict[str, IO] = {}
+        self.temps: dict[str, Path] = {}
+
+    def __enter__(self) -> "_Outputs":
+        try:
+            for name, target in self.targets.items():
+                if isinstance(target, str | os.PathLike):
+                    path = Path(target)
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    self.temps[name] = path.with_name(path.name + ".tmp")
+                    self.files[name] = open(self.temps[name], "wb")  # noqa: SIM115 (closed in __exit__)
+                elif target is not None:
+                    self.files[name] = target
+        except BaseException:
+            self._close(committed=False)
+            raise
+        return self
+
+    @property
+    def pairs(self) -> IO | None:
+        return self.files.get("pairs")  # None for a dataset folder, which export_files writes itself
+
+    def write(self, name: str, text: str) -> None:
+        if text:
+            f = self.files[name]
+            f.write(text if isinstance(f, io.TextIOBase) else text.encode("utf-8"))
+
+    def write_sidecars(self, chunk: Chunk) -> None:
+        if chunk.ties_text:
+            self.write("ties", chunk.ties_text)
+        if chunk.metadata_text:
+            self.write("metadata", chunk.metadata_text)
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self._close(committed=exc_type is None)
+
+    def _close(self, committed: bool) -> None:
+        for name, temp in self.temps.items():
+            self.files[name].close()
+            if committed:
+                os.replace(temp, self.targets[name])
+            else:
+                temp.unlink(missing_ok=True)
+        if committed and self.base is not None:
+            for name in SIDECARS:
+                if self.targets.get(name) is None:
+                    sidecar_path(self.base, name).unlink(missing_ok=True)
 
 
 def _with_progress(batches, total: int):

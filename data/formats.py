@@ -1,14 +1,24 @@
 """Import file formats: read and validate prompt, response and preference files into plain records (no database).
 
-`parse_file` validates a whole file before anything is stored; `sniff_format` guesses a file's format."""
+`parse_file` validates a whole file before anything is stored; `sniff_format` guesses a file's format. A file may
+also be a Hugging Face datasets folder (`save_to_disk`): its rows are read like JSONL records, numbered from 0."""
 
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from data.readers import InvalidRecord, csv_items, json_array_items, jsonl_items, kind
+from data.readers import (
+    InvalidRecord,
+    csv_items,
+    dataset_items,
+    json_array_items,
+    jsonl_items,
+    kind,
+    load_dataset_folder,
+)
 from data.store import normalize_messages
 
 FORMATS = ("prompts-jsonl", "prompts-csv", "responses-jsonl", "trl", "openai", "hh-rlhf", "llamafactory")
@@ -37,10 +47,13 @@ class ResponsesRecord:
 
 @dataclass
 class PreferenceRecord:
+    """A labelled pair; `tools`/`parallel_tool_calls` come with the prompt in OpenAI data (None elsewhere)."""
     messages: list[dict[str, str]]
     chosen: str
     rejected: str
     line: int
+    tools: list[dict[str, Any]] | None = None
+    parallel_tool_calls: bool | None = None
 
 
 Record = PromptRecord | ResponsesRecord | PreferenceRecord
@@ -84,24 +97,31 @@ def iter_records(path: str | Path, fmt: str, prompt_field: str | None = None,
         raise UnknownFormat(f"unknown format {fmt!r}; known formats: {', '.join(FORMATS)}")
     if prompt_field and fmt not in PROMPT_FIELD_FORMATS:
         raise ValueError(f"prompt_field applies to {', '.join(PROMPT_FIELD_FORMATS)}, not to {fmt}")
+    if fmt == "prompts-csv" and Path(path).is_dir():
+        raise ValueError(f"{path}: prompts-csv reads a CSV file, not a folder")
     return _records(Path(path), fmt, prompt_field, max_record_bytes)
 
 
 def _records(path: Path, fmt: str, prompt_field: str | None, max_bytes: int) -> Iterator[Record | InvalidRecord]:
     convert = _CONVERTERS[fmt]
-    read = {"prompts-csv": csv_items, "llamafactory": json_array_items}.get(fmt, jsonl_items)
+    if path.is_dir():
+        read, unit = dataset_items, "row"
+    else:
+        read, unit = {"prompts-csv": csv_items, "llamafactory": json_array_items}.get(fmt, jsonl_items), "line"
     for line, index, obj, problem in read(path, max_bytes, prompt_field):
         try:
             if problem:
                 raise _Bad(None, problem)
             yield convert(obj, line, prompt_field)
         except _Bad as bad:
-            yield InvalidRecord(str(path), line, bad.field, bad.message, index)
+            yield InvalidRecord(str(path), line, bad.field, bad.message, index, unit)
 
 
 def sniff_format(path: str | Path, prompt_field: str | None = None) -> str:
-    """Tell a file's format from its extension and the keys of its first record."""
+    """Tell a file's format from its extension and the keys of its first record (a datasets folder: its columns)."""
     path = Path(path)
+    if path.is_dir():
+        return _format_of(_first_row(path), prompt_field, f"{path}: cannot tell the format from the columns")
     if path.suffix.lower() == ".csv":
         return "prompts-csv"
     with open(path, "rb") as f:
@@ -110,7 +130,12 @@ def sniff_format(path: str | Path, prompt_field: str | None = None) -> str:
         raise UnknownFormat(f"{path}: the file is empty")
     if head.startswith("["):
         return "llamafactory"
-    obj = _first_object(path)
+    return _format_of(_first_object(path), prompt_field, f"{path}: cannot tell the format from the first record's keys")
+
+
+def _format_of(obj: dict, prompt_field: str | None, cannot: str) -> str:
+    if "conversations" in obj and "chosen" in obj:
+        return "llamafactory"
     if "input" in obj and "preferred_output" in obj:
         return "openai"
     if "responses" in obj:
@@ -125,7 +150,7 @@ def sniff_format(path: str | Path, prompt_field: str | None = None) -> str:
         return "prompts-jsonl"
     known = [k for k in ("instruction", "turns", "question") if k in obj]
     hint = f"; for prompts pass prompt_field={known[0]!r}" if known else ""
-    raise UnknownFormat(f"{path}: cannot tell the format from the first record's keys {sorted(obj)}{hint}")
+    raise UnknownFormat(f"{cannot} {sorted(obj)}{hint}")
 
 
 def _first_object(path: Path) -> dict:
@@ -134,6 +159,13 @@ def _first_object(path: Path) -> dict:
             raise UnknownFormat(f"{path}:{line}: cannot tell the format: {problem or 'not a JSON object'}")
         return obj
     raise UnknownFormat(f"{path}: the file has no records")
+
+
+def _first_row(path: Path) -> dict:
+    dataset = load_dataset_folder(path)
+    if len(dataset) == 0:
+        raise UnknownFormat(f"{path}: the dataset has no rows")
+    return dataset[0]
 
 
 # -- converters: one source object to one record, or _Bad --------------------------------------------------------
@@ -168,11 +200,33 @@ def _trl_record(obj: dict, line: int, _prompt_field: str | None) -> PreferenceRe
         raise _Bad("prompt", _type_message(prompt, "a string or a list of messages"))
     if isinstance(chosen, list) or isinstance(rejected, list):
         return _trl_conversational_implicit(chosen, rejected, line)
-    # Standard implicit prompt: the prompt is folded into the texts, so there is no prompt to store ([]).
-    return _pair([], _text(chosen, "chosen"), _text(rejected, "rejected"), line)
+    return _trl_standard_implicit(_text(chosen, "chosen"), _text(rejected, "rejected"), line)
+
+
+def _trl_standard_implicit(chosen: str, rejected: str, line: int) -> PreferenceRecord:
+    """The prompt is the text both share, cut where TRL's `extract_prompt` (which DPOTrainer runs) cuts it.
+
+    That is the first differing character, moved back over one space so the space stays with the completions
+    ("The sky is" + " blue."); when one text is a prefix of the other, the cut is before the shorter one's last
+    character (TRL's rule, kept so a file trains here as it would in TRL)."""
+    if chosen == rejected:
+        raise _Bad("rejected", "is the same text as the chosen response")
+    shared = len(os.path.commonprefix([chosen, rejected]))
+    cut = shared - 1 if shared == min(len(chosen), len(rejected)) else shared
+    if cut == shared and cut > 0 and chosen[cut - 1] == " ":
+        cut -= 1
+    prompt = chosen[:cut]
+    if not prompt.strip():
+        raise _Bad("rejected", "shares no leading text with 'chosen', so there is no prompt to take from them "
+                               "(give the prompt in a 'prompt' field)")
+    after = "after the prompt they share"
+    chosen, rejected = _text(chosen[cut:], "chosen", after), _text(rejected[cut:], "rejected", after)
+    return _pair(normalize_messages(prompt), chosen, rejected, line)
 
 
 def _trl_conversational_implicit(chosen: Any, rejected: Any, line: int) -> PreferenceRecord:
+    """TRL's `extract_prompt` on messages: the shared leading messages are the prompt. Each side must then hold
+    one final assistant message, the only completion a pair stores."""
     full = {}
     for field, value in (("chosen", chosen), ("rejected", rejected)):
         if not isinstance(value, list):
@@ -194,11 +248,31 @@ def _openai_record(obj: dict, line: int, _prompt_field: str | None) -> Preferenc
     source = obj.get("input", _MISSING)
     if not isinstance(source, dict):
         raise _Bad("input", _type_message(source, "an object with 'messages'"))
-    # Other keys of `input` (tools, parallel_tool_calls) do not change the prompt text, so they are ignored.
-    messages = _prompt_messages(source.get("messages", _MISSING), "input.messages")
-    chosen = _one_assistant(obj.get("preferred_output", _MISSING), "preferred_output")
-    rejected = _one_assistant(obj.get("non_preferred_output", _MISSING), "non_preferred_output")
-    return _pair(messages, chosen, rejected, line, rejected_field="non_preferred_output")
+    messages = _prompt_messages(source.get("messages", _MISSING), "input.messages", parts=True)
+    chosen = _one_assistant(obj.get("preferred_output", _MISSING), "preferred_output", parts=True)
+    rejected = _one_assistant(obj.get("non_preferred_output", _MISSING), "non_preferred_output", parts=True)
+    record = _pair(messages, chosen, rejected, line, rejected_field="non_preferred_output")
+    # Tool definitions belong to the prompt: kept so a model trains and an export writes them as given.
+    record.tools = _openai_tools(source.get("tools"))
+    parallel = source.get("parallel_tool_calls")
+    if parallel is not None and not isinstance(parallel, bool):
+        raise _Bad("input.parallel_tool_calls", f"must be true or false, not {kind(parallel)}")
+    record.parallel_tool_calls = parallel
+    return record
+
+
+def _openai_tools(tools: Any) -> list[dict[str, Any]] | None:
+    """`input.tools`: a list of tool objects, each with a string `type` ("function"); null means none."""
+    if tools is None:
+        return None
+    if not isinstance(tools, list):
+        raise _Bad("input.tools", f"must be a list of tool objects, not {kind(tools)}")
+    for i, tool in enumerate(tools):
+        if not isinstance(tool, dict):
+            raise _Bad(f"input.tools[{i}]", f"must be a tool object, not {kind(tool)}")
+        if not isinstance(tool.get("type"), str):
+            raise _Bad(f"input.tools[{i}].type", _type_message(tool.get("type", _MISSING), "a string"))
+    return tools
 
 
 def _hh_record(obj: dict, line: int, _prompt_field: str | None) -> PreferenceRecord:
@@ -223,9 +297,7 @@ def _hh_split(transcript: str, field: str) -> tuple[str, str]:
     final = _hh_strip(transcript[cut + len(ASSISTANT):])
     if HUMAN in final:
         raise _Bad(field, "must end with an assistant turn, not a '\\n\\nHuman:' turn")
-    # An empty final reply is kept: in harmlessness data saying nothing can be the preferred answer, and the
-    # shared HH-RLHF sample has one (line 87). Empty pairs still fail as identical chosen and rejected.
-    return transcript[:cut], final
+    return transcript[:cut], _text(final, field, "in the final '\\n\\nAssistant:' turn")
 
 
 def _hh_strip(turn: str) -> str:
@@ -268,6 +340,8 @@ def _prompt_of(obj: dict, prompt_field: str | None) -> list[dict[str, str]]:
     value = obj.get(field, _MISSING)
     if value is _MISSING and not prompt_field:
         raise _Bad("prompt", "is missing (a record needs 'prompt' or 'messages')")
+    if field == "messages":  # a chat, never a plain string or a list of turns
+        return _prompt_messages(value, field)
     if isinstance(value, str):
         return normalize_messages(_text(value, field) + _instruction_input(obj, field))
     if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
@@ -288,22 +362,43 @@ def _instruction_input(obj: dict, field: str) -> str:
     return f"\n\n{extra}" if isinstance(extra, str) and extra.strip() else ""
 
 
-def _messages(value: Any, field: str) -> list[dict[str, str]]:
+def _messages(value: Any, field: str, parts: bool = False) -> list[dict[str, str]]:
+    """{role, content} messages; with `parts` (OpenAI), content may also be a list of text parts."""
     if not isinstance(value, list):
         raise _Bad(field, _type_message(value, "a list of {role, content} messages"))
+    messages = []
     for i, message in enumerate(value):
         if not isinstance(message, dict):
             raise _Bad(f"{field}[{i}]", _type_message(message, "an object with 'role' and 'content'"))
         if message.get("role") not in ROLES:
             raise _Bad(f"{field}[{i}].role", f"must be one of {', '.join(ROLES)}, got {message.get('role')!r}")
         content = message.get("content", _MISSING)
+        if parts and isinstance(content, list):
+            content = _text_parts(content, f"{field}[{i}].content")
         if not isinstance(content, str):
-            raise _Bad(f"{field}[{i}].content", _type_message(content, "a string"))
-    return normalize_messages(value)
+            expected = "a string or a list of text parts" if parts else "a string"
+            raise _Bad(f"{field}[{i}].content", _type_message(content, expected))
+        messages.append({"role": message["role"], "content": content})
+    return normalize_messages(messages)
 
 
-def _prompt_messages(value: Any, field: str) -> list[dict[str, str]]:
-    messages = _messages(value, field)
+def _text_parts(content: list, field: str) -> str:
+    """OpenAI content parts: only text ones, joined in order with nothing between them."""
+    texts = []
+    for j, part in enumerate(content):
+        if not isinstance(part, dict):
+            raise _Bad(f"{field}[{j}]", f"must be a content part object, not {kind(part)}")
+        if part.get("type") != "text":
+            raise _Bad(f"{field}[{j}].type", f"must be 'text' (only text is imported), got {part.get('type')!r}")
+        text = part.get("text", _MISSING)
+        if not isinstance(text, str):
+            raise _Bad(f"{field}[{j}].text", _type_message(text, "a string"))
+        texts.append(text)
+    return "".join(texts)
+
+
+def _prompt_messages(value: Any, field: str, parts: bool = False) -> list[dict[str, str]]:
+    messages = _messages(value, field, parts)
     _check_prompt(messages, field)
     return messages
 
@@ -313,22 +408,27 @@ def _check_prompt(messages: list[dict[str, str]], field: str) -> None:
         raise _Bad(field, "must hold at least one message with non-empty content")
 
 
-def _one_assistant(value: Any, field: str) -> str:
+def _one_assistant(value: Any, field: str, parts: bool = False) -> str:
     if not isinstance(value, list) or len(value) != 1:
         raise _Bad(field, _type_message(value, "a list holding one assistant message"))
-    message = _messages(value, field)[0]
+    message = _messages(value, field, parts)[0]
     if message["role"] != "assistant":
         raise _Bad(f"{field}[0].role", f"must be 'assistant', got {message['role']!r}")
     return _text(message["content"], f"{field}[0].content")
 
 
-def _text(value: Any, field: str) -> str:
+def _text(value: Any, field: str, where: str = "") -> str:
+    """A prompt or a reply: a string with more than whitespace in it.
+
+    An empty reply is refused in every format: OpenAI's preference fine-tuning takes no empty assistant message,
+    and whatever imports must export and train."""
     if value is _MISSING:
         raise _Bad(field, "is missing")
     if not isinstance(value, str):
         raise _Bad(field, f"must be a non-empty string, not {kind(value)}")
     if not value.strip():
-        raise _Bad(field, "must be a non-empty string, got " + ("whitespace only" if value else "an empty string"))
+        got = "whitespace only" if value else "an empty string"
+        raise _Bad(field, f"must be a non-empty string, got {got}" + (f" {where}" if where else ""))
     return value
 
 

@@ -1,4 +1,5 @@
-"""Import a prompts, responses or preference file into the database: the whole file or nothing, in one transaction.
+"""Import a prompts, responses or preference file (or a Hugging Face datasets folder) into the database: the whole
+file or nothing, in one transaction.
 
 Parsing and validation live in data/formats.py; this module turns valid records into rows, deduplicating by hash."""
 
@@ -23,7 +24,6 @@ from data.models import Comparison, Label, Prompt, Response
 from data.store import Store, prompt_hash
 
 MAX_PAIRS_PER_RECORD = 10
-NO_PROMPT_REASON = "no prompt: implicit-prompt preference pair"
 _CHUNK = 500  # values per IN (...) query
 
 
@@ -72,8 +72,10 @@ def import_file(store: Store, path: str | Path, fmt: str | None = None, prompt_f
     if skip_invalid:
         # Written before the transaction: an unwritable report path fails the import before anything is stored.
         result.report_path = _write_report(invalid, Path(report_path))
+    # A datasets folder's records are rows numbered from 0, so their origin says so ("name row 3", not "name:3").
+    where = f"{path.name} row " if path.is_dir() else f"{path.name}:"
     with store.write() as session:
-        _store_records(session, records, path.name, overlap, result, progress)
+        _store_records(session, records, (path.name, where), overlap, result, progress)
     return result
 
 
@@ -83,11 +85,13 @@ def _write_report(invalid: list[InvalidRecord], report_path: Path) -> Path:
     return report_path
 
 
-def _store_records(session: Session, records: list[Record], file_name: str, overlap: int,
+def _store_records(session: Session, records: list[Record], source: tuple[str, str], overlap: int,
                    result: ImportResult, progress: bool) -> None:
-    hashes = [prompt_hash(r.messages) for r in records]
+    """Store the records; `source` is (file name, the prefix of an origin before the record's line number)."""
+    file_name = source[0]
+    hashes = [prompt_hash(r.messages, *_tools(r)) for r in records]
     prompt_ids = _store_prompts(session, records, hashes, file_name, result)
-    pairs = _new_pairs(session, _pairs(records, hashes, file_name, progress), result)
+    pairs = _new_pairs(session, _pairs(records, hashes, source, progress), result)
     response_ids = _store_responses(session, pairs, prompt_ids)
     comparison_ids = _insert(session, Comparison, [
         dict(prompt_id=prompt_ids[p.prompt], response_a_id=response_ids[p.prompt, p.source, p.a],
@@ -117,20 +121,28 @@ def _store_prompts(session: Session, records: Sequence[Record], hashes: list[str
         if h in ids or h in new:
             result.prompts_duplicate += 1
             continue
-        # An empty prompt (TRL implicit standard) has nothing to generate from.
-        new[h] = dict(messages=record.messages, source=file_name, content_hash=h,
-                      skip_reason=None if record.messages else NO_PROMPT_REASON)
+        tools, parallel_tool_calls = _tools(record)
+        new[h] = dict(messages=record.messages, source=file_name, content_hash=h, tools=tools,
+                      parallel_tool_calls=parallel_tool_calls)
     result.prompts_added += len(new)
     return ids | dict(zip(new, _insert(session, Prompt, list(new.values())), strict=True))
 
 
-def _pairs(records: Sequence[Record], hashes: list[str], file_name: str, progress: bool) -> list[_Pair]:
+def _tools(record: Record) -> tuple[list | None, bool | None]:
+    """The tool definitions that come with a record's prompt (OpenAI preference data only)."""
+    if isinstance(record, PreferenceRecord):
+        return record.tools, record.parallel_tool_calls
+    return None, None
+
+
+def _pairs(records: Sequence[Record], hashes: list[str], source: tuple[str, str], progress: bool) -> list[_Pair]:
     from tqdm import tqdm  # only a progress bar: imported when needed
 
+    file_name, where = source
     pairs = []
     for record, h in tqdm(zip(records, hashes, strict=True), total=len(hashes), disable=not progress,
                           desc=f"import {file_name}", unit="record"):
-        origin = f"{file_name}:{record.line}"
+        origin = f"{where}{record.line}"
         if isinstance(record, PreferenceRecord):
             key = _content_hash("import", h, record.chosen, record.rejected)
             pairs.append(_Pair(h, record.chosen, record.rejected, key, origin, "import"))

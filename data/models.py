@@ -17,6 +17,12 @@ class Prompt(SQLModel, table=True):
     source: str = Field(default="", description="where the prompt came from (file name, 'demo', ...)")
     content_hash: str = Field(unique=True, index=True, max_length=64)
     skip_reason: str | None = Field(default=None, description="why generation skips it (e.g. too long)")
+    # OpenAI preference data may carry tool definitions with the prompt; kept so an export gives them back.
+    tools: list[dict[str, Any]] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    parallel_tool_calls: bool | None = None
+    discarded_at: datetime | None = Field(default=None, description="set by an operator: never sampled, "
+                                          "labelled, trained on or exported while set")
+    discard_reason: str | None = None
     created_at: datetime = Field(default_factory=utcnow)
 
 
@@ -72,6 +78,8 @@ class Comparison(SQLModel, table=True):
     origin: str | None = Field(default=None, description="file and line it was imported from")
     # Set for imported comparisons so re-importing a file skips what is already there; NULLs never clash.
     content_hash: str | None = Field(default=None, unique=True, max_length=64)
+    discarded_at: datetime | None = None  # see Prompt.discarded_at
+    discard_reason: str | None = None
     created_at: datetime = Field(default_factory=utcnow)
 
 
@@ -94,6 +102,8 @@ class Label(SQLModel, table=True):
     shown_order: str = Field(default="ab", max_length=2)
     rationale: str | None = None
     time_spent_s: float | None = None
+    discarded_at: datetime | None = None  # a discarded label counts for nothing: not resolved, trained or exported
+    discard_reason: str | None = None
     created_at: datetime = Field(default_factory=utcnow, index=True)
 
 
@@ -122,7 +132,6 @@ class TrainingRun(SQLModel, table=True):
     error: str | None = None
 
 
-# -- issue #4: JSON API tokens ------------------------------------------------------------------------------------
 class ApiToken(SQLModel, table=True):
     """A bearer token of the labelling API. Only its SHA-256 is stored; the token itself is shown once at login."""
     id: int | None = Field(default=None, primary_key=True)
@@ -132,7 +141,6 @@ class ApiToken(SQLModel, table=True):
     expires_at: datetime
 
 
-# -- issue #6: LLM-judge runs ---------------------------------------------------------------------------------------
 class JudgeRun(SQLModel, table=True):
     """One `prefloop judge` run of one judge: what it judged and how (labels alone cannot show abstains or flips).
 
@@ -153,3 +161,15 @@ class JudgeRun(SQLModel, table=True):
     updated_at: datetime = Field(default_factory=utcnow)
     finished_at: datetime | None = None
     error: str | None = None
+
+
+class AuditEvent(SQLModel, table=True):
+    """One change an operator or annotator made to stored data: who, when, what, why. Rows are never changed."""
+    id: int | None = Field(default=None, primary_key=True)
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+    actor: str = Field(max_length=128)  # a user name, or 'cli' for the operator at the command line
+    action: str = Field(max_length=32)  # discard|restore|undo|auto_rounds_resumed
+    target: str = Field(max_length=16)  # prompt|comparison|label|rounds
+    target_id: int | None = None
+    reason: str | None = None
+    detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))

@@ -27,6 +27,8 @@ class ResolvedRow(NamedTuple):
     chosen_version: str | None = None  # model version names (response A/B for ties); None when imported
     rejected_version: str | None = None
     round: int | None = None  # the comparison's model version round; 0 without a version
+    tools_json: str | None = None  # the prompt's stored tool definitions (JSON text), None when it has none
+    parallel_tool_calls: bool | None = None  # the prompt's; stored as 0/1 on SQLite
 
     @property
     def is_pair(self) -> bool:
@@ -162,7 +164,7 @@ def _aggregate_sql(sources: list[str]) -> str:
         cols.append("CASE " + " ".join(f"WHEN {cond} THEN '{c}'" for cond, c in majority) + f" END AS {s}_out")
         cols.append("CASE " + " ".join(f"WHEN {cond} THEN {_count(s, c)}" for cond, c in majority) + f" END AS {s}_top")
     return (f"SELECT comparison_id AS cid, {', '.join(cols)} FROM label "
-            f"WHERE source IN ({_quoted(sources)}) AND choice IN ({_quoted(CHOICES)}) "
+            f"WHERE source IN ({_quoted(sources)}) AND choice IN ({_quoted(CHOICES)}) AND discarded_at IS NULL "
             "AND comparison_id >= {lo} AND comparison_id < {hi} GROUP BY comparison_id")
 
 
@@ -180,7 +182,7 @@ def _pick_sql(sources: list[str], versions: bool) -> str:
             f"{pick(lambda s: repr(s))} AS src, {pick(lambda s: f'agg.{s}_out')} AS outcome, "
             f"{pick(lambda s: f'agg.{s}_n')} AS n, {pick(lambda s: f'agg.{s}_top')} AS top "
             f"FROM agg JOIN comparison c ON c.id = agg.cid {version_join} "
-            "WHERE c.status IN ('open', 'done')")
+            "WHERE c.status IN ('open', 'done') AND c.discarded_at IS NULL")
 
 
 def _select_sql(metadata: bool) -> str:
@@ -194,6 +196,8 @@ def _select_sql(metadata: bool) -> str:
         cols += [swap.format(a="va.name", b="vb.name"), swap.format(a="vb.name", b="va.name"), "res.round"]
     else:
         cols += ["NULL", "NULL", "NULL"]
+    # A JSON column may hold the JSON text 'null' rather than SQL NULL for a prompt without tools.
+    cols += ["NULLIF(CAST(p.tools AS TEXT), 'null')", "p.parallel_tool_calls"]
     return ", ".join(cols)
 
 
@@ -203,7 +207,8 @@ def _response_versions_sql() -> str:
 
 
 def _filters_sql(since_round: int | None, min_agreement: float | None, include_ties: bool) -> str:
-    where = ["res.outcome IN ('a', 'b')" if not include_ties else "res.outcome IS NOT NULL"]
+    # Discarded labels and comparisons are left out above; a discarded prompt takes all its comparisons out here.
+    where = ["res.outcome IN ('a', 'b')" if not include_ties else "res.outcome IS NOT NULL", "p.discarded_at IS NULL"]
     if since_round is not None:
         where.append(f"res.round >= {int(since_round)}")
     if min_agreement is not None:
@@ -218,7 +223,8 @@ def _quoted(names: Sequence[str]) -> str:
 def _with_annotators(cursor, batch: list[tuple], lo: int, hi: int) -> list[tuple]:
     """Fill in who gave the counted labels of each row's source, with one query per batch."""
     cursor.execute(f"SELECT comparison_id, source, annotator FROM label WHERE comparison_id >= {lo} "
-                   f"AND comparison_id < {hi} AND choice IN ({_quoted(CHOICES)}) ORDER BY comparison_id, annotator")
+                   f"AND comparison_id < {hi} AND choice IN ({_quoted(CHOICES)}) AND discarded_at IS NULL "
+                   "ORDER BY comparison_id, annotator")
     found: dict[tuple[int, str], list[str]] = {}
     for cid, source, annotator in cursor.fetchall():
         found.setdefault((cid, source), []).append(annotator)

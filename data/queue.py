@@ -23,7 +23,7 @@ from sqlalchemy import (
 )
 from sqlmodel import Session, col, select
 
-from data.models import Comparison, Label, Lease, Response, utcnow
+from data.models import Comparison, Label, Lease, Prompt, Response, utcnow
 from data.store import Store
 
 CHOICES = ("a", "b", "tie", "both_bad", "skip")
@@ -99,7 +99,9 @@ def _sql(statement: str, result_types: dict | None = None, **bind_types) -> Text
 
 
 _WANTED = "CASE WHEN c.overlap >= 1 THEN c.overlap ELSE :overlap_default END"
-_FILLING = "choice != 'skip' AND source != 'judge'"  # labels that fill the overlap (not skips, not judges)
+# The one rule of what fills the overlap: not skips, not judges (advisory extras), not labels an operator discarded.
+# Unqualified on purpose: inside a subquery over `label x` the names resolve to x.
+_FILLING = "choice != 'skip' AND source != 'judge' AND discarded_at IS NULL"
 _EXPIRE = _sql("DELETE FROM lease WHERE expires_at <= :now", now=_TS)
 _HELD = _sql(
     # CROSS JOIN: SQLite's way to say "lease first" (a handful of rows), not a walk over every open comparison.
@@ -109,11 +111,13 @@ _HELD = _sql(
     " ORDER BY l.id LIMIT 1", {"expires_at": _TS})
 _DROP_MINE = text("DELETE FROM lease WHERE annotator = :annotator")
 # Walks ix_comparison_queue (open rows in priority DESC, id order) and stops at the first one with room.
+# Discarded comparisons, and those of discarded prompts (a primary-key probe per row walked), are never handed out.
+_LIVE = ("c.discarded_at IS NULL AND NOT EXISTS"
+         " (SELECT 1 FROM prompt p WHERE p.id = c.prompt_id AND p.discarded_at IS NOT NULL)")
 _FIRST = _sql(
-    "SELECT c.id FROM comparison c WHERE c.status = 'open' AND NOT EXISTS"
+    f"SELECT c.id FROM comparison c WHERE c.status = 'open' AND {_LIVE} AND NOT EXISTS"
     " (SELECT 1 FROM label x WHERE x.comparison_id = c.id AND x.annotator = :annotator)"
-    f" AND {_WANTED} > (SELECT count(*) FROM label x WHERE x.comparison_id = c.id"
-    " AND x.choice != 'skip' AND x.source != 'judge')"
+    f" AND {_WANTED} > (SELECT count(*) FROM label x WHERE x.comparison_id = c.id AND {_FILLING})"
     " + (SELECT count(*) FROM lease y WHERE y.comparison_id = c.id AND y.expires_at > :now)"
     " ORDER BY c.priority DESC, c.id LIMIT 1", now=_TS)
 _LEASE = _sql("INSERT INTO lease (comparison_id, annotator, expires_at, shown_order)"
@@ -198,7 +202,7 @@ def expire_leases(store: Store) -> int:
 
 
 # -- taking labels back ----------------------------------------------------------------------------------------
-_COMPARISON = text("SELECT status, overlap FROM comparison WHERE id = :comparison_id")
+_COMPARISON = text(f"SELECT c.status, c.overlap, NOT ({_LIVE}) FROM comparison c WHERE c.id = :comparison_id")
 _MY_LABEL = text("SELECT id, choice FROM label WHERE comparison_id = :comparison_id AND annotator = :annotator")
 _ROOM = _sql(
     f"SELECT (SELECT count(*) FROM label WHERE comparison_id = :comparison_id AND {_FILLING}),"
@@ -212,6 +216,11 @@ _LABEL = _sql("INSERT INTO label (comparison_id, annotator, source, choice, show
               " :time_spent_s, :created_at) RETURNING id", created_at=_TS)
 _RELEASE = text("DELETE FROM lease WHERE comparison_id = :comparison_id AND annotator = :annotator")
 _DONE = text("UPDATE comparison SET status = 'done' WHERE id = :comparison_id AND status = 'open'")
+# After labels stop or start counting (discard, restore, undo): done exactly when the filling labels reach the overlap.
+_SETTLE = text(
+    "UPDATE comparison SET status = CASE WHEN (SELECT count(*) FROM label x WHERE x.comparison_id = comparison.id"
+    f" AND {_FILLING}) >= {_WANTED.replace('c.', 'comparison.')} THEN 'done' ELSE 'open' END"
+    " WHERE id = :comparison_id AND status IN ('open', 'done')")
 
 
 def submit_label(store: Store, annotator: str, comparison_id: int, choice: str, shown_order: str,
@@ -245,7 +254,7 @@ def _submit(conn: Connection, comparison_id: int, annotator: str, choice: str, s
     found = _row(conn, _COMPARISON, {"comparison_id": comparison_id})
     if found is None:
         raise LookupError(f"no comparison with id {comparison_id}")
-    status, overlap = found
+    status, overlap, discarded = found
     key = {"comparison_id": comparison_id, "annotator": annotator}
     existing = _row(conn, _MY_LABEL, key)
     if existing is not None:
@@ -255,6 +264,8 @@ def _submit(conn: Connection, comparison_id: int, annotator: str, choice: str, s
         return SubmitResult(existing_id, comparison_id, choice, created=False, done=status == "done")
     if status == "retired":
         raise ComparisonUnavailable(f"comparison {comparison_id} was retired and takes no more labels")
+    if discarded:
+        raise ComparisonUnavailable(f"comparison {comparison_id} was discarded by an operator and takes no labels")
     wanted = overlap if overlap and overlap >= 1 else (overlap_default or 1)
     filled = None
     if _fills_overlap(choice, source):
@@ -277,6 +288,26 @@ def _submit(conn: Connection, comparison_id: int, annotator: str, choice: str, s
     return SubmitResult(label_id, comparison_id, choice, created=True, done=status == "done")
 
 
+def settle_status(conn: Connection, comparison_id: int, overlap_default: int | None = None) -> str | None:
+    """Reopen or close an open/done comparison by its filling labels now (after a discard, restore or undo);
+    returns its status (None when there is no such comparison)."""
+    _run(conn, _SETTLE, {"comparison_id": comparison_id, "overlap_default": overlap_default or 1})
+    found = _row(conn, _COMPARISON, {"comparison_id": comparison_id})
+    return found[0] if found else None
+
+
+def has_room(conn: Connection, comparison_id: int, annotator: str, overlap_default: int | None = None) -> bool:
+    """Whether `annotator` may take a place on the comparison now: it is open and live, and its filling labels
+    plus other people's live leases leave room under its overlap (submit_label's rule)."""
+    found = _row(conn, _COMPARISON, {"comparison_id": comparison_id})
+    if found is None or found[0] != "open" or found[2]:
+        return False
+    wanted = found[1] if found[1] and found[1] >= 1 else (overlap_default or 1)
+    labels, others, _mine = _row(conn, _ROOM, {"comparison_id": comparison_id, "annotator": annotator,
+                                               "now": utcnow()})
+    return labels + others < wanted
+
+
 # -- the edit flow ---------------------------------------------------------------------------------------------
 def add_edited_response(store: Store, annotator: str, comparison_id: int, edited_text: str, shown_order: str,
                         rationale: str | None = None, *, edited_from: str, original_choice: str = "skip",
@@ -294,6 +325,8 @@ def add_edited_response(store: Store, annotator: str, comparison_id: int, edited
         c = _comparison(s, comparison_id)
         if c.status == "retired":
             raise ComparisonUnavailable(f"comparison {c.id} was retired and takes no more labels")
+        if c.discarded_at is not None or s.get(Prompt, c.prompt_id).discarded_at is not None:
+            raise ComparisonUnavailable(f"comparison {c.id} was discarded by an operator and takes no labels")
         source_response = s.get(Response, c.response_a_id if edited_from == "a" else c.response_b_id)
         _require(edited_text.strip() != source_response.text.strip(), "the edit does not change the response")
         edit_id = _store_edit(s, c, source_response, edited_text, annotator, rationale, time_spent_s)
@@ -326,7 +359,7 @@ def queue_counts(store: Store, annotator: str | None = None, overlap_default: in
     """open: open comparisons; left: those still wanting a label (and, given an annotator, not yet seen by them);
     labelled_today: non-skip labels since 00:00 UTC (by the annotator, when given)."""
     today = utcnow().replace(hour=0, minute=0, second=0, microsecond=0)
-    open_q = select(func.count()).select_from(Comparison).where(Comparison.status == "open")
+    open_q = select(func.count()).select_from(Comparison).where(Comparison.status == "open", _live())
     left_q = open_q.where(_wanted_sql(overlap_default) > _label_count(Comparison.id).scalar_subquery())
     today_q = select(func.count()).select_from(Label).where(col(Label.created_at) >= today, Label.choice != "skip")
     if annotator is not None:
@@ -338,9 +371,13 @@ def queue_counts(store: Store, annotator: str | None = None, overlap_default: in
 
 # -- shared pieces ---------------------------------------------------------------------------------------------
 def _label_count(comparison_id):
-    """Labels that fill the overlap: not skips, not judges (judge labels are advisory extras)."""
-    return select(func.count()).select_from(Label).where(
-        Label.comparison_id == comparison_id, Label.choice != "skip", Label.source != "judge")
+    """Labels that fill the overlap (_FILLING)."""
+    return select(func.count()).select_from(Label).where(Label.comparison_id == comparison_id, text(_FILLING))
+
+
+def _live():
+    """Comparisons neither discarded nor of a discarded prompt (_LIVE)."""
+    return text(_LIVE.replace("c.", "comparison."))
 
 
 def _labelled_by(annotator: str):
@@ -352,6 +389,7 @@ def _wanted_sql(overlap_default: int | None):
 
 
 def _fills_overlap(choice: str, source: str) -> bool:
+    # _FILLING for a label being added (never discarded yet).
     return choice != "skip" and source != "judge"
 
 

@@ -1,4 +1,5 @@
-"""Reading import files record by record: JSONL lines, the elements of one JSON array, CSV rows.
+"""Reading import files record by record: JSONL lines, the elements of one JSON array, CSV rows, and the rows of
+a Hugging Face datasets folder.
 
 Each reader yields (physical line, element index, object, problem) and never holds an oversized line whole."""
 
@@ -16,20 +17,23 @@ _WS = re.compile(r"[ \t\n\r]*")
 class InvalidRecord(ValueError):
     """One malformed record: which file, which physical line, which field, and what is wrong with it."""
 
-    def __init__(self, file: str, line: int, field: str | None, message: str, record: int | None = None):
+    def __init__(self, file: str, line: int, field: str | None, message: str, record: int | None = None,
+                 unit: str = "line"):
         super().__init__(file, line, field, message, record)
         self.file, self.line, self.field, self.message = file, line, field, message
         self.record = record  # 1-based element index, for JSON array files
+        self.unit = unit  # "line" (1-based, files) or "row" (0-based, `dataset[row]` of a datasets folder)
         self.more = 0  # how many further invalid records the file has (set when raised for a whole file)
 
     def __str__(self) -> str:
-        where = f"{self.file}:{self.line}" + (f" (record {self.record})" if self.record else "")
+        where = f"{self.file}:{self.line}" if self.unit == "line" else f"{self.file} {self.unit} {self.line}"
+        where += f" (record {self.record})" if self.record else ""
         what = f"field '{self.field}': {self.message}" if self.field else self.message
         more = f" (and {self.more} more invalid record{'s' * (self.more != 1)})" if self.more else ""
         return f"{where}: {what}{more}"
 
     def to_json(self) -> dict[str, Any]:
-        row = {"line": self.line, "field": self.field, "message": self.message}
+        row = {self.unit: self.line, "field": self.field, "message": self.message}
         return row | ({"record": self.record} if self.record else {})
 
 
@@ -156,6 +160,35 @@ def _csv_problem(row: list[str], max_bytes: int) -> str | None:
     except UnicodeEncodeError:
         return "not UTF-8: the row holds bytes that are not valid UTF-8"
     return f"row is longer than the limit of {max_bytes} bytes" if size > max_bytes else None
+
+
+def dataset_items(path: Path, max_bytes: int, _prompt_field: str | None = None) -> Iterator[Item]:
+    """Rows of a Hugging Face datasets folder (`save_to_disk`), numbered from 0 like `dataset[row]`."""
+    for row, obj in enumerate(load_dataset_folder(path)):
+        size = len(json.dumps(obj, ensure_ascii=False, default=str).encode("utf-8"))
+        yield row, None, obj, f"row is longer than the limit of {max_bytes} bytes" if size > max_bytes else None
+
+
+def load_dataset_folder(path: Path):
+    """The Dataset saved in `path`, or the 'train' split of a saved DatasetDict, giving plain Python rows."""
+    from datasets import DatasetDict, load_from_disk  # heavy: only when a folder is imported
+
+    try:
+        dataset = load_from_disk(str(path))
+    except FileNotFoundError as e:
+        raise DatasetFolderError(f"{path}: not a Hugging Face datasets folder (one written by save_to_disk): {e}") \
+            from None
+    if isinstance(dataset, DatasetDict):
+        if "train" not in dataset:
+            splits = ", ".join(dataset) or "none"
+            raise DatasetFolderError(f"{path}: a DatasetDict without a 'train' split (splits: {splits}); "
+                                     "import one split's folder instead")
+        dataset = dataset["train"]
+    return dataset.with_format(None)  # a saved torch/numpy format would hand out tensors instead of lists
+
+
+class DatasetFolderError(ValueError):
+    """A folder given to import is not a datasets folder prefloop can read."""
 
 
 def kind(value: Any) -> str:

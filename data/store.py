@@ -12,8 +12,9 @@ from typing import Any
 from sqlalchemy import func, update
 from sqlmodel import col, select
 
-from data.db import create_schema, make_engine, read_session, write_connection, write_session
+from data.db import make_engine, read_session, write_connection, write_session
 from data.models import ApiToken, Comparison, Label, ModelVersion, Prompt, Response, TrainingRun, User, utcnow
+from data.schema import ensure_current
 
 
 def normalize_messages(messages: str | Sequence[dict[str, Any]]) -> list[dict[str, str]]:
@@ -23,9 +24,16 @@ def normalize_messages(messages: str | Sequence[dict[str, Any]]) -> list[dict[st
     return [{"role": str(m["role"]), "content": str(m["content"])} for m in messages]
 
 
-def prompt_hash(messages: Sequence[dict[str, str]]) -> str:
-    canonical = json.dumps([[m["role"], m["content"]] for m in messages], ensure_ascii=False)
-    return hashlib.sha256(canonical.encode()).hexdigest()
+def prompt_hash(messages: Sequence[dict[str, str]], tools: list[dict[str, Any]] | None = None,
+                parallel_tool_calls: bool | None = None) -> str:
+    """The content hash of a prompt: its messages, plus its tool definitions when it has any.
+
+    Tools enter the hash only when present, so every prompt without tools keeps the hash it always had; the same
+    messages offered with other tools are another prompt (a model may answer them differently)."""
+    canonical: Any = [[m["role"], m["content"]] for m in messages]
+    if tools:
+        canonical = {"messages": canonical, "tools": tools, "parallel_tool_calls": parallel_tool_calls}
+    return hashlib.sha256(json.dumps(canonical, ensure_ascii=False, sort_keys=True).encode()).hexdigest()
 
 
 class RoundBusy(ValueError):
@@ -54,7 +62,7 @@ class Store:
         self.url = url
         self.engine = make_engine(url)
         self._write_lock = threading.RLock()  # issue #4: see _one_writer
-        create_schema(self.engine)
+        ensure_current(self.engine)  # a new database is created; an old one is refused (`prefloop db upgrade`)
 
     def read(self):
         return read_session(self.engine)
@@ -98,11 +106,12 @@ class Store:
             s.exec(update(Prompt).where(Prompt.id == prompt_id).values(skip_reason=reason))
 
     def prompts_to_sample(self, version_id: int, limit: int) -> list[Prompt]:
-        """Prompts not skipped that have no generated response from `version_id` yet, oldest first."""
+        """Prompts not skipped nor discarded that have no generated response from `version_id` yet, oldest first."""
         sampled = select(Response.prompt_id).where(
             Response.model_version_id == version_id, Response.source == "generated")
         with self.read() as s:
-            q = (select(Prompt).where(col(Prompt.skip_reason).is_(None), col(Prompt.id).not_in(sampled))
+            q = (select(Prompt).where(col(Prompt.skip_reason).is_(None), col(Prompt.discarded_at).is_(None),
+                                      col(Prompt.id).not_in(sampled))
                  .order_by(Prompt.id).limit(limit))
             return list(s.exec(q).all())
 
@@ -123,7 +132,8 @@ class Store:
             return [c.id for c in comps]
 
     def open_comparison_count(self, version_id: int | None = None) -> int:
-        q = select(func.count()).select_from(Comparison).where(Comparison.status == "open")
+        """Open comparisons an annotator can get (not discarded): what the generator keeps topped up."""
+        q = select(func.count()).select_from(Comparison).where(Comparison.status == "open", *_live_comparison())
         if version_id is not None:
             q = q.where(Comparison.model_version_id == version_id)
         with self.read() as s:
@@ -310,7 +320,8 @@ class Store:
 
     def human_labelled_comparison_ids(self) -> set[int]:
         with self.read() as s:
-            return set(s.exec(select(Label.comparison_id).where(Label.source == "human").distinct()).all())
+            return set(s.exec(select(Label.comparison_id).where(Label.source == "human",
+                                                                col(Label.discarded_at).is_(None)).distinct()).all())
 
     # -- stats ----------------------------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
@@ -335,6 +346,11 @@ class Store:
                 "deployed_version": deployed,
                 "training_runs": grouped(TrainingRun.status),
                 "users": grouped(User.role),
+                # Still counted above (they are stored); never queued, trained on or exported (data.curation).
+                "discarded": {name: s.exec(select(func.count()).select_from(table)
+                                           .where(col(table.discarded_at).is_not(None))).one()
+                              for name, table in (("prompts", Prompt), ("comparisons", Comparison),
+                                                  ("labels", Label))},
             }
 
     # -- issue #6: the LLM-judge worker -------------------------------------------------------------------------
@@ -357,7 +373,7 @@ class Store:
         q = (select(Comparison.id, Prompt.messages, ra.c.text, rb.c.text)
              .join(Prompt, col(Prompt.id) == Comparison.prompt_id)
              .join(ra, ra.c.id == Comparison.response_a_id).join(rb, rb.c.id == Comparison.response_b_id)
-             .where(~judged))
+             .where(~judged, *_live_comparison()))
         if mode == "calibration":
             buckets = 10_000
             # Knuth's multiplicative hash spreads consecutive ids; the same ids are picked on every run.
@@ -412,6 +428,12 @@ class Store:
         with self.read() as s:
             return {row[0]: dict(zip(fields, map(int, row[1:]), strict=True)) for row in s.exec(q).all()}
     # -- end of issue #6 ----------------------------------------------------------------------------------------
+
+
+def _live_comparison() -> tuple:
+    """Conditions on Comparison: neither it nor its prompt is discarded (data.curation)."""
+    discarded_prompts = select(Prompt.id).where(col(Prompt.discarded_at).is_not(None))
+    return col(Comparison.discarded_at).is_(None), col(Comparison.prompt_id).not_in(discarded_prompts)
 
 
 @contextmanager

@@ -168,6 +168,26 @@ def hub_source(path: str) -> tuple[str, bool]:
     return path, False
 
 
+def looks_like_hub_id(path: str) -> bool:
+    """'org/name' or 'name': not a folder here, not written as a path."""
+    return not (Path(path).expanduser().exists() or path.startswith((".", "/", "~")) or "\\" in path)
+
+
+def hub_revision(repo_id: str) -> str:
+    """The commit a Hub model id resolves to now: from the local cache, else asked of the Hub. Fails at once
+    with ModelLoadError when the model is neither cached nor reachable, or the Hub does not know it."""
+    hub_source(repo_id)  # cached, or the Hub answers: else a clear ModelLoadError without waiting
+    from huggingface_hub import HfApi, try_to_load_from_cache
+
+    cached = try_to_load_from_cache(repo_id, "config.json")
+    if isinstance(cached, str):
+        return Path(cached).parent.name  # .../snapshots/<commit>/config.json
+    try:
+        return HfApi().model_info(repo_id, timeout=HUB_CONNECT_TIMEOUT_S * 5).sha
+    except Exception as error:  # noqa: BLE001  (any Hub failure: not found, gated, timeout)
+        raise ModelLoadError(load_error_message(repo_id, f"the Hub did not give it: {error}")) from None
+
+
 def _reachable(url: str) -> bool:
     parsed = urlparse(url)
     port = parsed.port or (443 if parsed.scheme == "https" else 80)

@@ -296,3 +296,51 @@ def test_operator_follows_rounds_and_a_refused_round_is_a_plain_message(site, se
     page.wait_for_function("() => (document.querySelector('#pf-judge-status')?.innerText || '').includes('No judge')",
                            timeout=20_000)
     assert not s.remote and not s.dialogs
+
+
+def test_operator_discards_a_label_in_the_console_and_an_annotator_undoes_theirs(site, session):
+    url, app = site
+    first, second = seed_comparisons(app.store, 2, texts=lambda i: (f"Question {i}", f"first answer {i}",
+                                                                    f"second answer {i}"))
+    alice = session("alice")
+    page = alice.page
+    shown = alice.pane_texts()
+    page.keyboard.press("a")
+    alice.wait_labels_today(1)
+    assert alice.pane_texts() != shown
+    page.click("#pf-btn-undo")  # the label is deleted and its comparison comes back, in the same order
+    alice.wait_labels_today(0)
+    page.wait_for_function(f"() => (document.querySelector('#pf-left')?.innerText || '').includes({shown[0]!r})",
+                           timeout=20_000)
+    assert alice.pane_texts() == shown and labels(app) == []
+    page.screenshot(path="/tmp/prefloop-undo.png", full_page=True)
+    page.keyboard.press("b")
+    alice.wait_labels_today(1)
+    [mine] = labels(app)
+
+    olivia = session("olivia")
+    page = olivia.page
+    page.get_by_role("tab", name="Console").click()
+    page.get_by_text("Discard or restore data", exact=True).first.click()
+    page.fill("#pf-curate-id input", str(mine.id))
+    hostile = "<img src=x onerror=\"window.__pwned = 'reason'\"> clicked blindly"
+    page.fill("#pf-curate-reason textarea", hostile)
+    page.click("#pf-btn-discard")
+    page.wait_for_function("() => (document.querySelector('#pf-curate-result')?.innerText || '').includes('Discarded')",
+                           timeout=20_000)
+    assert f"comparison {mine.comparison_id} is now open" in page.inner_text("#pf-curate-result")
+    page.wait_for_function("() => (document.querySelector('#pf-audit')?.innerText || '').includes('clicked blindly')",
+                           timeout=20_000)
+    audit = page.inner_text("#pf-audit")
+    assert "olivia" in audit and "discard" in audit and "<img" in audit  # shown as text, never as markup
+    assert page.evaluate("() => window.__pwned") is None
+    page.screenshot(path="/tmp/prefloop-console-discard.png", full_page=True)
+    with app.store.read() as s:
+        assert s.get(Comparison, mine.comparison_id).status == "open"
+    # A reason is required: refused with a plain message, nothing changes.
+    page.fill("#pf-curate-reason textarea", "")
+    page.click("#pf-btn-discard")
+    page.wait_for_selector("text=give a reason", timeout=20_000)
+    assert "Traceback" not in page.inner_text("body")
+    assert not olivia.remote and not alice.remote
+    assert {first, second} >= {mine.comparison_id}

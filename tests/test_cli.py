@@ -122,10 +122,47 @@ def test_generate_samples_the_deployed_version_into_comparisons(workdir, tiny_mo
     assert stats["responses"] == 6 and sum(stats["comparisons"].values()) >= 2
 
 
-def test_an_unreachable_hub_model_fails_with_a_clear_message(workdir):
-    assert run("init", "--base", "no-such-org/no-such-model", workdir=workdir).returncode == 0
+def test_a_hub_model_gone_from_the_cache_fails_generation_with_a_clear_message(workdir, tmp_path):
+    _fake_hub_cache(tmp_path / "hf", "no-such-org/no-such-model", "f" * 40)
+    offline = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    assert run("init", "--base", "no-such-org/no-such-model", workdir=workdir, env=offline).returncode == 0
     (workdir / "p.jsonl").write_text('{"prompt": "hi"}\n')
     assert run("import", workdir / "p.jsonl", workdir=workdir).returncode == 0
-    r = run("generate", workdir=workdir, env={"HF_HUB_OFFLINE": "1"})
+    r = run("generate", workdir=workdir, env={**offline, "HF_HOME": str(tmp_path / "empty")})
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert "no-such-org/no-such-model" in r.stderr and "tiny-model" in r.stderr
+
+
+def _fake_hub_cache(home: Path, repo_id: str, commit: str) -> None:
+    """A Hugging Face cache holding `repo_id` at `commit`, as huggingface_hub lays it out."""
+    repo = home / "hub" / f"models--{repo_id.replace('/', '--')}"
+    (repo / "snapshots" / commit).mkdir(parents=True)
+    (repo / "snapshots" / commit / "config.json").write_text("{}")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+
+
+def test_init_with_an_unreachable_hub_id_fails_at_once_and_writes_nothing(tmp_path):
+    workdir = tmp_path / "work"
+    r = run("init", "--base", "some-org/some-model", workdir=workdir,
+            env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")})
+    assert r.returncode == 1
+    assert "could not load model 'some-org/some-model'" in r.stderr and "HF_HUB_OFFLINE" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert not (workdir / "prefloop.toml").exists()
+
+
+def test_init_with_a_cached_hub_id_records_its_resolved_revision(tmp_path):
+    from data.store import Store
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    _fake_hub_cache(tmp_path / "hf", "some-org/some-model", commit)
+    workdir = tmp_path / "work"
+    r = run("init", "--base", "some-org/some-model", workdir=workdir,
+            env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")})
+    assert r.returncode == 0, r.stderr
+    store = Store(f"sqlite:///{workdir / 'prefloop.db'}")
+    try:
+        assert store.get_version("v0").config == {"base": "some-org/some-model", "revision": commit}
+    finally:
+        store.close()

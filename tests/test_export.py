@@ -1,5 +1,6 @@
-"""JSONL export (data/export.py): both formats' exact shape, ties, metadata, unicode, atomic writes, and a
-TRL DPO run on an exported file."""
+"""Export (data/export.py, data/export_files.py): both JSONL formats' exact shape, the ties and metadata sidecars,
+OpenAI tools, unicode, atomic writes, Parquet and `datasets` folders read back by their consumers, and a TRL DPO
+run on an exported file."""
 
 import io
 import json
@@ -9,7 +10,8 @@ import uuid
 import pytest
 
 from data import export as export_module
-from data.export import FORMATS, export_pairs
+from data import export_files
+from data.export import FORMATS, container_for, export_pairs, export_part, sidecar_path
 from data.models import Comparison, Label, Prompt, Response
 
 PROMPT = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What does json do?"}]
@@ -62,37 +64,139 @@ def test_openai_format_exact_shape(store, tmp_path):
 
 
 @pytest.mark.parametrize("fmt, head", [("trl", {"prompt": PROMPT}), ("openai", {"input": {"messages": PROMPT}})])
-def test_ties_only_with_include_ties_and_never_as_a_pair(store, tmp_path, fmt, head):
+def test_ties_go_to_a_sidecar_never_as_a_pair(store, tmp_path, fmt, head):
     pair = add_pair(store, ("a",))
     add_pair(store, ("tie",))
     add_pair(store, ("both_bad", "both_bad", "a"), overlap=3)
     out = tmp_path / "pairs.jsonl"
+    ties = tmp_path / "pairs.ties.jsonl"
     assert export_pairs(store, out, fmt=fmt) == 1
+    assert not ties.exists()
     assert export_pairs(store, out, fmt=fmt, include_ties=True, metadata=True) == 3
-    lines = read_lines(out)
-    assert lines[0]["metadata"]["comparison_id"] == pair
-    for line, label in zip(lines[1:], ["tie", "both_bad"], strict=True):
-        meta = line.pop("metadata")
+    [line] = read_lines(out)
+    assert "label" not in line and "response_a" not in line
+    assert read_lines(tmp_path / "pairs.metadata.jsonl")[0]["comparison_id"] == pair
+    for line, label in zip(read_lines(ties), ["tie", "both_bad"], strict=True):
+        meta = line.pop("metadata")  # the ties file is prefloop's own: its metadata stays inline
         assert line == {**head, "response_a": assistant("answer A"), "response_b": assistant("answer B"),
                         "label": label}
         assert meta["model_versions"] == {"response_a": None, "response_b": None}
+    export_pairs(store, out, fmt=fmt)
+    assert not ties.exists() and not (tmp_path / "pairs.metadata.jsonl").exists()  # stale sidecars go
 
 
-def test_metadata(store, tmp_path):
+def test_pairs_file_with_ties_and_metadata_loads_with_exactly_trl_columns(store, tmp_path):
+    from datasets import load_dataset
+
+    v1 = store.add_version("v1", "/m/v1", round=1)
+    add_pair(store, ("a",))  # imported-like: no model version, so the first rows' versions are null
+    add_pair(store, ("tie",))
+    add_pair(store, ("b",), version_id=v1.id)
+    add_pair(store, ("both_bad",), version_id=v1.id)
+    out = tmp_path / "pairs.jsonl"
+    assert export_pairs(store, out, include_ties=True, metadata=True) == 4
+    ds = load_dataset("json", data_files=str(out), split="train", cache_dir=str(tmp_path / "hf"))
+    assert ds.column_names == ["prompt", "chosen", "rejected"] and len(ds) == 2
+    ties = load_dataset("json", data_files=str(tmp_path / "pairs.ties.jsonl"), split="train",
+                        cache_dir=str(tmp_path / "hf"))
+    assert ties["label"] == ["tie", "both_bad"]
+
+
+def test_export_part_writes_one_file_of_the_export(store, tmp_path):
+    add_pair(store, ("a",))
+    add_pair(store, ("tie",))
+    export_pairs(store, tmp_path / "pairs.jsonl", fmt="openai", include_ties=True, metadata=True)
+    for part, path in [("pairs", "pairs.jsonl"), ("ties", "pairs.ties.jsonl"), ("metadata", "pairs.metadata.jsonl")]:
+        buf = io.BytesIO()
+        export_part(store, buf, part, fmt="openai", metadata=part != "pairs")
+        assert buf.getvalue() == (tmp_path / path).read_bytes(), part
+    with pytest.raises(ValueError, match="allowed: pairs, ties, metadata"):
+        export_part(store, io.BytesIO(), "everything")
+
+
+def test_sidecar_paths():
+    assert sidecar_path("out/pairs.jsonl", "ties").as_posix() == "out/pairs.ties.jsonl"
+    assert sidecar_path("out/pairs.parquet", "metadata").as_posix() == "out/pairs.metadata.jsonl"
+    assert sidecar_path("out/pairs", "ties").as_posix() == "out/pairs.ties.jsonl"
+    assert sidecar_path("pairs.json", "ties").as_posix() == "pairs.json.ties.jsonl"
+
+
+def test_streams_need_their_own_sidecar_files(store):
+    add_pair(store, ("a",))
+    add_pair(store, ("tie",))
+    with pytest.raises(ValueError, match="ties go to a file of their own"):
+        export_pairs(store, io.BytesIO(), include_ties=True)
+    with pytest.raises(ValueError, match="metadata go to a file of their own"):
+        export_pairs(store, io.BytesIO(), fmt="openai", metadata=True)
+    pairs, ties, meta = io.BytesIO(), io.StringIO(), io.BytesIO()
+    assert export_pairs(store, pairs, include_ties=True, metadata=True, ties_out=ties, metadata_out=meta) == 2
+    assert pairs.getvalue().count(b"\n") == 1 and '"label": "tie"' in ties.getvalue()
+    assert json.loads(meta.getvalue())["row"] == 0
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_metadata_goes_to_a_sidecar_line_per_pair(store, tmp_path, fmt):
     v0 = store.add_version("v0", "/m/v0", round=0)
     v2 = store.add_version("v2", "/m/v2", parent_id=v0.id, round=2)
+    first = add_pair(store, ("a",))
     cid = add_pair(store, ("b", "a", "b"), overlap=3, version_id=v2.id)
     out = tmp_path / "pairs.jsonl"
-    export_pairs(store, out, metadata=True)
-    [line] = read_lines(out)
-    assert set(line) == {"prompt", "chosen", "rejected", "metadata"}
-    assert line["metadata"] == {
-        "comparison_id": cid, "source": "human", "annotators": ["ann0", "ann1", "ann2"],
+    plain = tmp_path / "plain.jsonl"
+    export_pairs(store, out, fmt=fmt, metadata=True)
+    export_pairs(store, plain, fmt=fmt)
+    assert out.read_bytes() == plain.read_bytes()  # the pairs file is the same with or without metadata
+    meta = read_lines(tmp_path / "pairs.metadata.jsonl")
+    assert [m["row"] for m in meta] == [0, 1] and meta[0]["comparison_id"] == first
+    assert meta[1] == {
+        "row": 1, "comparison_id": cid, "source": "human", "annotators": ["ann0", "ann1", "ann2"],
         "agreement": pytest.approx(2 / 3), "labels": 3, "model_versions": {"chosen": "v2", "rejected": "v2"},
         "round": 2,
     }
-    export_pairs(store, out, fmt="openai", metadata=True)
-    assert read_lines(out)[0]["metadata"]["annotators"] == ["ann0", "ann1", "ann2"]
+
+
+def test_openai_lines_hold_only_documented_keys(store, tmp_path):
+    add_pair(store, ("a",))
+    add_tool_prompt_pair(store, [WEATHER_TOOL], True)
+    add_pair(store, ("tie",))
+    out = tmp_path / "pairs.jsonl"
+    assert export_pairs(store, out, fmt="openai", include_ties=True, metadata=True) == 3
+    for line in read_lines(out):
+        assert set(line) == {"input", "preferred_output", "non_preferred_output"}
+        assert set(line["input"]) <= {"messages", "tools", "parallel_tool_calls"}
+        for output in (line["preferred_output"], line["non_preferred_output"]):
+            assert [set(m) for m in output] == [{"role", "content"}]
+
+
+WEATHER_TOOL = {"type": "function", "function": {
+    "name": "get_weather", "description": "Current weather in a city.",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+
+
+def add_tool_prompt_pair(store, tools, parallel_tool_calls, choice: str = "a") -> int:
+    """A pair whose prompt carries tool definitions, stored as an OpenAI import stores them."""
+    cid = add_pair(store, (choice,), prompt=[{"role": "user", "content": "Weather in Paris?"}])
+    with store.write() as s:
+        prompt = s.get(Prompt, s.get(Comparison, cid).prompt_id)
+        prompt.tools, prompt.parallel_tool_calls = tools, parallel_tool_calls
+    return cid
+
+
+@pytest.mark.parametrize("tools, parallel, want", [
+    ([WEATHER_TOOL], True, {"tools": [WEATHER_TOOL], "parallel_tool_calls": True}),
+    ([], False, {"tools": [], "parallel_tool_calls": False}),
+    ([WEATHER_TOOL], None, {"tools": [WEATHER_TOOL]}),
+    (None, None, {}),
+])
+def test_openai_export_writes_the_prompts_tools(store, tmp_path, tools, parallel, want):
+    add_pair(store, ("a",))  # a plain pair in the same batch
+    add_tool_prompt_pair(store, tools, parallel)
+    out = tmp_path / "pairs.jsonl"
+    assert export_pairs(store, out, fmt="openai") == 2
+    plain, with_tools = read_lines(out)
+    assert plain["input"] == {"messages": PROMPT}
+    assert with_tools["input"] == {"messages": [{"role": "user", "content": "Weather in Paris?"}], **want}
+    export_pairs(store, out, fmt="trl")  # TRL's preference columns have no tools
+    assert [list(line) for line in read_lines(out)] == [["prompt", "chosen", "rejected"]] * 2
 
 
 def test_filters_are_passed_through(store, tmp_path):
@@ -210,9 +314,103 @@ def test_exported_file_loads_with_datasets(store, tmp_path):
     assert ds[0] == {"prompt": PROMPT, "chosen": assistant("short 0"), "rejected": assistant("long answer 0")}
 
 
-@pytest.mark.slow
-def test_exported_trl_file_trains_with_dpo(store, tmp_path, tiny_model_dir):
+def add_mixed(store) -> None:
+    """Pairs of both choices, a tie, unicode and a three-message prompt, over more than one batch."""
+    prompt3 = [*PROMPT, {"role": "assistant", "content": "Encodes."}, {"role": "user", "content": "And? 日本語"}]
+    for i in range(9):
+        add_pair(store, ("ab"[i % 2],), prompt=prompt3 if i % 3 == 0 else PROMPT, texts=(f"é {i}\n", f"b {i} 🙂"))
+    add_pair(store, ("tie",))
+
+
+def test_parquet_export_round_trips_through_pyarrow_and_datasets(store, tmp_path, monkeypatch):
+    import pyarrow.parquet as pq
     from datasets import load_dataset
+
+    monkeypatch.setattr(export_module, "DEFAULT_BATCH", 4)
+    add_mixed(store)
+    export_pairs(store, tmp_path / "pairs.jsonl")
+    want = read_lines(tmp_path / "pairs.jsonl")
+    out = tmp_path / "pairs.parquet"
+    assert export_pairs(store, out, include_ties=True, metadata=True) == 10
+    table = pq.read_table(out)
+    assert table.schema.names == ["prompt", "chosen", "rejected"]
+    assert all(table.schema.field(n).type.value_type == export_files.schema().field(n).type.value_type
+               for n in table.schema.names)  # list<struct<role, content>>, whatever the list's item is called
+    assert pq.ParquetFile(out).metadata.num_row_groups > 1  # streamed: one row group per batch
+    assert table.to_pylist() == want
+    ds = load_dataset("parquet", data_files=str(out), split="train", cache_dir=str(tmp_path / "hf"))
+    assert ds.column_names == ["prompt", "chosen", "rejected"] and ds.to_list() == want
+    assert len(read_lines(tmp_path / "pairs.ties.jsonl")) == 1
+    assert [m["row"] for m in read_lines(tmp_path / "pairs.metadata.jsonl")] == list(range(9))
+
+
+def test_dataset_folder_export_loads_from_disk(store, tmp_path):
+    from datasets import load_from_disk
+
+    add_mixed(store)
+    export_pairs(store, tmp_path / "pairs.jsonl")
+    want = read_lines(tmp_path / "pairs.jsonl")
+    out = tmp_path / "pairs"
+    assert export_pairs(store, out, to="dataset", include_ties=True) == 10
+    ds = load_from_disk(str(out))
+    assert ds.column_names == ["prompt", "chosen", "rejected"] and ds.to_list() == want
+    assert (tmp_path / "pairs.ties.jsonl").exists()
+    add_pair(store, ("a",))
+    assert export_pairs(store, out) == 10  # an existing folder is a dataset export: replaced in place
+    assert len(load_from_disk(str(out))) == 10
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pairs", "pairs.jsonl", "work"]
+
+
+def test_empty_parquet_and_dataset_exports_keep_the_schema(store, tmp_path):
+    import pyarrow.parquet as pq
+    from datasets import load_from_disk
+
+    assert export_pairs(store, tmp_path / "pairs.parquet") == 0
+    assert pq.read_table(tmp_path / "pairs.parquet").num_rows == 0
+    assert export_pairs(store, tmp_path / "ds", to="dataset") == 0
+    assert load_from_disk(str(tmp_path / "ds")).column_names == ["prompt", "chosen", "rejected"]
+
+
+def test_parquet_refuses_prompts_it_cannot_hold(store, tmp_path):
+    add_pair(store, ("a",), prompt=[{"role": "user", "content": "hi", "name": "bob"}])
+    with pytest.raises(ValueError, match="export JSONL instead"):
+        export_pairs(store, tmp_path / "pairs.parquet")
+    assert list(tmp_path.glob("pairs*")) == []
+
+
+def test_containers_are_checked_before_writing(store, tmp_path):
+    with pytest.raises(ValueError, match="use format 'trl'"):
+        export_pairs(store, tmp_path / "x.parquet", fmt="openai")
+    with pytest.raises(ValueError, match="allowed: jsonl, parquet, dataset"):
+        export_pairs(store, tmp_path / "x.jsonl", to="csv")
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "keep.txt").write_text("mine")
+    with pytest.raises(ValueError, match="not a saved dataset"):
+        export_pairs(store, tmp_path / "notes")
+    with pytest.raises(ValueError, match="needs a folder path"):
+        export_pairs(store, io.BytesIO(), to="dataset")
+    assert container_for(tmp_path / "a.parquet") == "parquet" and container_for(tmp_path / "notes") == "dataset"
+    assert container_for(tmp_path / "new") == "jsonl" and container_for(io.BytesIO()) == "jsonl"
+    assert (tmp_path / "notes" / "keep.txt").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes", "work"]
+
+
+def test_a_failed_export_leaves_no_sidecar(store, tmp_path, monkeypatch):
+    add_pair(store, ("a",))
+    add_pair(store, ("tie",))
+    out = tmp_path / "pairs.jsonl"
+    export_pairs(store, out, include_ties=True, metadata=True)
+    before = {p.name: p.read_bytes() for p in tmp_path.glob("pairs*")}
+    monkeypatch.setattr(export_module, "_write_text", lambda f, chunks: [*chunks, 1 / 0])
+    with pytest.raises(ZeroDivisionError):
+        export_pairs(store, out, include_ties=True, metadata=True)
+    assert {p.name: p.read_bytes() for p in tmp_path.glob("pairs*")} == before
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("container", ["jsonl", "parquet", "dataset"])
+def test_exported_trl_file_trains_with_dpo(store, tmp_path, tiny_model_dir, container):
+    from datasets import load_dataset, load_from_disk
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig, DPOTrainer
 
@@ -222,10 +420,15 @@ def test_exported_trl_file_trains_with_dpo(store, tmp_path, tiny_model_dir):
                   {"role": "user", "content": f"Briefly, what does {name} do?"}]
         add_pair(store, ("b",), prompt=prompt,
                  texts=(f"The {name} module does many things, " * 4, f"The {name} module helps."))
-    out = tmp_path / "pairs.jsonl"
-    assert export_pairs(store, out) == len(modules)
+    add_pair(store, ("tie",), prompt=prompt)  # with ties and metadata asked for, the pairs file stays TRL's
+    out = tmp_path / {"jsonl": "pairs.jsonl", "parquet": "pairs.parquet", "dataset": "pairs"}[container]
+    assert export_pairs(store, out, to=container, include_ties=True, metadata=True) == len(modules) + 1
 
-    dataset = load_dataset("json", data_files=str(out), split="train", cache_dir=str(tmp_path / "hf"))
+    if container == "dataset":
+        dataset = load_from_disk(str(out))
+    else:
+        dataset = load_dataset(container.replace("jsonl", "json"), data_files=str(out), split="train",
+                               cache_dir=str(tmp_path / "hf"))
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     args = DPOConfig(
@@ -246,7 +449,7 @@ def test_a_failing_read_fails_the_export(store, tmp_path, monkeypatch):
     add_pair(store, ("a",))
 
     def failing(*args, **kwargs):
-        yield [(1, "[]", "x", "y", "a", "human", 1.0, 1, None, None, None, None)]
+        yield [(1, "[]", "x", "y", "a", "human", 1.0, 1, None, None, None, None, None, None)]
         raise RuntimeError("database went away")
 
     monkeypatch.setattr(export_module, "iter_resolved_batches", failing)

@@ -18,7 +18,7 @@ from data.formats import (
 
 SAMPLES = [
     # file, prompt_field, sniffed format, valid records, invalid records
-    ("hh-rlhf-harmless-base-test.sample.jsonl", None, "hh-rlhf", 300, 0),
+    ("hh-rlhf-harmless-base-test.sample.jsonl", None, "hh-rlhf", 299, 1),  # line 87: an empty chosen reply
     ("openai-preference-orca-dpo-pairs-validation.jsonl", None, "openai", 284, 0),
     ("openai-cookbook-dpo-example.jsonl", None, "openai", 1, 0),
     ("trl-preference-format-examples.jsonl", None, "trl", 4, 0),
@@ -52,7 +52,7 @@ def test_trl_sample_yields_all_four_variants(shared_datasets):
     sky = [{"role": "user", "content": "What color is the sky?"}]
     assert records == [
         PreferenceRecord([{"role": "user", "content": "The sky is"}], " blue.", " green.", 1),  # standard explicit
-        PreferenceRecord([], "The sky is blue.", "The sky is green.", 2),  # standard implicit: no prompt to store
+        PreferenceRecord([{"role": "user", "content": "The sky is"}], " blue.", " green.", 2),  # standard implicit
         PreferenceRecord(sky, "It is blue.", "It is green.", 3),  # conversational explicit
         PreferenceRecord(sky, "It is blue.", "It is green.", 4),  # conversational implicit: shared prefix
     ]
@@ -74,10 +74,11 @@ def test_hh_rlhf_turns_keep_their_text_byte_for_byte(shared_datasets):
     assert first.chosen.startswith("No, sorry!  All of these")  # the double space inside the text is kept
 
 
-def test_hh_rlhf_sample_line_87_keeps_its_empty_chosen_reply(shared_datasets):
-    records, errors = parse_file(shared_datasets / "hh-rlhf-harmless-base-test.sample.jsonl", "hh-rlhf")
-    [line_87] = [r for r in records if r.line == 87]
-    assert errors == [] and line_87.chosen == "" and line_87.rejected
+def test_hh_rlhf_sample_line_87_with_an_empty_chosen_reply_is_invalid(shared_datasets):
+    path = shared_datasets / "hh-rlhf-harmless-base-test.sample.jsonl"
+    records, [error] = parse_file(path, "hh-rlhf", skip_invalid=True)
+    assert (error.line, error.field) == (87, "chosen") and 87 not in [r.line for r in records]
+    assert "got an empty string in the final '\\n\\nAssistant:' turn" in error.message
 
 
 def test_llamafactory_records_carry_the_physical_line_they_start_on(shared_datasets):
@@ -192,12 +193,158 @@ def test_conversational_implicit_pairs_must_share_all_but_the_last_turn(tmp_path
     assert caught.value.field == "rejected"
 
 
-def test_openai_ignores_extra_input_keys_such_as_tools(tmp_path):
-    path = jsonl(tmp_path, "oa.jsonl", {
-        "input": {"messages": [{"role": "user", "content": "q"}], "tools": [], "parallel_tool_calls": True},
-        "preferred_output": [{"role": "assistant", "content": "good"}],
-        "non_preferred_output": [{"role": "assistant", "content": "bad"}]})
-    assert parse_file(path, "openai")[0] == [PreferenceRecord([{"role": "user", "content": "q"}], "good", "bad", 1)]
+def test_implicit_prompt_record_takes_the_shared_prefix_as_prompt(tmp_path):
+    path = jsonl(tmp_path, "trl.jsonl", {"chosen": "The sky is blue.", "rejected": "The sky is green."})
+    assert parse_file(path, "trl")[0] == [PreferenceRecord([{"role": "user", "content": "The sky is"}],
+                                                           " blue.", " green.", 1)]
+
+
+IMPLICIT_PAIRS = [
+    ("The sky is blue.", "The sky is green."),  # the space before the first differing word goes with the replies
+    ("Q: 2+2? A: 4", "Q: 2+2? A: 5"),
+    ("abc", "abd"),  # no space to move back over: the cut is inside the word
+    ("Hello", "Hello world"),  # one is a prefix of the other: TRL cuts before the shorter one's last character
+    ("Say it.  Yes", "Say it.  No"),  # only one space moves
+]
+
+
+@pytest.mark.parametrize(("chosen", "rejected"), IMPLICIT_PAIRS)
+def test_implicit_prompt_is_cut_where_trl_extract_prompt_cuts_it(tmp_path, chosen, rejected):
+    extract_prompt = pytest.importorskip("trl.data_utils").extract_prompt
+    trl = extract_prompt({"chosen": chosen, "rejected": rejected})
+    [record] = parse_file(jsonl(tmp_path, "trl.jsonl", {"chosen": chosen, "rejected": rejected}), "trl")[0]
+    assert (record.messages, record.chosen, record.rejected) == \
+        ([{"role": "user", "content": trl["prompt"]}], trl["chosen"], trl["rejected"])
+
+
+@pytest.mark.parametrize(("chosen", "rejected", "field", "fragment"), [
+    ("Blue.", "Green.", "rejected", "shares no leading text with 'chosen'"),
+    (" blue", " green", "rejected", "shares no leading text with 'chosen'"),  # only whitespace is shared
+    ("The answer ", "The answer is 4", "chosen", "whitespace only after the prompt they share"),
+    ("same", "same", "rejected", "is the same text as the chosen response"),
+])
+def test_implicit_prompt_record_without_a_usable_shared_prompt_is_refused(tmp_path, chosen, rejected, field,
+                                                                          fragment):
+    path = jsonl(tmp_path, "trl.jsonl", {"chosen": "a b", "rejected": "a c"}, {"chosen": chosen, "rejected": rejected})
+    with pytest.raises(InvalidRecord) as caught:
+        parse_file(path, "trl")
+    assert (caught.value.line, caught.value.field) == (2, field) and fragment in caught.value.message
+
+
+def test_conversational_implicit_record_without_shared_prompt_messages_is_refused(tmp_path):
+    path = jsonl(tmp_path, "trl.jsonl", {"chosen": [{"role": "assistant", "content": "a"}],
+                                         "rejected": [{"role": "assistant", "content": "b"}]})
+    with pytest.raises(InvalidRecord, match="after at least one prompt message") as caught:
+        parse_file(path, "trl")
+    assert caught.value.field == "chosen[0]"
+
+
+def hh(reply: str) -> str:
+    return f"\n\nHuman: hi\n\nAssistant: {reply}"
+
+
+def lf_turn(value: str) -> dict:
+    return {"from": "gpt", "value": value}
+
+
+EMPTY_REPLIES = [
+    # format, record with an empty or whitespace-only reply, the field named
+    ("trl", {"prompt": "p", "chosen": "", "rejected": "b"}, "chosen"),
+    ("trl", {"prompt": [{"role": "user", "content": "p"}], "chosen": [{"role": "assistant", "content": "a"}],
+             "rejected": [{"role": "assistant", "content": " "}]}, "rejected[0].content"),
+    ("trl", {"chosen": [{"role": "user", "content": "p"}, {"role": "assistant", "content": "\n"}],
+             "rejected": [{"role": "user", "content": "p"}, {"role": "assistant", "content": "b"}]},
+     "chosen[1].content"),
+    ("openai", {"input": {"messages": [{"role": "user", "content": "p"}]},
+                "preferred_output": [{"role": "assistant", "content": "a"}],
+                "non_preferred_output": [{"role": "assistant", "content": [{"type": "text", "text": ""}]}]},
+     "non_preferred_output[0].content"),
+    ("hh-rlhf", {"chosen": hh(""), "rejected": hh("b")}, "chosen"),
+    ("hh-rlhf", {"chosen": hh("a"), "rejected": hh("  ")}, "rejected"),
+    ("responses-jsonl", {"prompt": "p", "responses": ["a", "b", "\t"]}, "responses[2]"),
+]
+
+
+@pytest.mark.parametrize(("fmt", "record", "field"), EMPTY_REPLIES, ids=[f"{c[0]}-{c[2]}" for c in EMPTY_REPLIES])
+def test_an_empty_reply_is_an_invalid_record_in_every_format(tmp_path, fmt, record, field):
+    with pytest.raises(InvalidRecord, match="must be a non-empty string") as caught:
+        parse_file(jsonl(tmp_path, "data.jsonl", record), fmt)
+    assert (caught.value.line, caught.value.field) == (1, field)
+
+
+def test_an_empty_llamafactory_reply_is_an_invalid_record(tmp_path):
+    element = {"conversations": [{"from": "human", "value": "p"}], "chosen": lf_turn(""), "rejected": lf_turn("b")}
+    path = write(tmp_path, "lf.json", json.dumps([element]))
+    with pytest.raises(InvalidRecord, match="must be a non-empty string") as caught:
+        parse_file(path, "llamafactory")
+    assert caught.value.field == "chosen.value"
+
+
+@pytest.mark.parametrize(("fmt", "record", "field", "fragment"), [
+    ("prompts-jsonl", {"messages": "hello"}, "messages", "must be a list of {role, content} messages, not a string"),
+    ("prompts-jsonl", {"messages": ["hello"]}, "messages[0]", "must be an object with 'role' and 'content'"),
+    ("prompts-jsonl", {"messages": []}, "messages", "at least one message"),
+    ("responses-jsonl", {"messages": "hello", "responses": ["a", "b"]}, "messages", "must be a list"),
+    ("prompts-jsonl", {"prompt": {"role": "user"}}, "prompt", "a list of messages, not an object"),
+    ("prompts-jsonl", {"prompt": [{"role": "user", "content": None}]}, "prompt[0].content", "must be a string"),
+    ("trl", {"prompt": 5, "chosen": "a", "rejected": "b"}, "prompt", "a string or a list of messages, not a number"),
+])
+def test_a_prompt_or_messages_field_of_the_wrong_type_names_the_field(tmp_path, fmt, record, field, fragment):
+    with pytest.raises(InvalidRecord) as caught:
+        parse_file(jsonl(tmp_path, "data.jsonl", record), fmt)
+    assert caught.value.field == field and fragment in caught.value.message
+
+
+def openai_pair(messages=None, preferred="good", **input_keys) -> dict:
+    return {"input": {"messages": messages or [{"role": "user", "content": "q"}], **input_keys},
+            "preferred_output": [{"role": "assistant", "content": preferred}],
+            "non_preferred_output": [{"role": "assistant", "content": "bad"}]}
+
+
+def test_openai_keeps_tools_and_parallel_tool_calls_with_the_prompt(tmp_path):
+    tools = [{"type": "function", "function": {"name": "weather", "parameters": {"type": "object"}}}]
+    path = jsonl(tmp_path, "oa.jsonl", openai_pair(tools=tools, parallel_tool_calls=False),
+                 openai_pair(tools=[], parallel_tool_calls=True), openai_pair())
+    q = [{"role": "user", "content": "q"}]
+    assert parse_file(path, "openai")[0] == [PreferenceRecord(q, "good", "bad", 1, tools, False),
+                                             PreferenceRecord(q, "good", "bad", 2, [], True),
+                                             PreferenceRecord(q, "good", "bad", 3, None, None)]
+
+
+@pytest.mark.parametrize(("input_keys", "field", "fragment"), [
+    ({"tools": {"type": "function"}}, "input.tools", "must be a list of tool objects, not an object"),
+    ({"tools": ["weather"]}, "input.tools[0]", "must be a tool object, not a string"),
+    ({"tools": [{"function": {}}]}, "input.tools[0].type", "is missing"),
+    ({"parallel_tool_calls": "yes"}, "input.parallel_tool_calls", "must be true or false, not a string"),
+])
+def test_openai_tools_of_the_wrong_type_name_the_field(tmp_path, input_keys, field, fragment):
+    with pytest.raises(InvalidRecord) as caught:
+        parse_file(jsonl(tmp_path, "oa.jsonl", openai_pair(**input_keys)), "openai")
+    assert (caught.value.field, caught.value.message) == (field, fragment)
+
+
+def test_openai_content_given_as_text_parts_is_joined_in_order(tmp_path):
+    parts = [{"type": "text", "text": "What is "}, {"type": "text", "text": "2+2?"}]
+    record = openai_pair([{"role": "system", "content": [{"type": "text", "text": "Be brief."}]},
+                          {"role": "user", "content": parts}])
+    record["preferred_output"][0]["content"] = [{"type": "text", "text": "4"}]
+    [pair] = parse_file(jsonl(tmp_path, "oa.jsonl", record), "openai")[0]
+    assert pair == PreferenceRecord([{"role": "system", "content": "Be brief."},
+                                     {"role": "user", "content": "What is 2+2?"}], "4", "bad", 1)
+
+
+@pytest.mark.parametrize(("content", "field", "fragment"), [
+    ([{"type": "text", "text": "look"}, {"type": "image_url", "image_url": {"url": "x"}}],
+     "input.messages[1].content[1].type", "must be 'text' (only text is imported), got 'image_url'"),
+    ([{"type": "text", "text": 3}], "input.messages[1].content[0].text", "must be a string, not a number"),
+    (["plain"], "input.messages[1].content[0]", "must be a content part object, not a string"),
+    ({"type": "text"}, "input.messages[1].content", "must be a string or a list of text parts, not an object"),
+])
+def test_openai_content_parts_other_than_text_name_the_field(tmp_path, content, field, fragment):
+    record = openai_pair([{"role": "system", "content": "s"}, {"role": "user", "content": content}])
+    with pytest.raises(InvalidRecord) as caught:
+        parse_file(jsonl(tmp_path, "oa.jsonl", record), "openai")
+    assert (caught.value.field, caught.value.message) == (field, fragment)
 
 
 def test_hh_rlhf_strips_only_one_space_after_the_speaker_tag(tmp_path):

@@ -16,8 +16,9 @@ PREFERENCE_SAMPLES = [
     # file, format, prompts added, prompts duplicate, comparisons added, comparisons duplicate
     ("openai-preference-orca-dpo-pairs-validation.jsonl", "openai", 284, 0, 284, 0),
     ("openai-cookbook-dpo-example.jsonl", "openai", 1, 0, 1, 0),
-    # Records 3 and 4 are the same pair, written conversational-explicit and conversational-implicit.
-    ("trl-preference-format-examples.jsonl", "trl", 3, 1, 3, 1),
+    # Records 1 and 2 are the same pair written standard-explicit and standard-implicit (the shared prefix is the
+    # prompt), 3 and 4 the same pair written conversational-explicit and conversational-implicit.
+    ("trl-preference-format-examples.jsonl", "trl", 2, 2, 2, 2),
     # The demo file repeats 5 of its records verbatim.
     ("llamafactory-dpo-en-demo.json", "llamafactory", 295, 5, 295, 5),
 ]
@@ -74,21 +75,15 @@ def test_prompt_samples_import_with_their_prompt_field(store, shared_datasets, n
         assert set(s.exec(select(Prompt.source)).all()) == {name}
 
 
-def test_hh_rlhf_sample_imports_all_300_pairs_including_an_empty_chosen_reply(store, shared_datasets):
-    result = import_file(store, shared_datasets / "hh-rlhf-harmless-base-test.sample.jsonl")
-    assert (result.format, result.comparisons_added, result.labels_added, result.prompts_added) == \
-        ("hh-rlhf", 300, 300, 300)
-    assert result.invalid == []
-
-
-def test_an_hh_transcript_with_both_replies_empty_is_refused_as_identical(store, tmp_path):
-    path = tmp_path / "hh.jsonl"
-    path.write_text(json.dumps({"chosen": "\n\nHuman: hi\n\nAssistant: ",
-                                "rejected": "\n\nHuman: hi\n\nAssistant: "}) + "\n")
-    with pytest.raises(InvalidRecord) as caught:
+def test_hh_rlhf_sample_is_refused_for_its_empty_reply_unless_skipping_invalid(store, shared_datasets, tmp_path):
+    path = shared_datasets / "hh-rlhf-harmless-base-test.sample.jsonl"
+    with pytest.raises(InvalidRecord, match=r"\.jsonl:87: field 'chosen': must be a non-empty string"):
         import_file(store, path)
-    assert (caught.value.line, caught.value.field) == (1, "rejected")
     assert sum(row_counts(store).values()) == 0
+    result = import_file(store, path, skip_invalid=True, report_path=tmp_path / "report.jsonl")
+    assert (result.format, result.comparisons_added, result.labels_added, result.prompts_added) == \
+        ("hh-rlhf", 299, 299, 299)
+    assert [(bad.line, bad.field) for bad in result.invalid] == [(87, "chosen")]
 
 
 def test_orca_texts_are_stored_exactly_as_in_the_source(store, shared_datasets):
@@ -137,12 +132,14 @@ def test_imported_pairs_are_done_with_one_import_label_for_a(store, shared_datas
     assert {(r.source, r.model_version_id, r.finish_reason) for r in responses} == {("import", None, None)}
 
 
-def test_trl_implicit_standard_pair_gets_an_empty_prompt_that_generation_skips(store, shared_datasets):
+def test_implicit_prompt_pairs_store_their_shared_prefix_as_the_prompt(store, shared_datasets):
     import_file(store, shared_datasets / "trl-preference-format-examples.jsonl")
     with store.read() as s:
-        empty = s.exec(select(Prompt).where(Prompt.messages == [])).one()
-    assert empty.skip_reason == importing.NO_PROMPT_REASON
-    assert [a for _, messages, a, _ in stored_pairs(store) if messages == []] == ["The sky is blue."]
+        prompts = s.exec(select(Prompt).order_by(Prompt.id)).all()
+    assert [p.messages for p in prompts] == [[{"role": "user", "content": "The sky is"}],
+                                             [{"role": "user", "content": "What color is the sky?"}]]
+    assert {p.skip_reason for p in prompts} == {None}  # every prompt can be sampled from
+    assert [(a, b) for _, _, a, b in stored_pairs(store)] == [(" blue.", " green."), ("It is blue.", "It is green.")]
 
 
 def test_sample_import_is_fast(store, shared_datasets):
@@ -191,6 +188,17 @@ MALFORMED = [
      1, "rejected", "same conversation"),
     ("hh-not-a-transcript", "hh-rlhf", [json.dumps({"chosen": "hello", "rejected": "\n\nHuman: b\n\nAssistant: y"})],
      1, "chosen", "starting with"),
+    ("hh-empty-replies", "hh-rlhf", [json.dumps({"chosen": "\n\nHuman: hi\n\nAssistant: ",
+                                                "rejected": "\n\nHuman: hi\n\nAssistant: "})],
+     1, "chosen", "must be a non-empty string"),
+    ("implicit-nothing-shared", "trl", [json.dumps({"chosen": "Blue.", "rejected": "Green."})], 1, "rejected",
+     "shares no leading text"),
+    ("messages-not-a-list", "prompts-jsonl", [json.dumps({"messages": "hello"})], 1, "messages", "must be a list"),
+    ("openai-image-part", "openai", [json.dumps({
+        "input": {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "u"}}]}]},
+        "preferred_output": [{"role": "assistant", "content": "a"}],
+        "non_preferred_output": [{"role": "assistant", "content": "b"}]})],
+     1, "input.messages[0].content[0].type", "only text"),
 ]
 
 
@@ -366,3 +374,119 @@ def test_overlap_must_be_positive(store, tmp_path):
 def test_progress_bar_goes_to_stderr(store, tmp_path, capsys):
     import_file(store, write_jsonl(tmp_path / "p.jsonl", {"prompt": "a"}, {"prompt": "b"}), progress=True)
     assert "import p.jsonl" in capsys.readouterr().err
+
+
+# -- tools (OpenAI) ------------------------------------------------------------------------------------------------
+WEATHER = [{"type": "function", "function": {"name": "weather", "parameters": {"type": "object"}}}]
+
+
+def openai_pair(chosen="good", **input_keys) -> dict:
+    return {"input": {"messages": GOOD_MESSAGES, **input_keys},
+            "preferred_output": [{"role": "assistant", "content": chosen}],
+            "non_preferred_output": [{"role": "assistant", "content": "bad"}]}
+
+
+def test_openai_tools_are_stored_with_the_prompt(store, tmp_path):
+    import_file(store, write_jsonl(tmp_path / "oa.jsonl", openai_pair(tools=WEATHER, parallel_tool_calls=False)))
+    with store.read() as s:
+        prompt = s.exec(select(Prompt)).one()
+    assert (prompt.messages, prompt.tools, prompt.parallel_tool_calls) == (GOOD_MESSAGES, WEATHER, False)
+
+
+def test_the_same_messages_with_other_tools_are_another_prompt(store, tmp_path):
+    path = write_jsonl(tmp_path / "oa.jsonl", openai_pair(), openai_pair(tools=WEATHER),
+                       openai_pair(tools=WEATHER, parallel_tool_calls=True), openai_pair("other", tools=WEATHER))
+    result = import_file(store, path)
+    assert (result.prompts_added, result.prompts_duplicate, result.comparisons_added) == (3, 1, 4)
+    with store.read() as s:
+        rows = s.exec(select(Prompt.tools, Prompt.parallel_tool_calls).order_by(Prompt.id)).all()
+    assert rows == [(None, None), (WEATHER, None), (WEATHER, True)]
+
+
+def test_a_prompt_without_tools_keeps_the_hash_it_had_before_tools_were_kept(store, tmp_path):
+    import hashlib
+
+    import_file(store, write_jsonl(tmp_path / "oa.jsonl", openai_pair(tools=[], parallel_tool_calls=True)))
+    with store.read() as s:
+        stored = s.exec(select(Prompt.content_hash)).one()
+    assert stored == hashlib.sha256(json.dumps([["user", "q"]]).encode()).hexdigest()
+
+
+def test_other_formats_leave_tools_unset(store, shared_datasets):
+    import_file(store, shared_datasets / "trl-preference-format-examples.jsonl")
+    with store.read() as s:
+        assert set(s.exec(select(Prompt.tools, Prompt.parallel_tool_calls)).all()) == {(None, None)}
+
+
+# -- Hugging Face datasets folders ---------------------------------------------------------------------------------
+def save_dataset(path: Path, rows: list[dict], split: str | None = None) -> Path:
+    from datasets import Dataset, DatasetDict
+
+    dataset = Dataset.from_list(rows)
+    (DatasetDict({split: dataset}) if split else dataset).save_to_disk(str(path))
+    return path
+
+
+CONVERSATIONAL = [{"prompt": [{"role": "user", "content": f"q{i}"}], "chosen": [{"role": "assistant", "content": "a"}],
+                   "rejected": [{"role": "assistant", "content": "b"}]} for i in range(3)]
+
+
+def test_a_datasets_folder_imports_like_a_file_with_rows_numbered_from_0(store, tmp_path):
+    folder = save_dataset(tmp_path / "prefs", CONVERSATIONAL)
+    result = import_file(store, folder)
+    assert (result.format, result.prompts_added, result.comparisons_added) == ("trl", 3, 3)
+    assert [(origin, messages[0]["content"]) for origin, messages, _, _ in stored_pairs(store)] == \
+        [("prefs row 0", "q0"), ("prefs row 1", "q1"), ("prefs row 2", "q2")]
+    with store.read() as s:
+        assert set(s.exec(select(Prompt.source)).all()) == {"prefs"}
+
+
+@pytest.mark.parametrize(("rows", "fmt"), [
+    ([{"prompt": "p"}], "prompts-jsonl"),
+    ([{"messages": GOOD_MESSAGES}], "prompts-jsonl"),
+    ([{"prompt": "p", "responses": ["a", "b"]}], "responses-jsonl"),
+    ([{"chosen": "The sky is blue.", "rejected": "The sky is green."}], "trl"),
+    ([{"chosen": "\n\nHuman: hi\n\nAssistant: a", "rejected": "\n\nHuman: hi\n\nAssistant: b"}], "hh-rlhf"),
+    ([openai_pair(tools=WEATHER, parallel_tool_calls=True)], "openai"),
+    ([{"conversations": [{"from": "human", "value": "q"}], "chosen": {"from": "gpt", "value": "a"},
+       "rejected": {"from": "gpt", "value": "b"}}], "llamafactory"),
+])
+def test_a_datasets_folder_format_is_sniffed_from_its_columns(store, tmp_path, rows, fmt):
+    result = import_file(store, save_dataset(tmp_path / "data", rows))
+    assert result.format == fmt and result.prompts_added == 1
+
+
+def test_a_datasets_folder_keeps_openai_tools_though_arrow_fills_missing_ones_with_null(store, tmp_path):
+    import_file(store, save_dataset(tmp_path / "oa", [openai_pair(), openai_pair(tools=WEATHER)]))
+    with store.read() as s:
+        assert s.exec(select(Prompt.tools).order_by(Prompt.id)).all() == [None, WEATHER]
+
+
+def test_a_bad_row_of_a_datasets_folder_is_named_by_its_row(store, tmp_path):
+    rows = [*CONVERSATIONAL, {**CONVERSATIONAL[0], "rejected": [{"role": "assistant", "content": ""}]}]
+    folder = save_dataset(tmp_path / "prefs", rows)
+    with pytest.raises(InvalidRecord) as caught:
+        import_file(store, folder)
+    assert str(caught.value) == f"{folder} row 3: field 'rejected[0].content': must be a non-empty string, " \
+                                "got an empty string"
+    assert sum(row_counts(store).values()) == 0
+    result = import_file(store, folder, skip_invalid=True, report_path=tmp_path / "report.jsonl")
+    assert result.comparisons_added == 3
+    assert json.loads((tmp_path / "report.jsonl").read_text())["row"] == 3
+
+
+def test_a_dataset_dict_folder_imports_its_train_split(store, tmp_path):
+    result = import_file(store, save_dataset(tmp_path / "dd", CONVERSATIONAL, split="train"))
+    assert result.comparisons_added == 3
+
+
+def test_a_dataset_dict_without_a_train_split_is_refused_naming_its_splits(store, tmp_path):
+    folder = save_dataset(tmp_path / "dd", CONVERSATIONAL, split="test_prefs")
+    with pytest.raises(ValueError, match=r"without a 'train' split \(splits: test_prefs\)"):
+        import_file(store, folder)
+
+
+def test_a_folder_that_is_not_a_dataset_is_refused(store, tmp_path):
+    (tmp_path / "notes").mkdir()
+    with pytest.raises(ValueError, match="not a Hugging Face datasets folder"):
+        import_file(store, tmp_path / "notes")

@@ -225,7 +225,10 @@ def test_console_events_are_refused_to_annotators_over_http(web_app, password_ha
                        "import_file": [file_data, "prompts-jsonl"],
                        # the training and judges panels (the timer's tick is refresh_training too)
                        "refresh_training": [0], "start_training": [False], "cancel_training": [0, None],
-                       "resume_timer": [], "refresh_judges": [], "run_judge_now": [0]}
+                       "resume_timer": [], "refresh_judges": [], "run_judge_now": [0],
+                       # discard and restore data, the audit trail
+                       "discard_data": ["comparison", 1, "off topic"], "restore_data": ["comparison", 1, ""],
+                       "refresh_audit": []}
     # Events whose input here is refused to operators too, with a plain message (not the role check).
     operator_messages = {"cancel_training": "Choose a round", "run_judge_now": "how many comparisons"}
     with running_server(fastapi_app) as url:
@@ -351,3 +354,22 @@ def test_demo_workdir_runs_automatic_rounds_unless_overridden(tmp_path):
         assert "automatic DPO rounds are off" in _demo_rounds(off)
     finally:
         off.close()
+
+
+@pytest.mark.parametrize("body", [
+    {"comparison_id": 2**63, "side": "left", "shown_order": "ab"},
+    {"comparison_id": -1, "side": "left", "shown_order": "ab"},
+    {"comparison_id": 10**30, "choice": "a", "shown_order": "ab"},
+    {"comparison_id": 1, "side": "left", "shown_order": "ab", "time_spent_s": 1e308},
+    {"comparison_id": 1, "side": "left", "shown_order": "ab", "rationale": "x" * 20_001},
+])
+def test_out_of_range_numbers_and_oversized_fields_are_422_not_500(server, web_app, password_hash, seed, body):
+    add_users(web_app, password_hash, ["alice"])
+    seed(web_app.store, 1)
+    with closing(login(server, "alice")) as client:
+        r = client.post("/api/v1/labels", json=body)
+        assert r.status_code == 422, r.text
+        assert client.post("/api/v1/labels?next=true", json=body).status_code == 422
+        # The largest id a database holds is simply not found.
+        assert client.post("/api/v1/labels", json={**body, "comparison_id": 2**63 - 1, "time_spent_s": 1,
+                                                   "rationale": None}).status_code == 404

@@ -33,6 +33,9 @@ class RoundConfig:
     probe_prompts: int = 16
     probe_samples: int = 2
     auto_every: int = 0
+    auto_retry_s: float = 60.0
+    auto_retry_max_s: float = 3600.0
+    auto_max_failures: int = 3
     auto_deploy: bool = False
     deploy_min_accuracy: float = 0.0
     stale_after_s: float = 120.0

@@ -3,7 +3,8 @@
 Pairs come from data.pairs.iter_resolved (human and imported labels, judge labels per training.judge_labels).
 A prompt is in the held-out split when a hash of its messages says so: the split is the same in every round,
 and a prompt's pairs are never on both sides. Training takes the pairs no finished round has used yet, plus
-a replayed share of older ones."""
+a replayed share of older ones. A stored pair that cannot train (an empty prompt, from a database imported
+before the importer refused those) is left out and counted, so no stored record can break a round."""
 
 import json
 import random
@@ -24,6 +25,8 @@ class Selection:
     new: list[ResolvedRow] = field(default_factory=list)
     replay: list[ResolvedRow] = field(default_factory=list)
     eval: list[ResolvedRow] = field(default_factory=list)
+
+    skipped: int = 0  # resolved pairs left out because they cannot train (see unusable)
 
     @property
     def train(self) -> list[ResolvedRow]:
@@ -46,7 +49,26 @@ def is_held_out(prompt_json: str, fraction: float) -> bool:
     return int(digest[:16], 16) / 2**64 < fraction
 
 
+def unusable(row: ResolvedRow) -> str | None:
+    """Why a resolved pair cannot train (its prompt has no text, or is not a list of chat messages), else None."""
+    try:
+        messages = json.loads(row.prompt_json)
+    except ValueError:
+        return "unreadable prompt"
+    if not isinstance(messages, list) or not all(isinstance(m, dict) and isinstance(m.get("role"), str)
+                                                 for m in messages):
+        return "prompt is not a list of chat messages"
+    if not any(isinstance(m.get("content"), str) and m["content"].strip() for m in messages):
+        return "empty prompt"
+    return None
+
+
 def resolved_pairs(store, cfg: RoundConfig) -> list[ResolvedRow]:
+    """Resolved pairs allowed by the config that can train (see unusable), in comparison id order."""
+    return [row for row in all_resolved_pairs(store, cfg) if unusable(row) is None]
+
+
+def all_resolved_pairs(store, cfg: RoundConfig) -> list[ResolvedRow]:
     """Resolved pairs allowed by the config, in comparison id order. Human and imported labels always count;
     judge labels resolve a comparison only where those give no pair: with judge_labels='fill' only where no
     human has labelled it at all, with 'always' also where humans tied or have not reached the overlap."""
@@ -64,8 +86,10 @@ def select_pairs(store, cfg: RoundConfig, seed: int | None = None) -> Selection:
     """New pairs + replayed older pairs for training, and the held-out pairs (at most eval_max_pairs)."""
     trained = store.trained_comparison_ids()
     sel, old = Selection(), []
-    for row in resolved_pairs(store, cfg):
-        if is_held_out(row.prompt_json, cfg.eval_fraction):
+    for row in all_resolved_pairs(store, cfg):
+        if unusable(row) is not None:
+            sel.skipped += 1
+        elif is_held_out(row.prompt_json, cfg.eval_fraction):
             if len(sel.eval) < cfg.eval_max_pairs:
                 sel.eval.append(row)
         elif row.comparison_id in trained:
@@ -75,7 +99,8 @@ def select_pairs(store, cfg: RoundConfig, seed: int | None = None) -> Selection:
     if len(sel.new) < cfg.min_pairs:
         raise NotEnoughPairs(
             f"only {len(sel.new)} new labelled pair(s) to train on (training.min_pairs = {cfg.min_pairs}); "
-            f"label more comparisons, or lower training.min_pairs")
+            f"label more comparisons, or lower training.min_pairs"
+            + (f" ({sel.skipped} stored pair(s) were left out: empty or unreadable prompt)" if sel.skipped else ""))
     want = min(len(old), round(cfg.replay_fraction * len(sel.new)))
     rng = random.Random(cfg.seed if seed is None else seed)
     sel.replay = sorted(rng.sample(old, want), key=lambda r: r.comparison_id) if want else []

@@ -12,7 +12,6 @@ import os
 import shutil
 import tempfile
 import threading
-import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -87,7 +86,8 @@ def run_round(store, models_dir: Path, run_id: int, extra_callbacks: tuple = ())
             _phase(store, run_id, "evaluating", version=name)
             report = {"version": name, "parent": parent.name, "pairs": {
                 "train": len(train_rows), "new": run.config.get("new_pairs"), "replay": run.config.get("replay_pairs"),
-                "eval": len(eval_rows)}, "train": trained.summary, "eval": trained.eval_report}
+                "eval": len(eval_rows), "skipped": run.config.get("skipped_pairs", 0)},
+                "train": trained.summary, "eval": trained.eval_report}
             held_out = [to_example(r)["prompt"] for r in eval_rows]
             prompts, before, after = run_probes(cfg, parent.path, str(tmp), held_out)
             report["probe"] = probe_summary(prompts, before, after)
@@ -111,9 +111,10 @@ def run_round(store, models_dir: Path, run_id: int, extra_callbacks: tuple = ())
             store.finish_training_run(run_id, "cancelled", report={"phase": "cancelled"})
             return RoundResult(run_id, "cancelled")
         except Exception as error:  # the row must say why; the deployed version keeps serving
-            message = f"{type(error).__name__}: {error}"
-            log.error("training run %s failed: %s", run_id, message)
-            store.finish_training_run(run_id, "failed", error=message + "\n" + traceback.format_exc(limit=8))
+            # The row holds one readable line for people; the traceback goes to the log (logs/round-N.log).
+            message = " ".join(f"{type(error).__name__}: {error}".split())
+            log.error("training run %s failed: %s", run_id, message, exc_info=True)
+            store.finish_training_run(run_id, "failed", error=message)
             return RoundResult(run_id, "failed", error=message)
         finally:
             if tmp is not None:

@@ -3,12 +3,14 @@
 The lock is the database: a TrainingRun row in status queued/running/cancelling whose process is alive and
 whose heartbeat is fresh. It is created inside one write transaction (BEGIN IMMEDIATE on SQLite), which first
 marks stale runs failed (their process is gone, or their heartbeat is older than training.stale_after_s).
-`maybe_start_round` starts a round automatically every training.auto_every newly resolved pairs."""
+`maybe_start_round` starts a round automatically every training.auto_every newly resolved pairs, backing off
+after failed automatic rounds and pausing after training.auto_max_failures in a row (see auto_backoff)."""
 
 import os
 import socket
 import subprocess
 import sys
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -18,8 +20,8 @@ from training.config import RoundConfig
 from training.pairs import NotEnoughPairs, is_held_out, resolved_pairs, select_pairs
 from training.registry import clean_temp_dirs
 
-__all__ = ["NotEnoughPairs", "RoundBusy", "is_stale", "launch", "maybe_start_round", "queue_round",
-           "recover_stale_runs", "start_round"]
+__all__ = ["AutoBackoff", "NotEnoughPairs", "RoundBusy", "auto_backoff", "error_line", "is_stale", "launch", "log_path",
+           "maybe_start_round", "queue_round", "recover_stale_runs", "resume_auto_rounds", "start_round"]
 
 
 def pid_alive(pid: int) -> bool:
@@ -53,31 +55,37 @@ def recover_stale_runs(store, stale_after_s: float) -> list[int]:
     return store.recover_stale_runs(lambda run: is_stale(run, stale_after_s))
 
 
-def queue_round(store, models_dir: Path, cfg: RoundConfig) -> int:
-    """Select the round's pairs and queue it (raises NotEnoughPairs, RoundBusy); returns the run id."""
+def queue_round(store, models_dir: Path, cfg: RoundConfig, trigger: str = "manual") -> int:
+    """Select the round's pairs and queue it (raises NotEnoughPairs, RoundBusy); returns the run id.
+    `trigger`: 'manual' or 'auto' (maybe_start_round), kept in the run's config for the back-off."""
     parent = store.deployed_version()
     if parent is None:
         raise LookupError("no model version is deployed: a round trains on the deployed version")
     selection = select_pairs(store, cfg)
     config = {"round": cfg.to_dict(), "eval_ids": selection.eval_ids, "new_pairs": len(selection.new),
-              "replay_pairs": len(selection.replay), "host": socket.gethostname()}
+              "replay_pairs": len(selection.replay), "skipped_pairs": selection.skipped,
+              "host": socket.gethostname(), "trigger": trigger}
     run = store.create_training_run(parent.id, selection.train_ids, config,
                                     is_stale=lambda r: is_stale(r, cfg.stale_after_s))
     clean_temp_dirs(models_dir)  # we hold the lock: whatever .tmp folder is there was left by a dead round
     return run.id
 
 
+def log_path(workdir: Path, run_id: int) -> Path:
+    """Where a round process writes its output, the traceback of a failure included."""
+    return Path(workdir).resolve() / "logs" / f"round-{run_id}.log"
+
+
 def launch(workdir: Path, run_id: int, database_url: str | None = None, store=None) -> subprocess.Popen:
     """Start `python -m training.run_round` for a queued run, detached, logging to <workdir>/logs/round-N.log."""
     workdir = Path(workdir).resolve()
-    logs = workdir / "logs"
-    logs.mkdir(exist_ok=True)
+    log_path(workdir, run_id).parent.mkdir(exist_ok=True)
     cmd = [sys.executable, "-m", "training.run_round", "--workdir", str(workdir), "--run-id", str(run_id)]
     if database_url:
         cmd += ["--database-url", database_url]
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
-    with open(logs / f"round-{run_id}.log", "ab") as out:
+    with open(log_path(workdir, run_id), "ab") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                                 start_new_session=True)
     if store is not None:
@@ -86,10 +94,10 @@ def launch(workdir: Path, run_id: int, database_url: str | None = None, store=No
     return proc
 
 
-def start_round(store, workdir: Path, cfg: RoundConfig, database_url: str | None = None
+def start_round(store, workdir: Path, cfg: RoundConfig, database_url: str | None = None, trigger: str = "manual"
                 ) -> tuple[int, subprocess.Popen]:
     """Queue a round and start its process; returns (run id, process)."""
-    run_id = queue_round(store, Path(workdir) / "models", cfg)
+    run_id = queue_round(store, Path(workdir) / "models", cfg, trigger)
     return run_id, launch(workdir, run_id, database_url, store)
 
 
@@ -100,18 +108,100 @@ def new_pairs_count(store, cfg: RoundConfig) -> int:
                if r.comparison_id not in trained and not is_held_out(r.prompt_json, cfg.eval_fraction))
 
 
-def maybe_start_round(store, workdir: Path, cfg: RoundConfig, database_url: str | None = None
-                      ) -> tuple[int, subprocess.Popen] | None:
-    """Start a round when training.auto_every (> 0) new pairs have resolved since the last one and no round
-    is active; None otherwise. Safe to call from many processes at once: the lock lets one through."""
+def maybe_start_round(store, workdir: Path, cfg: RoundConfig, database_url: str | None = None,
+                      now: datetime | None = None) -> tuple[int, subprocess.Popen] | None:
+    """Start a round when training.auto_every (> 0) new pairs have resolved since the last one, no round is
+    active and the back-off allows it (auto_backoff at `now`); None otherwise. Safe to call from many processes
+    at once: the lock lets one through."""
     if cfg.auto_every <= 0:
         return None
     recover_stale_runs(store, cfg.stale_after_s)
     if any(r.status in store.ACTIVE_RUN_STATUSES for r in store.training_runs()):
         return None
+    if not auto_backoff(store, cfg, now).may_start:
+        return None
     if new_pairs_count(store, cfg) < max(cfg.auto_every, cfg.min_pairs):
         return None
     try:
-        return start_round(store, workdir, cfg, database_url)
+        return start_round(store, workdir, cfg, database_url, trigger="auto")
     except (RoundBusy, NotEnoughPairs):
         return None
+
+
+# -- failed automatic rounds: back off, then pause until an operator resumes ------------------------------------
+# Derived from the database alone (every process that may start automatic rounds reads the same rows): the
+# automatic runs that failed since the last successful round of any kind and the last resume (an AuditEvent).
+RESUMED = "auto_rounds_resumed"
+
+
+@dataclass(frozen=True)
+class AutoBackoff:
+    failures: int = 0  # automatic rounds failed in a row
+    run_id: int | None = None  # the last failed automatic run
+    error: str | None = None  # its error, one line
+    next_try_at: datetime | None = None  # no automatic round before this (None: no wait)
+    paused: bool = False  # training.auto_max_failures reached: only an operator's resume restarts them
+    now: datetime | None = None
+
+    @property
+    def may_start(self) -> bool:
+        return not self.paused and (self.next_try_at is None or self.now >= self.next_try_at)
+
+
+def retry_delay_s(cfg: RoundConfig, failures: int) -> float:
+    """The wait after `failures` automatic rounds failed in a row: auto_retry_s doubled per failure, capped."""
+    if failures <= 0:
+        return 0.0
+    return min(cfg.auto_retry_s * 2.0 ** min(failures - 1, 60), cfg.auto_retry_max_s)
+
+
+def auto_backoff(store, cfg: RoundConfig, now: datetime | None = None) -> AutoBackoff:
+    """Where automatic rounds stand at `now`: how many failed in a row, the last error, when the next may start."""
+    now = _aware(now or utcnow())
+    resumed = last_resume_at(store)
+    failed = []
+    for run in reversed(store.training_runs()):
+        finished = _aware(run.finished_at) if run.finished_at else None
+        if resumed is not None and finished is not None and finished <= resumed:
+            break
+        if run.status == "done":
+            break
+        if run.status == "failed" and (run.config or {}).get("trigger") == "auto":
+            failed.append(run)
+    if not failed:
+        return AutoBackoff(now=now)
+    last = failed[0]
+    since = _aware(last.finished_at or now)
+    return AutoBackoff(len(failed), last.id, error_line(last.error) or "no error recorded",
+                       since + timedelta(seconds=retry_delay_s(cfg, len(failed))),
+                       0 < cfg.auto_max_failures <= len(failed), now)
+
+
+def error_line(error: str | None, limit: int = 500) -> str | None:
+    """A stored error as one line for people: the first non-empty line, whitespace collapsed, at most `limit`
+    characters (rows written before errors were kept to one line have a traceback after it)."""
+    first = next((line for line in (error or "").splitlines() if line.strip()), None)
+    if first is None:
+        return None
+    text = " ".join(first.split())
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def last_resume_at(store) -> datetime | None:
+    """When an operator last resumed automatic rounds."""
+    from data.curation import last_event_at
+
+    when = last_event_at(store, RESUMED)
+    return _aware(when) if when else None
+
+
+def resume_auto_rounds(store, cfg: RoundConfig, actor: str) -> AutoBackoff:
+    """An operator resumes automatic rounds: the failure streak (and its wait) ends now. Recorded as an
+    AuditEvent; returns the state it ended. Nothing is recorded when no automatic round has failed."""
+    from data.curation import record_event
+
+    state = auto_backoff(store, cfg)
+    if state.failures:
+        record_event(store, actor, RESUMED, "rounds", state.run_id,
+                     detail={"failures": state.failures, "error": state.error, "paused": state.paused})
+    return state

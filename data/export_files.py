@@ -1,0 +1,139 @@
+"""Resolved pairs in TRL's conversational preference shape as Apache Arrow columns: a Parquet file written one
+row group per batch, or a Hugging Face `datasets` folder (`Dataset.save_to_disk`). Memory stays flat at any
+size: each batch becomes Arrow arrays directly (no object per message) and is written before the next is read."""
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+ROLE_CONTENT = ("role", "content")
+
+
+def schema():
+    """prompt, chosen and rejected, each list<struct<role: string, content: string>>, as TRL loads them."""
+    import pyarrow as pa
+
+    messages = pa.list_(pa.struct([(name, pa.string()) for name in ROLE_CONTENT]))
+    return pa.schema([("prompt", messages), ("chosen", messages), ("rejected", messages)])
+
+
+def record_batch(rows: list[tuple]):
+    """Pair rows in `ResolvedRow` order (1 prompt JSON, 2 chosen, 3 rejected) as one Arrow record batch."""
+    import pyarrow as pa
+
+    n = len(rows)
+    answers = pa.array(range(n + 1), pa.int32())  # one assistant message per list
+    columns = [_prompts(rows)]
+    for i in (2, 3):
+        values = pa.StructArray.from_arrays([pa.repeat("assistant", n), pa.array([r[i] for r in rows], pa.string())],
+                                            names=list(ROLE_CONTENT))
+        columns.append(pa.ListArray.from_arrays(answers, values))
+    return pa.RecordBatch.from_arrays(columns, schema=schema())
+
+
+def _prompts(rows: list[tuple]):
+    """The stored message lists parsed by Arrow's JSON reader straight into the column: no Python object per
+    message. A message other than {role, content} text makes it fail (a fixed column type has no room for other
+    keys: refused, never dropped); then the Python check below names the comparison."""
+    import pyarrow as pa
+    import pyarrow.json as pj
+
+    # Arrow reads one JSON document per line: stored JSON with a raw newline is compacted first (rare).
+    lines = "".join([f'{{"prompt": {_one_line(r[1])}}}\n' for r in rows])
+    options = pj.ParseOptions(explicit_schema=pa.schema([schema().field("prompt")]), unexpected_field_behavior="error")
+    try:
+        table = pj.read_json(pa.BufferReader(lines.encode("utf-8")), parse_options=options,
+                             read_options=pj.ReadOptions(use_threads=False, block_size=len(lines) * 4 + 64))
+        column = table.column("prompt").combine_chunks()
+    except pa.ArrowInvalid:
+        column = None
+    if column is None or column.null_count or column.values.field(0).null_count or column.values.field(1).null_count:
+        _refuse_odd_message(rows)
+    return column
+
+
+def _one_line(stored_json: str) -> str:
+    return stored_json if "\n" not in stored_json else json.dumps(json.loads(stored_json), ensure_ascii=False)
+
+
+def _refuse_odd_message(rows: list[tuple]) -> None:
+    for r in rows:
+        messages = json.loads(r[1])
+        for m in messages if type(messages) is list else [messages]:
+            if type(m) is not dict or set(m) != set(ROLE_CONTENT) or not all(type(m[k]) is str for k in m):
+                raise ValueError(f"comparison {r[0]}: prompt message {m!r:.200} is not {{role, content}} text and "
+                                 "does not fit the Parquet/dataset columns; export JSONL instead")
+    raise ValueError("a prompt does not fit the Parquet/dataset columns; export JSONL instead")
+
+
+def write_parquet(f: IO | str, chunks: Iterator) -> int:
+    """Every chunk's pairs as one row group of a Parquet file; returns the pairs written."""
+    import pyarrow.parquet as pq
+
+    written = 0
+    with pq.ParquetWriter(f, schema()) as writer:  # an empty export is still a valid file with the schema
+        for chunk in chunks:
+            if chunk.pairs:
+                writer.write_batch(record_batch(chunk.pairs))
+                written += len(chunk.pairs)
+    return written
+
+
+def _write_arrow_stream(path: Path, chunks: Iterator) -> int:
+    """The same batches as an Arrow IPC stream, the file format a `datasets.Dataset` memory-maps."""
+    import pyarrow as pa
+
+    written = 0
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, schema()) as writer:
+        for chunk in chunks:
+            if chunk.pairs:
+                writer.write_batch(record_batch(chunk.pairs))
+                written += len(chunk.pairs)
+        if not written:  # `datasets` cannot open a stream without a batch
+            writer.write_batch(pa.RecordBatch.from_pylist([], schema=schema()))
+    return written
+
+
+def check_dataset_target(folder: Path) -> None:
+    """A dataset export replaces `folder` only when it is absent, empty or an earlier saved dataset: never a file
+    or a folder of other things."""
+    if folder.is_file():
+        raise ValueError(f"{folder} is a file; a dataset export needs a folder")
+    if folder.is_dir() and any(folder.iterdir()) and not (folder / "state.json").is_file():
+        raise ValueError(f"{folder} is a non-empty folder that is not a saved dataset; not replacing it")
+
+
+def write_dataset(folder: Path, chunks: Iterator) -> int:
+    """The pairs as a `datasets` folder (`datasets.load_from_disk(folder)`), built in a temporary folder beside
+    it and swapped into place when complete; returns the pairs written."""
+    from datasets import Dataset
+
+    check_dataset_target(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
+    try:
+        written = _write_arrow_stream(work / "pairs.arrow", chunks)
+        # Memory-mapped, not loaded: save_to_disk copies it into shards batch by batch.
+        dataset = Dataset.from_file(str(work / "pairs.arrow"))
+        # An empty dataset must still get one shard, or load_from_disk cannot open the folder.
+        dataset.save_to_disk(str(work / "dataset"), num_shards=None if written else 1)
+        del dataset
+        _swap_in(work / "dataset", folder)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return written
+
+
+def _swap_in(new: Path, folder: Path) -> None:
+    """Rename `new` to `folder`; an earlier folder there is moved aside first and removed after."""
+    old = None
+    if folder.exists():
+        old = new.parent / "previous"
+        os.replace(folder, old)
+    os.replace(new, folder)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
