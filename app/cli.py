@@ -420,6 +420,21 @@ def restore(obj: Context, kind: str, target_id: int, reason: str | None):
 
 
 @cli.command()
+@click.argument("kind", type=KIND)
+@click.argument("target_id", metavar="ID", type=click.IntRange(min=1))
+@click.pass_obj
+def show(obj: Context, kind: str, target_id: int):
+    """Show what a prompt, comparison or label id stands for: its texts, state and labels (before discarding it)."""
+    from app import curation
+
+    app = obj.open()
+    try:
+        click.echo(curation.show_text(curation.show(app, kind, target_id)))
+    finally:
+        app.close()
+
+
+@cli.command()
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True, help="How many events.")
 @click.pass_obj
 def audit(obj: Context, limit: int):

@@ -32,6 +32,29 @@ def _result(change: curation.Change, head: str) -> dict[str, Any]:
             "statuses": {str(k): v for k, v in change.statuses.items()}, "message": "; ".join(parts) + "."}
 
 
+def show(app: App, kind: str, target_id: int) -> dict[str, Any]:
+    """What a prompt, comparison or label id stands for (texts, state, labels), before discarding it."""
+    return curation.describe(app.store, kind, target_id)
+
+
+def show_text(item: dict[str, Any]) -> str:
+    """`show`'s result as plain lines for a terminal."""
+    head = f"{item['kind']} {item['id']}" + (f" (discarded: {item['discarded']})" if item["discarded"] else "")
+    if item["kind"] == "label":
+        lines = [f"{head}: {item['annotator']} ({item['source']}) chose {item['choice']}"]
+        if item["rationale"]:
+            lines.append(f"  rationale: {item['rationale']}")
+        return "\n".join(lines + [""] + show_text(item["comparison"]).splitlines())
+    lines = [head + (f", {item['status']}, from {item['origin'] or item['source']}" if "status" in item else
+                     f", from {item['source']}, {len(item['comparisons'])} comparison(s)")]
+    lines += [f"  {m['role']}: {m['content']}" for m in item["messages"]]
+    if "status" in item:
+        lines += [f"  A: {item['response_a']}", f"  B: {item['response_b']}"]
+        lines += [f"  label {x['id']}: {x['annotator']} ({x['source']}) {x['choice']}"
+                  + (f" (discarded: {x['discarded']})" if x["discarded"] else "") for x in item["labels"]]
+    return "\n".join(lines)
+
+
 def audit_trail(app: App, limit: int = 50) -> list[dict[str, Any]]:
     """The newest audit events as plain rows: when, who, action, target, id, reason, detail."""
     return [{"when": e.created_at.isoformat(timespec="seconds"), "actor": e.actor, "action": e.action,

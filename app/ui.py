@@ -6,6 +6,7 @@ module global: `build_blocks` closes over one App. Every console event checks th
 on the server (app.render) and shown in gr.HTML."""
 
 import functools
+import html
 import logging
 import tempfile
 import time
@@ -155,6 +156,10 @@ def build_blocks(app: App, worker) -> gr.Blocks:
     @operator_only
     def restore_data(kind: str, target_id: float | None, reason: str, request: gr.Request):
         return curation.restore(app, kind, _target_id(target_id), _user(request), reason)["message"]
+
+    @operator_only
+    def show_data(kind: str, target_id: float | None, request: gr.Request):
+        return _curation_html(curation.show(app, kind, _target_id(target_id)))
 
     @operator_only
     def refresh_audit(request: gr.Request):
@@ -358,9 +363,11 @@ def build_blocks(app: App, worker) -> gr.Blocks:
                     curate_id = gr.Number(label="Id", precision=0, minimum=1, elem_id="pf-curate-id")
                     curate_reason = gr.Textbox(label="Reason (required to discard)", elem_id="pf-curate-reason")
                 with gr.Row():
+                    show_button = gr.Button("Show", elem_id="pf-btn-show")
                     discard_button = gr.Button("Discard", variant="stop", elem_id="pf-btn-discard")
                     restore_button = gr.Button("Restore", elem_id="pf-btn-restore")
                 curate_result = gr.Markdown(elem_id="pf-curate-result")
+                curate_shown = gr.HTML(elem_id="pf-curate-show")
                 audit = gr.Dataframe(label="Audit trail (newest first)", interactive=False, elem_id="pf-audit")
             with gr.Accordion("Judges", open=False, elem_id="pf-judges"):
                 judge_state = gr.Markdown(elem_id="pf-judge-status")
@@ -409,10 +416,11 @@ def build_blocks(app: App, worker) -> gr.Blocks:
         resume_auto.click(resume_auto_rounds, None, training_result, **EVENT).then(
             refresh_training, round_choice, training_outputs, **EVENT)
         curate_inputs = [curate_kind, curate_id, curate_reason]
-        discard_button.click(discard_data, curate_inputs, curate_result, **EVENT).then(refresh_audit, None, audit,
-                                                                                      **EVENT)
-        restore_button.click(restore_data, curate_inputs, curate_result, **EVENT).then(refresh_audit, None, audit,
-                                                                                      **EVENT)
+        show_button.click(show_data, [curate_kind, curate_id], curate_shown, **EVENT)
+        for button, change in ((discard_button, discard_data), (restore_button, restore_data)):
+            # The trail and the looked-up item show the change at once.
+            button.click(change, curate_inputs, curate_result, **EVENT).then(
+                refresh_audit, None, audit, **EVENT).then(show_data, [curate_kind, curate_id], curate_shown, **EVENT)
         refresh.click(refresh_audit, None, audit, **EVENT)
         console.select(refresh_audit, None, audit, **EVENT)
         judge_button.click(run_judge_now, judge_limit, judge_result, **EVENT).then(
@@ -442,6 +450,31 @@ def _target_id(value: float | None) -> int:
     if value is None or value < 1 or value != int(value):
         raise ValueError("give the id (a whole number, 1 or more)")
     return int(value)
+
+
+def _curation_html(item: dict[str, Any]) -> str:
+    """A looked-up prompt, comparison or label as safe HTML: every text in it is untrusted."""
+    if item["kind"] == "label":
+        rationale = f" &middot; rationale: {html.escape(item['rationale'])}" if item["rationale"] else ""
+        head = (f"<p><b>label {item['id']}</b>: {html.escape(item['annotator'])} ({html.escape(item['source'])}) "
+                f"chose <b>{html.escape(item['choice'])}</b>{_discarded_note(item)}{rationale}</p>")
+        return head + _curation_html(item["comparison"])
+    if "status" not in item:
+        return (f"<p><b>prompt {item['id']}</b> from {html.escape(item['source'])}, "
+                f"{len(item['comparisons'])} comparison(s){_discarded_note(item)}</p>"
+                + render_messages(item["messages"]))
+    labels = "".join(f"<li>label {x['id']}: {html.escape(x['annotator'])} ({html.escape(x['source'])}) "
+                     f"{html.escape(x['choice'])}{_discarded_note(x)}</li>" for x in item["labels"])
+    prompt_note = (f" &middot; its prompt {item['prompt_id']} is discarded: {html.escape(item['prompt_discarded'])}"
+                   if item["prompt_discarded"] else "")
+    return (f"<p><b>comparison {item['id']}</b>: {html.escape(item['status'])}, from "
+            f"{html.escape(item['origin'] or item['source'])}{_discarded_note(item)}{prompt_note}</p>"
+            + render_messages(item["messages"]) + render_response("A", item["response_a"])
+            + render_response("B", item["response_b"]) + f"<ul>{labels or '<li>no labels</li>'}</ul>")
+
+
+def _discarded_note(item: dict[str, Any]) -> str:
+    return f" &middot; <b>discarded</b>: {html.escape(item['discarded'])}" if item["discarded"] else ""
 
 
 def _audit_frame(events: list[dict[str, Any]]):

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import delete
 from sqlmodel import Session, col, select
 
-from data.models import AuditEvent, Comparison, Label, Lease, Prompt, TrainingRun, utcnow
+from data.models import AuditEvent, Comparison, Label, Lease, Prompt, Response, TrainingRun, utcnow
 from data.queue import has_room, settle_status
 from data.store import Store
 
@@ -100,6 +100,36 @@ def audit_events(store: Store, limit: int = 50) -> list[AuditEvent]:
     """The newest `limit` audit events, newest first."""
     with store.read() as s:
         return list(s.exec(select(AuditEvent).order_by(col(AuditEvent.id).desc()).limit(max(1, limit))).all())
+
+
+def describe(store: Store, kind: str, target_id: int) -> dict[str, Any]:
+    """What a prompt, comparison or label id stands for, so an operator sees what they discard: texts, state,
+    labels. A label comes with its comparison."""
+    with store.read() as s:
+        row = _target(s, kind, target_id)
+        if kind == "prompt":
+            comparisons = s.exec(select(Comparison.id).where(Comparison.prompt_id == row.id)).all()
+            return {"kind": kind, "id": row.id, "messages": row.messages, "source": row.source,
+                    "discarded": row.discard_reason if row.discarded_at else None, "comparisons": list(comparisons)}
+        if kind == "label":
+            return {"kind": kind, **_label_row(row), "rationale": row.rationale,
+                    "comparison": _describe_comparison(s, s.get(Comparison, row.comparison_id))}
+        return _describe_comparison(s, row)
+
+
+def _describe_comparison(s: Session, c: Comparison) -> dict[str, Any]:
+    prompt = s.get(Prompt, c.prompt_id)
+    labels = s.exec(select(Label).where(Label.comparison_id == c.id).order_by(Label.id)).all()
+    return {"kind": "comparison", "id": c.id, "status": c.status, "source": c.source, "origin": c.origin,
+            "discarded": c.discard_reason if c.discarded_at else None, "prompt_id": prompt.id,
+            "prompt_discarded": prompt.discard_reason if prompt.discarded_at else None,
+            "messages": prompt.messages, "response_a": s.get(Response, c.response_a_id).text,
+            "response_b": s.get(Response, c.response_b_id).text, "labels": [_label_row(x) for x in labels]}
+
+
+def _label_row(label: Label) -> dict[str, Any]:
+    return {"id": label.id, "annotator": label.annotator, "source": label.source, "choice": label.choice,
+            "discarded": label.discard_reason if label.discarded_at else None}
 
 
 def record_event(store: Store, actor: str, action: str, target: str, target_id: int | None = None,

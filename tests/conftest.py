@@ -59,7 +59,15 @@ def v1_dir(tiny_model_dir, tmp_path_factory) -> Path:
     return dst
 
 
-# -- issue #4: the web server and UI ----------------------------------------------------------------------------
+# -- the web server and UI ----------------------------------------------------------------------------------------
+@pytest.fixture
+def shots(tmp_path: Path) -> Path:
+    """Where browser tests save screenshots to look at: $PREFLOOP_SCREENSHOTS when set, else the test's tmp dir."""
+    folder = Path(os.environ.get("PREFLOOP_SCREENSHOTS") or tmp_path / "shots")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
 @pytest.fixture
 def web_app(workdir, tmp_path):
     """An initialised workdir whose v0 is a placeholder path: enough for labelling, no model is ever loaded."""

@@ -298,7 +298,7 @@ def test_operator_follows_rounds_and_a_refused_round_is_a_plain_message(site, se
     assert not s.remote and not s.dialogs
 
 
-def test_operator_discards_a_label_in_the_console_and_an_annotator_undoes_theirs(site, session):
+def test_operator_discards_a_label_in_the_console_and_an_annotator_undoes_theirs(site, session, shots):
     url, app = site
     first, second = seed_comparisons(app.store, 2, texts=lambda i: (f"Question {i}", f"first answer {i}",
                                                                     f"second answer {i}"))
@@ -313,7 +313,7 @@ def test_operator_discards_a_label_in_the_console_and_an_annotator_undoes_theirs
     page.wait_for_function(f"() => (document.querySelector('#pf-left')?.innerText || '').includes({shown[0]!r})",
                            timeout=20_000)
     assert alice.pane_texts() == shown and labels(app) == []
-    page.screenshot(path="/tmp/prefloop-undo.png", full_page=True)
+    page.screenshot(path=str(shots / "label-undo.png"), full_page=True)
     page.keyboard.press("b")
     alice.wait_labels_today(1)
     [mine] = labels(app)
@@ -323,6 +323,11 @@ def test_operator_discards_a_label_in_the_console_and_an_annotator_undoes_theirs
     page.get_by_role("tab", name="Console").click()
     page.get_by_text("Discard or restore data", exact=True).first.click()
     page.fill("#pf-curate-id input", str(mine.id))
+    page.click("#pf-btn-show")  # what the id stands for, before discarding it
+    page.wait_for_function("() => (document.querySelector('#pf-curate-show')?.innerText || '').includes('chose')",
+                           timeout=20_000)
+    assert f"alice (human) chose {mine.choice}" in page.inner_text("#pf-curate-show")
+    assert "second answer" in page.inner_text("#pf-curate-show")
     hostile = "<img src=x onerror=\"window.__pwned = 'reason'\"> clicked blindly"
     page.fill("#pf-curate-reason textarea", hostile)
     page.click("#pf-btn-discard")
@@ -334,7 +339,10 @@ def test_operator_discards_a_label_in_the_console_and_an_annotator_undoes_theirs
     audit = page.inner_text("#pf-audit")
     assert "olivia" in audit and "discard" in audit and "<img" in audit  # shown as text, never as markup
     assert page.evaluate("() => window.__pwned") is None
-    page.screenshot(path="/tmp/prefloop-console-discard.png", full_page=True)
+    page.wait_for_function("() => (document.querySelector('#pf-curate-show')?.innerText || '').includes('discarded')",
+                           timeout=20_000)
+    page.wait_for_timeout(500)  # the panel leaves its loading state
+    page.screenshot(path=str(shots / "console-discard.png"), full_page=True)
     with app.store.read() as s:
         assert s.get(Comparison, mine.comparison_id).status == "open"
     # A reason is required: refused with a plain message, nothing changes.

@@ -126,6 +126,22 @@ def test_discard_needs_a_reason_a_known_id_and_a_state_that_fits(web_app):
         curation.discard(web_app, "comparison", cid, "again", "olivia")
 
 
+def test_show_says_what_an_id_stands_for_before_it_is_discarded(web_app):
+    [cid] = seed_comparisons(web_app.store, 1)
+    label(web_app, "ann", cid, "b")
+    comparison = curation.show(web_app, "comparison", cid)
+    assert (comparison["status"], comparison["response_a"], comparison["response_b"]) == ("done", "response A0",
+                                                                                           "response B0")
+    assert [(x["annotator"], x["choice"], x["discarded"]) for x in comparison["labels"]] == [("ann", "b", None)]
+    curation.discard(web_app, "prompt", comparison["prompt_id"], "off-topic", "olivia")
+    prompt = curation.show(web_app, "prompt", comparison["prompt_id"])
+    assert prompt["discarded"] == "off-topic" and prompt["comparisons"] == [cid]
+    assert curation.show(web_app, "label", comparison["labels"][0]["id"])["comparison"]["prompt_discarded"] == \
+        "off-topic"
+    with pytest.raises(LookupError, match="no prompt with id 99"):
+        curation.show(web_app, "prompt", 99)
+
+
 def test_the_audit_trail_says_who_when_what_and_why_newest_first(web_app):
     [cid] = seed_comparisons(web_app.store, 1)
     r = label(web_app, "ann", cid)
@@ -264,3 +280,7 @@ def test_cli_discard_restore_and_audit(workdir, tmp_path):
     assert r.returncode == 0 and len(lines) == 2
     assert " restore  label 1" in lines[0] and lines[0].split()[1].startswith("cli")
     assert lines[1].endswith("discard  label 1  annotator was testing")
+    shown = run("show", "label", 1, workdir=workdir)
+    assert shown.returncode == 0 and "label 1: ann (human) chose a" in shown.stdout
+    assert f"comparison {cid}, done" in shown.stdout and "A: response A0" in shown.stdout
+    assert "no comparison with id 9" in run("show", "comparison", 9, workdir=workdir).stderr

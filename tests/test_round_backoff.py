@@ -2,10 +2,7 @@
 row until an operator resumes them; a failed round says why in one line (the traceback stays in its log); a stored
 pair with an empty prompt cannot break a round."""
 
-import os
-import shutil
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -201,7 +198,7 @@ def test_an_empty_prompt_pair_does_not_break_a_real_round(tiny_app):
 
 # -- the console: the failed round, the pause notice, the resume button ----------------------------------------------
 @pytest.mark.browser
-def test_console_shows_the_pause_and_resumes(web_app, password_hash, tmp_path):
+def test_console_shows_the_pause_and_resumes(web_app, password_hash, tmp_path, shots):
     from test_browser import CHROMIUM, Session, _launch
 
     if not CHROMIUM.exists():
@@ -228,11 +225,7 @@ def test_console_shows_the_pause_and_resumes(web_app, password_hash, tmp_path):
         page.wait_for_function("() => (document.querySelector('#pf-rounds')?.innerText || '')"
                                ".includes('empty conversation')", timeout=20_000)
         assert "Traceback" not in page.inner_text("body")
-        shot = tmp_path / "rounds-paused.png"
-        page.locator("#pf-training").screenshot(path=str(shot))
-        if os.environ.get("PREFLOOP_SCREENSHOTS"):
-            Path(os.environ["PREFLOOP_SCREENSHOTS"]).mkdir(parents=True, exist_ok=True)
-            shutil.copy(shot, Path(os.environ["PREFLOOP_SCREENSHOTS"]) / shot.name)
+        page.locator("#pf-training").screenshot(path=str(shots / "rounds-paused.png"))
         page.click("#pf-btn-auto-resume")
         page.wait_for_function("() => (document.querySelector('#pf-training-result')?.innerText || '')"
                                ".includes('resumed')", timeout=20_000)
