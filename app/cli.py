@@ -73,10 +73,14 @@ def cli(ctx, workdir: Path, sets: tuple[str, ...]):
 
 @cli.command()
 @click.option("--base", help="Base model for v0: a local folder, a Hub id, or 'tiny' (default: model.base).")
+@click.option("--database-url", metavar="URL", help="SQLAlchemy URL of the database, written into prefloop.toml "
+                                                    "(e.g. postgresql+psycopg://user@host/db; default: SQLite "
+                                                    "prefloop.db in the workdir).")
 @click.pass_obj
-def init(obj: Context, base: str | None):
-    """Create a workdir: commented prefloop.toml, the SQLite database, the model registry with v0 deployed."""
-    app, created = service.init_workdir(obj.workdir, base=base, overrides=obj.overrides, progress=True)
+def init(obj: Context, base: str | None, database_url: str | None):
+    """Create a workdir: commented prefloop.toml, the database, the model registry with v0 deployed."""
+    app, created = service.init_workdir(obj.workdir, base=base, overrides=obj.overrides, progress=True,
+                                        database_url=database_url)
     verb = "Created" if created else "Already initialised:"
     click.echo(f"{verb} {app.workdir} (config {app.workdir / 'prefloop.toml'}, "
                f"v0 = {app.store.get_version('v0').path})")
@@ -320,12 +324,41 @@ def _demo_operator(app) -> str:
 @click.option("--port", type=click.IntRange(1, 65535), help="Port to listen on (default: server.port, 7860).")
 @click.option("--generate", "with_worker", is_flag=True, help="Also run the sampling worker inside the server "
                                                               "(or start it from the operator console).")
+@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Server processes, on consecutive ports from --port, all on one database. The API answers on "
+                   "any; a browser must stay on one (a proxy with sticky sessions). Only the first samples.")
 @click.pass_obj
-def serve(obj: Context, host, port, with_worker):
+def serve(obj: Context, host, port, with_worker, workers):
     """Run the web UI (annotators and the operator console) and the JSON labelling API until Ctrl-C."""
     app = obj.open()
-    _serve(app, host, port, with_worker)
+    if workers == 1:
+        _serve(app, host, port, with_worker)
+        app.close()
+        return
+    code = _serve_processes(app, obj.overrides, host, port, with_worker, workers)
     app.close()
+    sys.exit(code)
+
+
+def _serve_processes(app, overrides, host, port, with_worker, workers) -> int:
+    from app.server import serve_processes
+
+    host = host or app.settings.server.host
+    port = port or app.settings.server.port
+    if port + workers - 1 > 65535:
+        raise click.BadParameter(f"ports {port}..{port + workers - 1} run past 65535", param_hint="--workers")
+
+    def ready(urls: list[str]) -> None:
+        click.echo(f"prefloop is serving {app.workdir} from {len(urls)} processes (Ctrl-C stops all):")
+        for i, url in enumerate(urls):
+            click.echo(f"  {url}  (JSON API under {url}api/v1){'  + sampling worker' if with_worker and not i else ''}")
+        click.echo("API clients may use any of them; a browser must stay on one: put them behind a proxy with "
+                   "sticky sessions (e.g. nginx ip_hash).")
+
+    def failed(message: str) -> None:
+        click.echo(f"Error: {message}", err=True)
+
+    return serve_processes(app.workdir, overrides, host, port, workers, with_worker, on_ready=ready, on_error=failed)
 
 
 def _serve(app, host, port, with_worker, extra: str = "") -> None:

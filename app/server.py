@@ -5,6 +5,7 @@ many annotators (browser or API) label at once. API tokens are random, stored on
 up per request (argon2 runs once, at login)."""
 
 import asyncio
+import contextlib
 import json
 import logging
 import threading
@@ -39,8 +40,11 @@ class GenerationWorker:
 
     AUTO_ROUND_IDLE_S = 30.0
 
-    def __init__(self, app: App):
+    def __init__(self, app: App, elsewhere: str | None = None):
         self.app = app
+        # With several server processes only the first samples (one model in memory, not N): the others' consoles
+        # name it (`elsewhere`, its URL) instead of starting a second sampler.
+        self.elsewhere = elsewhere
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._auto_thread: threading.Thread | None = None
@@ -57,6 +61,8 @@ class GenerationWorker:
         return self._thread is not None and self._thread.is_alive()
 
     def start(self) -> str:
+        if self.elsewhere:
+            return self._elsewhere_note()
         with self._lock:
             if self.running:
                 return "generation is already running"
@@ -72,6 +78,8 @@ class GenerationWorker:
             return "generation started"
 
     def stop(self, wait: float | None = None) -> str:
+        if self.elsewhere:
+            return self._elsewhere_note()
         with self._lock:
             if not self.running:
                 return "generation is not running"
@@ -85,6 +93,8 @@ class GenerationWorker:
         return "generation stopping (after the current batch)"
 
     def status(self) -> str:
+        if self.elsewhere:
+            return self._elsewhere_note()
         state = "running" if self.running else "stopped"
         if self.error:
             state += f"; last error: {self.error}"
@@ -98,6 +108,10 @@ class GenerationWorker:
             if self.auto_error:
                 state += f"; last automatic round error: {self.auto_error}"
         return f"generation {state} ({self.batches} batch(es) this session)"
+
+    def _elsewhere_note(self) -> str:
+        return (f"generation and automatic rounds run in the first server process only: start, stop and watch them "
+                f"from its console at {self.elsewhere}")
 
     def _on_batch(self, report) -> None:
         self.batches += 1
@@ -337,14 +351,16 @@ def _api_router(app: App) -> FastAPI:
                part: Literal["pairs", "ties", "metadata"] = "pairs", include_ties: bool = False,
                metadata: bool = False):
         """Operators: resolved pairs as JSONL; `part=ties` the ties and both-bad (`metadata=true`: with their
-        metadata), `part=metadata` each pair's provenance by row (the files a CLI export writes beside the pairs)."""
-        import io
+        metadata), `part=metadata` each pair's provenance by row (the files a CLI export writes beside the pairs).
+        Streamed as it is read from the database, in flat memory."""
+        import itertools
 
         if include_ties or (metadata and part == "pairs"):  # once mixed into the pairs, which TRL then failed to load
             raise HTTPException(422, "ties and metadata are files of their own: ask for part=ties or part=metadata")
-        buf = io.BytesIO()
-        service.export_data(app, buf, fmt=fmt, part=part, metadata=metadata)
-        return StreamingResponse(iter([buf.getvalue()]), media_type="application/jsonl")
+        chunks = service.export_chunks(app, fmt=fmt, part=part, metadata=metadata)
+        # The first chunk before the response starts: an error then is an HTTP error, not a cut-off download.
+        first = next(chunks, b"")
+        return StreamingResponse(itertools.chain([first], chunks), media_type="application/jsonl")
 
     return api
 
@@ -394,13 +410,14 @@ def create_app(app: App, worker: GenerationWorker | None = None, ui: bool = True
 
 
 def serve(app: App, host: str | None = None, port: int | None = None, worker: bool = False,
-          on_ready=None) -> None:
-    """Run the server until Ctrl-C; `worker` starts the sampling worker inside it."""
+          on_ready=None, elsewhere: str | None = None) -> None:
+    """Run the server until Ctrl-C; `worker` starts the sampling worker inside it. `elsewhere`: the URL of the
+    server process that runs the sampling worker, when it is not this one (see `serve_processes`)."""
     import uvicorn
 
     host = host or app.settings.server.host
     port = port or app.settings.server.port
-    fastapi_app = create_app(app)
+    fastapi_app = create_app(app, GenerationWorker(app, elsewhere))
     if worker:
         fastapi_app.state.worker.start()
     config = uvicorn.Config(fastapi_app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=3)
@@ -411,6 +428,121 @@ def serve(app: App, host: str | None = None, port: int | None = None, worker: bo
         server.run()
     finally:
         fastapi_app.state.worker.stop(wait=30)
+
+
+# -- several server processes --------------------------------------------------------------------------------------
+STOP_WAIT_S = 45.0  # a stopping server finishes its requests, then waits up to 30 s for a sampling batch to end
+
+
+def serve_processes(workdir, overrides: dict[str, str], host: str, port: int, processes: int, worker: bool = False,
+                    on_ready=None, on_error=None) -> int:
+    """Run `processes` full servers (JSON API and UI), each in its own process, on ports port, port+1, … until
+    Ctrl-C or SIGTERM stops them all. `on_ready(urls)` once all of them listen. Returns the exit status: 0, or 1
+    when one of them stopped by itself (told to `on_error`; the others are stopped then).
+
+    The database is all they share. The JSON API keeps no state of its own (tokens are looked up in the database),
+    so any process answers any API request. Gradio keeps its login cookies and queue connections in the process
+    that made them, so a browser must stay on one: hence one port each, behind a proxy with sticky sessions, rather
+    than uvicorn's `workers`, which would hand a browser's requests to processes that never saw its login. Only the
+    first process may run the sampling worker and automatic rounds (`worker`): one model in memory, not N."""
+    import multiprocessing
+    import signal
+
+    ctx = multiprocessing.get_context("spawn")  # fresh interpreters: no database connection or thread crosses a fork
+    ready = ctx.Queue()
+    first = url_for(host, port)
+    children = {port + i: ctx.Process(target=_serve_child, name=f"prefloop-serve-{port + i}",
+                                      args=(str(workdir), overrides, host, port + i, worker and i == 0,
+                                            None if i == 0 else first, ready))
+                for i in range(processes)}
+    stopping = threading.Event()
+    in_main = threading.current_thread() is threading.main_thread()  # only the main thread may set signal handlers
+    previous = signal.signal(signal.SIGTERM, lambda *_: stopping.set()) if in_main else None
+    try:
+        for child in children.values():
+            child.start()
+        return _supervise(children, ready, stopping, on_ready, on_error or log.error)
+    except KeyboardInterrupt:  # Ctrl-C reached the children too: they are stopping already
+        return 0
+    finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)
+        _stop_children(children.values())
+
+
+def _supervise(children: dict, ready, stopping: threading.Event, on_ready, on_error) -> int:
+    """Wait until every server listens (then `on_ready`) and until `stopping`; 1 as soon as one of them exits."""
+    import queue
+
+    urls: dict[int, str] = {}
+    while not stopping.is_set():
+        try:
+            port, url = ready.get(timeout=0.2)
+        except queue.Empty:
+            pass
+        else:
+            urls[port] = url
+            if len(urls) == len(children) and on_ready is not None:
+                on_ready([urls[p] for p in sorted(urls)])
+        for n, (port, child) in enumerate(children.items(), 1):
+            if child.exitcode is not None and not stopping.is_set():
+                when = "" if port in urls else " before it listened"
+                on_error(f"server process {n} of {len(children)} (port {port}) {_exit_reason(child.exitcode)}"
+                         f"{when}; stopping the others")
+                return 1
+    return 0
+
+
+def _exit_reason(code: int) -> str:
+    import signal
+
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"was killed by {signal.Signals(-code).name}"
+        return f"was killed by signal {-code}"
+    return f"exited with code {code}"
+
+
+def _stop_children(children) -> None:
+    """SIGTERM every server still running (uvicorn finishes its requests first); kill any left after STOP_WAIT_S."""
+    import time
+
+    started = [child for child in children if child.pid is not None]
+    for child in started:
+        if child.exitcode is None:
+            child.terminate()
+    deadline = time.monotonic() + STOP_WAIT_S
+    for child in started:
+        child.join(max(0.0, deadline - time.monotonic()))
+        if child.exitcode is None:
+            child.kill()
+            child.join(5)
+
+
+def _serve_child(workdir: str, overrides: dict[str, str], host: str, port: int, worker: bool,
+                 elsewhere: str | None, ready) -> None:
+    """One server of `serve_processes`, in its own interpreter: opens the workdir itself, puts (port, URL) on
+    `ready` once it listens, and exits quietly on SIGTERM or SIGINT; an error is one line on stderr, exit code 1."""
+    import signal
+    import sys
+    from pathlib import Path
+
+    def stop(*_):
+        raise SystemExit(0)
+
+    # Also after uvicorn's graceful shutdown, which raises the signal it caught again: serve's cleanup then runs.
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        app = service.open_app(Path(workdir), overrides)
+    except Exception as e:
+        sys.exit(f"prefloop server on port {port}: {e}")
+    try:
+        serve(app, host, port, worker=worker, elsewhere=elsewhere, on_ready=lambda url: ready.put((port, url)))
+    except Exception as e:
+        sys.exit(f"prefloop server on port {port}: {type(e).__name__}: {e}")
+    finally:
+        app.close()
 
 
 def _announce(server, host: str, port: int, on_ready) -> None:

@@ -44,7 +44,20 @@ def open_app(workdir: Path, overrides: dict[str, str] | None = None) -> App:
     database needs `prefloop db upgrade` first."""
     workdir = Path(workdir)
     settings = _workdir_settings(workdir, overrides)
-    return App(workdir, settings, Store(database_url(workdir, settings)))
+    return App(workdir, settings, open_store(database_url(workdir, settings)))
+
+
+def open_store(url: str) -> Store:
+    """The store on `url`; a database server that cannot be reached is one clear line, not a driver traceback."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import OperationalError
+
+    try:
+        return Store(url)
+    except OperationalError as error:
+        cause = str(error.orig or error).strip().splitlines()[0]
+        where = make_url(url).render_as_string(hide_password=True)
+        raise WorkdirError(f"cannot reach the database {where}: {cause}") from None
 
 
 def _workdir_settings(workdir: Path, overrides: dict[str, str] | None) -> Settings:
@@ -82,19 +95,25 @@ def _on_database(workdir: Path, overrides: dict[str, str] | None, fn) -> tuple[s
 
 
 def init_workdir(workdir: Path, base: str | None = None, overrides: dict[str, str] | None = None,
-                 progress: bool = False, config_values: dict[str, dict[str, Any]] | None = None) -> tuple[App, bool]:
+                 progress: bool = False, config_values: dict[str, dict[str, Any]] | None = None,
+                 database_url: str | None = None) -> tuple[App, bool]:
     """Create the workdir (config file, database, model registry) and register the base model as v0.
 
     `config_values` ({section: {field: value}}) are written into a new prefloop.toml as real settings (the demo's
-    automatic rounds). Idempotent: an existing workdir is opened, not overwritten. Returns the app and whether it
-    was created."""
+    automatic rounds), and so is `database_url` (every later command then finds the same database, with no
+    environment variable to forget). Idempotent: an existing workdir is opened, not overwritten. Returns the app
+    and whether it was created."""
     workdir = Path(workdir)
     created = not (workdir / CONFIG_NAME).exists()
     if created and base is not None:
         _base_config(base)  # a Hub id that is neither cached nor reachable fails before anything is written
     (workdir / MODELS_DIR).mkdir(parents=True, exist_ok=True)
     if created:
-        (workdir / CONFIG_NAME).write_text(_config_text(base, config_values), encoding="utf-8")
+        text = _config_text(base, config_values, database_url)
+        (workdir / CONFIG_NAME).write_text(text, encoding="utf-8")
+    if not created and database_url and _workdir_settings(workdir, overrides).database_url != database_url:
+        raise WorkdirError(f"{workdir} is already initialised on another database; change database_url in "
+                           f"{workdir / CONFIG_NAME} to move it")
     app = open_app(workdir, overrides)
     if app.store.get_version("v0") is None:
         config = _base_config(app.settings.model.base)
@@ -112,8 +131,12 @@ def _base_config(base: str) -> dict[str, Any]:
     return {"base": base, "revision": hub_revision(base)}
 
 
-def _config_text(base: str | None, values: dict[str, dict[str, Any]] | None = None) -> str:
+def _config_text(base: str | None, values: dict[str, dict[str, Any]] | None = None,
+                 database_url: str | None = None) -> str:
     text = render_config()
+    if database_url:
+        # A top-level key: it must come before the first [section].
+        text = f"database_url = {_toml_value(database_url)}\n\n" + text
     values = {section: dict(fields) for section, fields in (values or {}).items()}
     if base is not None:
         # The one setting init writes for real: which model is v0.
@@ -189,6 +212,15 @@ def export_data(app: App, out, fmt: str = "trl", sources: tuple[str, ...] = ("hu
         return export_part(app.store, out, part, metadata=metadata, **filters)
     return export_pairs(app.store, out, include_ties=include_ties, metadata=metadata, progress=progress, to=to,
                         **filters)
+
+
+def export_chunks(app: App, fmt: str = "trl", part: str = "pairs", metadata: bool = False,
+                  sources: tuple[str, ...] = ("human", "import")):
+    """One file of an export (as `export_data` with `part`) as a generator of byte chunks, produced as they are
+    read: what a streamed download sends, in flat memory."""
+    from data.export import iter_part
+
+    return iter_part(app.store, part, metadata=metadata, fmt=fmt, sources=sources)
 
 
 def stats(app: App) -> dict[str, Any]:

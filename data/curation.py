@@ -16,6 +16,7 @@ KINDS = {"prompt": Prompt, "comparison": Comparison, "label": Label}
 # A label is trained on once a round has taken its comparison: queued, running, being cancelled or finished.
 TRAINED_RUN_STATUSES = ("queued", "running", "cancelling", "done")
 REASON_MAX = 2000
+ID_MAX = 2**63 - 1
 
 
 class NothingToUndo(LookupError):
@@ -211,7 +212,8 @@ def _trained(s: Session, comparison_id: int) -> bool:
 def _target(s: Session, kind: str, target_id: int):
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
-    row = s.get(KINDS[kind], int(target_id))
+    # An id past the database's integer range names nothing (and would overflow the driver).
+    row = s.get(KINDS[kind], int(target_id)) if 0 < int(target_id) <= ID_MAX else None
     if row is None:
         raise LookupError(f"no {kind} with id {target_id}")
     return row

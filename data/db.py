@@ -1,4 +1,5 @@
-"""The one engine factory: any SQLAlchemy URL; for SQLite, WAL, busy timeout, foreign keys, durable commits."""
+"""The one engine factory: any SQLAlchemy URL; for SQLite, WAL, busy timeout, foreign keys, durable commits; for
+PostgreSQL, one advisory lock that serialises writers as SQLite's write lock does. Dialect-specific setup lives here."""
 
 import json
 from contextlib import contextmanager
@@ -17,6 +18,10 @@ def _dumps(obj) -> str:
 
 def make_engine(url: str, busy_timeout_ms: int = 30_000) -> Engine:
     """Create an engine for `url`; SQLite files get WAL, foreign keys and BEGIN IMMEDIATE for writers."""
+    if url.startswith("postgresql"):
+        engine = create_engine(url, json_serializer=_dumps, pool_pre_ping=True)
+        _configure_postgresql(engine)
+        return engine
     if not url.startswith("sqlite"):
         return create_engine(url, json_serializer=_dumps, pool_pre_ping=True)
     path = url.split("///", 1)[1] if "///" in url else ""
@@ -48,6 +53,20 @@ def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
         # Writers take the write lock up front: no deadlock-prone lock upgrades between concurrent writers.
         mode = "IMMEDIATE" if conn.get_execution_options().get("prefloop_write") else "DEFERRED"
         conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+# Any constant: the key of the one advisory lock every prefloop writer takes on PostgreSQL.
+PG_WRITE_LOCK = 0x70726566  # "pref"
+
+
+def _configure_postgresql(engine: Engine) -> None:
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn):
+        # PostgreSQL has no BEGIN IMMEDIATE: writers take one transaction-scoped advisory lock first, so every
+        # rule the SQLite writer lock keeps (a comparison leased within its overlap, one round at a time, the
+        # first label wins) holds the same way under READ COMMITTED, across processes. Readers never wait.
+        if conn.get_execution_options().get("prefloop_write"):
+            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({PG_WRITE_LOCK})")
 
 
 @contextmanager

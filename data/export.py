@@ -119,6 +119,82 @@ def export_part(store, out: IO, part: str = "pairs", metadata: bool = False, **o
                         ties_out=files["ties"], metadata_out=files["metadata"], **options)
 
 
+def iter_part(store, part: str = "pairs", metadata: bool = False, depth: int = 2, **options) -> Iterator[bytes]:
+    """`export_part` as a generator of UTF-8 chunks (about one per batch of pairs), for a streamed HTTP response.
+
+    The export writes from a thread at most `depth` chunks ahead of the reader, so memory stays flat whatever the
+    export's size; closing the generator (a client that went away) stops the export. An error, the arguments' too,
+    is raised where the reader is."""
+    pipe = _Pipe(depth)
+    if isinstance(store.engine.pool, SingletonThreadPool):  # in-memory SQLite: another thread sees an empty database
+        export_part(store, pipe.unbounded(), part, metadata, **options)
+        yield from pipe.chunks()
+        return
+    writer = threading.Thread(target=pipe.feed, args=(lambda: export_part(store, pipe, part, metadata, **options),),
+                              name="export-writer", daemon=True)
+    writer.start()
+    try:
+        yield from pipe.chunks()
+    finally:
+        pipe.reader_gone()
+        writer.join()
+
+
+class _ReaderGone(Exception):
+    """The reader of a `_Pipe` stopped reading: the export writing into it stops too."""
+
+
+class _Pipe(io.RawIOBase):
+    """A binary file whose writes a reader takes as chunks, at most `depth` of them waiting: the writer blocks while
+    the reader is behind, and fails with `_ReaderGone` once the reader has gone."""
+
+    def __init__(self, depth: int):
+        super().__init__()
+        self._slots: queue.Queue = queue.Queue(maxsize=depth)
+        self._gone = threading.Event()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        if data:
+            self._put(bytes(data))
+        return len(data)
+
+    def unbounded(self) -> "_Pipe":
+        self._slots = queue.Queue()  # written before anything reads: holds the whole export
+        return self
+
+    def _put(self, item) -> None:
+        while not self._gone.is_set():
+            with contextlib.suppress(queue.Full):
+                self._slots.put(item, timeout=0.1)
+                return
+        raise _ReaderGone
+
+    def feed(self, export) -> None:
+        """Run `export` (which writes into this pipe), then mark the end or hand its error to the reader."""
+        try:
+            export()
+            self._put(_DONE)
+        except _ReaderGone:
+            pass
+        except BaseException as exc:  # re-raised by the reader
+            with contextlib.suppress(_ReaderGone):
+                self._put(exc)
+
+    def chunks(self) -> Iterator[bytes]:
+        if self._slots.maxsize == 0:  # unbounded: complete already
+            self._slots.put(_DONE)
+        while (item := self._slots.get()) is not _DONE:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def reader_gone(self) -> None:
+        self._gone.set()
+
+
 class _Discard(io.RawIOBase):
     """A binary file that keeps nothing."""
 

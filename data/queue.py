@@ -1,6 +1,7 @@
 """The label queue: handing comparisons out under leases, taking each back exactly `overlap` times, edits.
 
-Every operation is one `store.write()` transaction; BEGIN IMMEDIATE makes check-then-write atomic across processes."""
+Every operation is one `store.write()` transaction, which holds the write lock from its start (SQLite's BEGIN
+IMMEDIATE, PostgreSQL's advisory lock: data/db.py), so check-then-write is atomic across processes."""
 
 import json
 import random

@@ -1,6 +1,7 @@
 """Shared fixtures: a temp workdir, a store on a real SQLite file, the shared datasets folder."""
 
 import os
+import uuid
 from pathlib import Path
 
 import pytest
@@ -17,9 +18,83 @@ def workdir(tmp_path: Path) -> Path:
     return d
 
 
+# -- the database backends ---------------------------------------------------------------------------------------
+# Tests of these modules run on SQLite and on PostgreSQL (the server in PREFLOOP_TEST_DATABASE_URL, which .ci/run
+# starts); every other module runs on SQLite. Any PostgreSQL database the URL names will do: each test gets a
+# schema of its own in it and drops it afterwards.
+BOTH_BACKENDS = {"test_store", "test_queue", "test_pairs", "test_export", "test_importing", "test_agreement",
+                 "test_curation", "test_server", "test_round", "test_round_process", "test_round_backoff",
+                 "test_roundtrip", "test_judge_worker", "test_worker"}
+TEST_PG_ENV = "PREFLOOP_TEST_DATABASE_URL"
+
+
+def pytest_generate_tests(metafunc):
+    if "backend" in metafunc.fixturenames:
+        module = metafunc.module.__name__.rpartition(".")[2]
+        both = module in BOTH_BACKENDS and not metafunc.definition.get_closest_marker("sqlite_only")
+        params = ["sqlite", "postgresql"] if both else ["sqlite"]
+        metafunc.parametrize("backend", params, indirect=True)
+
+
 @pytest.fixture
-def store(workdir: Path):
-    s = Store(f"sqlite:///{workdir / 'prefloop.db'}")
+def backend(request) -> str:
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> str:
+    """The PostgreSQL URL tests may make schemas in; skipped when unset, except under CI where it must be set."""
+    url = os.environ.get(TEST_PG_ENV)
+    if not url:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{TEST_PG_ENV} is not set under CI (.ci/run starts a PostgreSQL server)")
+        pytest.skip(f"PostgreSQL tests need {TEST_PG_ENV} (e.g. from `.ci/pg start DIR PORT`)")
+    return url
+
+
+@pytest.fixture
+def pg_schema(request):
+    """A factory of PostgreSQL URLs, each on a fresh schema (search_path), dropped after the test."""
+    from sqlalchemy import create_engine
+
+    base = request.getfixturevalue("pg_server")
+    admin = create_engine(base)
+    made = []
+
+    def make() -> str:
+        name = f"t_{uuid.uuid4().hex[:16]}"
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f"CREATE SCHEMA {name}")
+        made.append(name)
+        return f"{base}{'&' if '?' in base else '?'}options=-csearch_path%3D{name}"
+
+    yield make
+    with admin.begin() as conn:
+        conn.exec_driver_sql("SET LOCAL lock_timeout = '10s'")  # a connection left open must not hang the suite
+        for name in made:
+            conn.exec_driver_sql(f"DROP SCHEMA IF EXISTS {name} CASCADE")
+    admin.dispose()
+
+
+@pytest.fixture
+def db_url(backend: str, workdir: Path, request) -> str | None:
+    """The test's database: the workdir's SQLite file, or a fresh PostgreSQL schema."""
+    if backend == "sqlite":
+        return f"sqlite:///{workdir / 'prefloop.db'}"
+    return request.getfixturevalue("pg_schema")()
+
+
+@pytest.fixture
+def more_db_urls(backend: str, tmp_path: Path, request):
+    """A factory of more empty databases on the test's backend (a fresh store to import an export into, say)."""
+    if backend == "sqlite":
+        return lambda: f"sqlite:///{tmp_path / f'more-{uuid.uuid4().hex[:8]}.db'}"
+    return request.getfixturevalue("pg_schema")
+
+
+@pytest.fixture
+def store(db_url: str):
+    s = Store(db_url)
     yield s
     s.close()
 
@@ -69,11 +144,12 @@ def shots(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def web_app(workdir, tmp_path):
+def web_app(workdir, tmp_path, db_url):
     """An initialised workdir whose v0 is a placeholder path: enough for labelling, no model is ever loaded."""
     from app import service
 
-    app, _ = service.init_workdir(workdir, base=str(tmp_path / "base-model"))
+    url = None if db_url.startswith("sqlite") else db_url  # SQLite: the workdir's own file, as by default
+    app, _ = service.init_workdir(workdir, base=str(tmp_path / "base-model"), database_url=url)
     yield app
     app.close()
 

@@ -166,3 +166,23 @@ def test_init_with_a_cached_hub_id_records_its_resolved_revision(tmp_path):
         assert store.get_version("v0").config == {"base": "some-org/some-model", "revision": commit}
     finally:
         store.close()
+
+
+def test_init_with_an_unreachable_database_says_so_in_one_line(tmp_path):
+    r = run("init", "--base", tmp_path, "--database-url", "postgresql+psycopg://someone:secret@127.0.0.1:1/none",
+            workdir=tmp_path / "work")
+    assert r.returncode == 1 and "cannot reach the database postgresql+psycopg://someone:***@127.0.0.1:1/none" \
+        in r.stderr
+    assert "Traceback" not in r.stderr and "secret" not in r.stderr
+
+
+def test_init_database_url_is_written_so_every_later_command_uses_it(tmp_path, pg_schema):
+    url = pg_schema()
+    workdir = tmp_path / "work"
+    assert run("init", "--base", tmp_path, "--database-url", url, workdir=workdir).returncode == 0
+    assert (workdir / "prefloop.toml").read_text().startswith(f'database_url = "{url}"')
+    assert not (workdir / "prefloop.db").exists()
+    (tmp_path / "p.jsonl").write_text('{"prompt": "hi"}\n')
+    assert run("import", tmp_path / "p.jsonl", workdir=workdir).returncode == 0
+    stats = json.loads(run("stats", "--json", workdir=workdir).stdout)
+    assert stats["prompts"] == 1 and not (workdir / "prefloop.db").exists()

@@ -140,6 +140,8 @@ def test_show_says_what_an_id_stands_for_before_it_is_discarded(web_app):
         "off-topic"
     with pytest.raises(LookupError, match="no prompt with id 99"):
         curation.show(web_app, "prompt", 99)
+    with pytest.raises(LookupError, match="no comparison with id"):
+        curation.discard(web_app, "comparison", 10**30, "overflows no driver", "olivia")
 
 
 def test_the_audit_trail_says_who_when_what_and_why_newest_first(web_app):

@@ -1,6 +1,7 @@
 """The label queue: leases, exactly `overlap` labels per comparison, idempotent submits, edits, and all of it
-holding under 16 threads and 4 processes on one SQLite file."""
+holding under 16 threads and 4 processes on one database (SQLite and PostgreSQL)."""
 
+import math
 import multiprocessing
 import time
 import uuid
@@ -330,8 +331,9 @@ def test_queue_counts_show_what_is_left_and_done_today(store):
     assert queue_counts(store) == {"open": 3, "left": 3, "labelled_today": 1}
 
 
-def test_service_functions_pass_the_labelling_settings(workdir, tmp_path):
-    app, _ = service.init_workdir(workdir, base=str(tmp_path / "base"), overrides={"labelling.lease_seconds": "30"})
+def test_service_functions_pass_the_labelling_settings(workdir, tmp_path, db_url, backend):
+    app, _ = service.init_workdir(workdir, base=str(tmp_path / "base"), overrides={"labelling.lease_seconds": "30"},
+                                  database_url=db_url if backend == "postgresql" else None)
     try:
         [cid] = make_comparisons(app.store, 1)
         item = service.next_for(app, "alice")
@@ -361,61 +363,111 @@ def test_submit_and_next_labels_and_leases_the_next_in_one_go(store):
     assert [lb.choice for lb in labels_of(store, first)] == ["a"]
 
 
-def test_the_queue_queries_are_index_driven(store):
-    """No full scan of comparisons, labels or leases on the hot path (SQLite's EXPLAIN QUERY PLAN)."""
-    import re
-
+def test_the_queue_queries_are_index_driven(store, backend):
+    """No full scan of comparisons, labels or leases on the hot path (the query planner's own word)."""
     from data import queue
 
     statements = [queue._HELD, queue._FIRST, queue._ROOM, queue._ITEM, queue._MY_LABEL, queue._FILLED]
-    with store.engine.connect() as conn:
+    plan_of = sqlite_plan if backend == "sqlite" else postgresql_plan
+    with store.engine.begin() as conn:
         for statement in statements:
-            sql = re.sub(r":\w+", "NULL", str(statement))
-            plan = [row[3] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql)]
-            assert not [step for step in plan if step.startswith("SCAN") and "CONSTANT ROW" not in step], plan
+            plan = plan_of(conn, str(statement))
+            if backend == "sqlite":
+                assert not [step for step in plan if step.startswith("SCAN") and "CONSTANT ROW" not in step], plan
+            else:
+                assert not [step for step in plan if "Seq Scan" in step], plan
             if statement is queue._HELD:  # the annotator's lease first, not a walk over every open comparison
-                assert plan[0] == "SEARCH l USING INDEX ix_lease_annotator (annotator=?)", plan
+                lease_first = plan[:1] if backend == "sqlite" else plan  # PostgreSQL nests the scans under its joins
+                assert [step for step in lease_first if "ix_lease_annotator" in step], plan
+
+
+def sqlite_plan(conn, sql: str) -> list[str]:
+    """EXPLAIN QUERY PLAN's steps, outermost first."""
+    import re
+
+    return [row[3] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + re.sub(r":\w+", "NULL", sql))]
+
+
+def postgresql_plan(conn, sql: str) -> list[str]:
+    """EXPLAIN's lines with sequential scans priced out: a Seq Scan left means no index can serve the query
+    (an empty table would be scanned anyway). Real values, not NULL, which the planner folds to 'no rows'."""
+    import re
+
+    values = {"annotator": "'alice'", "now": "now()", "comparison_id": "1", "overlap_default": "1"}
+    conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
+    sql = re.sub(r":(\w+)", lambda m: values[m.group(1)], sql)
+    return [row[0] for row in conn.exec_driver_sql("EXPLAIN " + sql)]
 
 
 # -- concurrency -----------------------------------------------------------------------------------------------
-def annotate_until_empty(store: Store, annotator: str, index: int) -> list[tuple[int, str, str, int]]:
-    """One annotator's session: take, sometimes abandon or skip, label, double-click; returns acknowledged labels."""
-    acked, abandoned = [], set()
-    while True:
+def annotate_until_empty(store: Store, annotator: str, index: int, timeout_s: float = 240) -> dict[str, list]:
+    """One annotator's session: take, sometimes abandon or skip, label, double-click. Returns what it saw:
+    acked (labels acknowledged), places (comparison, annotator, from, to: spans it surely held a lease, and its
+    counted labels from their acknowledgement on, on the machine-wide monotonic clock) and refused (submits the
+    queue turned down: work lost)."""
+    seen: dict[str, list] = {"acked": [], "places": [], "refused": []}
+    abandoned = set()
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
         item = next_comparison(store, annotator, LEASE)
         if item is None:
             # Nothing free now; what others hold may still come back (a skip or an abandoned lease).
             if queue_counts(store, annotator)["left"] == 0:
-                return acked
+                return seen
             time.sleep(0.01)
             continue
+        leased = time.monotonic()  # the lease is committed: from here until we let go, nobody else may hold it
         cid = item.comparison_id
         if cid % 11 == index % 11 and cid not in abandoned:
             abandoned.add(cid)
+            seen["places"].append((cid, annotator, leased, time.monotonic()))
             release_lease(store, annotator, cid)
             continue
         # At most a few annotators skip any one comparison, so every comparison can still fill its overlap.
         side = "skip" if (cid + index) % 7 == 0 else ("left", "right", "tie")[(cid + index) % 3]
         choice = choice_from_side(side, item.shown_order)
-        result = submit_label(store, annotator, cid, choice, item.shown_order)
+        seen["places"].append((cid, annotator, leased, time.monotonic()))
+        try:
+            result = submit_label(store, annotator, cid, choice, item.shown_order)
+        except (ComparisonUnavailable, LabelConflict) as refused:
+            seen["refused"].append((cid, annotator, str(refused)))
+            continue
         again = submit_label(store, annotator, cid, choice, item.shown_order)  # the double click
         assert result.created and not again.created and again.label_id == result.label_id
-        acked.append((cid, annotator, choice, result.label_id))
+        seen["acked"].append((cid, annotator, choice, result.label_id))
+        if choice != "skip":
+            seen["places"].append((cid, annotator, time.monotonic(), math.inf))
+    raise AssertionError(f"{annotator} still had comparisons to label after {timeout_s}s")
 
 
-def annotate_in_own_process(url: str, annotator: str, index: int) -> list[tuple[int, str, str, int]]:
+_START = None  # in each worker process: the barrier all of them pass together
+
+
+def _start_together(barrier) -> None:
+    global _START
+    _START = barrier
+
+
+def annotate_in_own_process(url: str, annotator: str, index: int) -> dict[str, list]:
     store = Store(url)
     try:
+        _START.wait(timeout=120)  # all four begin at once (spawn start-up takes seconds): they contend, not take turns
         return annotate_until_empty(store, annotator, index)
     finally:
         store.close()
 
 
-def assert_exactly_overlap(store: Store, ids: list[int], overlap: int, acked: list[tuple]) -> None:
+def merged(sessions: list[dict[str, list]]) -> dict[str, list]:
+    return {key: [row for seen in sessions for row in seen[key]] for key in ("acked", "places", "refused")}
+
+
+def assert_exactly_overlap(store: Store, ids: list[int], overlap: int, seen: dict[str, list]) -> None:
+    assert_never_over_leased(seen["places"], overlap)
+    assert seen["refused"] == [], "a submit under a live lease was refused: that annotator's work was lost"
     with store.read() as s:
         rows = [(lb.comparison_id, lb.annotator, lb.choice, lb.id) for lb in s.exec(select(Label)).all()]
         statuses = {c.id: c.status for c in s.exec(select(Comparison)).all()}
-    assert sorted(rows) == sorted(acked), "every stored label was acknowledged and every acknowledged one stored"
+    assert sorted(rows) == sorted(seen["acked"]), "every stored label was acknowledged, every acknowledged one stored"
     assert len({(cid, who) for cid, who, _, _ in rows}) == len(rows)
     for cid in ids:
         counted = [row for row in rows if row[0] == cid and row[2] != "skip"]
@@ -424,19 +476,40 @@ def assert_exactly_overlap(store: Store, ids: list[int], overlap: int, acked: li
     assert leases(store) == []
 
 
+def assert_never_over_leased(places: list[tuple[int, str, float, float]], overlap: int) -> None:
+    """At no instant did more than `overlap` annotators hold a lease on, or have labelled, one comparison. The spans
+    are conservative (a lease from after it was committed to before it was let go, a label from after it was
+    acknowledged), so an overlap of them is a real double lease."""
+    # Sorted by time, and at a tie a release (-1) before a lease (+1).
+    events = sorted((t, step, cid, who) for cid, who, start, end in places for t, step in ((start, 1), (end, -1)))
+    holders: dict[int, set] = {}
+    for _, step, cid, who in events:
+        mine = holders.setdefault(cid, set())
+        if step < 0:
+            mine.discard(who)
+            continue
+        mine.add(who)
+        assert len(mine) <= overlap, f"comparison {cid} leased to {sorted(mine)} at once (overlap {overlap})"
+
+
 @pytest.mark.parametrize("overlap", [1, 2])
 def test_sixteen_threads_label_every_comparison_exactly_overlap_times(store, overlap):
     ids = make_comparisons(store, 60, overlap=overlap)
     with ThreadPoolExecutor(16) as pool:
         futures = [pool.submit(annotate_until_empty, store, f"t{i}", i) for i in range(16)]
-        acked = [ack for f in futures for ack in f.result()]  # .result() re-raises any error in a thread
-    assert_exactly_overlap(store, ids, overlap, acked)
+        seen = merged([f.result(timeout=300) for f in futures])  # .result() re-raises any error in a thread
+    assert_exactly_overlap(store, ids, overlap, seen)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("overlap", [1, 2])
 def test_four_processes_label_every_comparison_exactly_overlap_times(store, overlap):
+    """Four OS processes, each with its own Store on the one database: the queue's rules hold across processes
+    (SQLite's write lock, PostgreSQL's advisory lock), not only across threads sharing a Store."""
     ids = make_comparisons(store, 60, overlap=overlap)
-    with multiprocessing.get_context("spawn").Pool(4) as pool:
-        results = pool.starmap(annotate_in_own_process, [(store.url, f"p{i}", i) for i in range(4)])
-    assert_exactly_overlap(store, ids, overlap, [ack for acks in results for ack in acks])
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(4, initializer=_start_together, initargs=(ctx.Barrier(4),)) as pool:
+        work = pool.starmap_async(annotate_in_own_process, [(store.url, f"p{i}", i) for i in range(4)])
+        seen = merged(work.get(timeout=300))
+    assert len({who for _, who, _, _ in seen["acked"]}) > 1, "the processes took turns, not one took everything"
+    assert_exactly_overlap(store, ids, overlap, seen)

@@ -5,6 +5,7 @@ import multiprocessing
 import os
 import signal
 import time
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -111,30 +112,53 @@ def test_stale_means_dead_pid_or_old_heartbeat(store):
     assert scheduler.recover_stale_runs(store, 60) == [run.id]
 
 
-def _try_lock(url: str, barrier, results) -> None:
+def _try_round(url: str, models_dir: str, barrier, results) -> None:
+    """One process starting a round (pair selection, then the lock) as `prefloop train` does; reports the outcome."""
+    from training.config import RoundConfig
+
     store = Store(url)
-    barrier.wait()
     try:
-        store.create_training_run(None, [os.getpid()], {}, is_stale=lambda r: scheduler.is_stale(r, 60))
-        results.put("won")
-    except RoundBusy:
-        results.put("busy")
+        barrier.wait(timeout=120)  # all at once: they race for the lock, they do not take turns
+        run_id = scheduler.queue_round(store, Path(models_dir), RoundConfig(min_pairs=4, eval_fraction=0.0))
+        results.put(("won", run_id))
+    except RoundBusy as busy:
+        results.put(("busy", str(busy)))
+    except Exception as error:  # reported, so the test fails with it rather than waiting for an answer
+        results.put(("error", repr(error)))
     finally:
         store.close()
 
 
-def test_the_round_lock_lets_exactly_one_process_through(workdir):
-    url = f"sqlite:///{workdir / 'prefloop.db'}"
-    Store(url).close()
+def test_the_round_lock_lets_exactly_one_process_through(store, workdir):
+    """Four processes, each with its own Store on the one database, start a round at once: exactly one round is
+    queued, the others are refused with RoundBusy; the stale run they all find is failed once, by the winner."""
+    from datetime import timedelta
+
+    from data.models import utcnow
+
+    store.add_version("v0", str(workdir / "v0"))
+    store.deploy("v0")
+    add_labelled_pairs(store, store.get_version("v0").id, short_long_pairs(6))
+    stale = store.create_training_run(None, [], {})
+    store.update_training_run(stale.id, heartbeat_at=utcnow() - timedelta(hours=1))
     ctx = multiprocessing.get_context("spawn")
-    barrier, results = ctx.Barrier(6), ctx.Queue()
-    procs = [ctx.Process(target=_try_lock, args=(url, barrier, results)) for _ in range(6)]
+    barrier, results = ctx.Barrier(4), ctx.Queue()
+    procs = [ctx.Process(target=_try_round, args=(store.url, str(workdir / "models"), barrier, results))
+             for _ in range(4)]
     for p in procs:
         p.start()
-    for p in procs:
-        p.join(timeout=60)
-    outcomes = sorted(results.get(timeout=5) for _ in procs)
-    assert outcomes == ["busy"] * 5 + ["won"]
+    try:
+        outcomes = sorted(results.get(timeout=180) for _ in procs)
+    finally:
+        for p in procs:
+            p.join(timeout=30)
+            if p.is_alive():
+                p.kill()
+    assert [kind for kind, _ in outcomes] == ["busy"] * 3 + ["won"], outcomes
+    [(_, won)] = [o for o in outcomes if o[0] == "won"]
+    assert all(f"training run {won} is queued; one round at a time" in why for kind, why in outcomes if kind == "busy")
+    runs = {run.id: run.status for run in store.training_runs()}
+    assert runs == {stale.id: "failed", won: "queued"}
 
 
 def test_automatic_rounds_every_n_new_pairs(tiny_app, monkeypatch):

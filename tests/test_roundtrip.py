@@ -92,7 +92,8 @@ def exported(path, fmt):
 
 @pytest.mark.parametrize("fmt", ["trl", "openai"])
 @pytest.mark.parametrize("name,expected", SAMPLES, ids=[s[0] for s in SAMPLES])
-def test_shared_sample_round_trips_through_import_and_export(store, shared_datasets, tmp_path, name, expected, fmt):
+def test_shared_sample_round_trips_through_import_and_export(store, shared_datasets, tmp_path, name, expected, fmt,
+                                                            more_db_urls):
     source = list(expected(shared_datasets / name))
     import_file(store, shared_datasets / name, skip_invalid=True, report_path=tmp_path / "invalid.jsonl")
     out = tmp_path / f"out.{fmt}.jsonl"
@@ -101,12 +102,12 @@ def test_shared_sample_round_trips_through_import_and_export(store, shared_datas
     assert n == len(back) == len(set(source))  # exact duplicates in a source file are stored once
     assert set(back) == set(source)
     assert back == list(dict.fromkeys(source))  # and in the file's order
-    assert list(exported(reimported(out, tmp_path, fmt), fmt)) == back
+    assert list(exported(reimported(out, tmp_path, fmt, more_db_urls()), fmt)) == back
 
 
-def reimported(path, tmp_path, fmt):
-    """Import an exported file into a fresh store (nothing invalid allowed) and export that store again."""
-    again = Store(f"sqlite:///{tmp_path / 'again.db'}")
+def reimported(path, tmp_path, fmt, url: str):
+    """Import an exported file into a fresh store on `url` (nothing invalid allowed) and export that store again."""
+    again = Store(url)
     try:
         result = import_file(again, path)
         assert result.format == fmt and result.comparisons_duplicate == 0
@@ -118,14 +119,15 @@ def reimported(path, tmp_path, fmt):
 
 
 @pytest.mark.parametrize("fmt", ["trl", "openai"])
-def test_an_export_saved_as_a_datasets_folder_imports_to_the_same_pairs(store, shared_datasets, tmp_path, fmt):
+def test_an_export_saved_as_a_datasets_folder_imports_to_the_same_pairs(store, shared_datasets, tmp_path, fmt,
+                                                                        more_db_urls):
     from datasets import Dataset
 
     import_file(store, shared_datasets / "openai-preference-orca-dpo-pairs-validation.jsonl")
     out = tmp_path / f"out.{fmt}.jsonl"
     export_pairs(store, out, fmt=fmt)
     Dataset.from_json(str(out), cache_dir=str(tmp_path / "cache")).save_to_disk(str(tmp_path / "folder"))
-    again = Store(f"sqlite:///{tmp_path / 'again.db'}")
+    again = Store(more_db_urls())
     try:
         assert import_file(again, tmp_path / "folder").format == fmt
         export_pairs(again, tmp_path / "again.jsonl", fmt=fmt)
@@ -138,7 +140,7 @@ WEATHER = {"type": "function", "function": {"name": "get_weather", "parameters":
     "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
 
 
-def test_openai_tools_and_text_parts_survive_import_export_import_export(store, tmp_path):
+def test_openai_tools_and_text_parts_survive_import_export_import_export(store, tmp_path, more_db_urls):
     source = tmp_path / "tools.jsonl"
     records = [
         {"input": {"messages": [{"role": "user", "content": [{"type": "text", "text": "How cold is "},
@@ -158,15 +160,15 @@ def test_openai_tools_and_text_parts_survive_import_export_import_export(store, 
     assert lines[0]["input"] == {"messages": [{"role": "user", "content": "How cold is Oslo today?"}],
                                  "tools": [WEATHER], "parallel_tool_calls": True}
     assert lines[1]["input"] == {"messages": [{"role": "user", "content": "How cold is Oslo today?"}]}
-    assert reimported(first, tmp_path, "openai").read_bytes() == first.read_bytes()
+    assert reimported(first, tmp_path, "openai", more_db_urls()).read_bytes() == first.read_bytes()
 
 
-def test_a_dataset_folder_export_imports_back_to_the_same_pairs(store, shared_datasets, tmp_path):
+def test_a_dataset_folder_export_imports_back_to_the_same_pairs(store, shared_datasets, tmp_path, more_db_urls):
     import_file(store, shared_datasets / "llamafactory-dpo-en-demo.json")
     jsonl, folder = tmp_path / "pairs.jsonl", tmp_path / "pairs"
     export_pairs(store, jsonl, fmt="trl")
     export_pairs(store, folder, fmt="trl", to="dataset")
-    again = Store(f"sqlite:///{tmp_path / 'again.db'}")
+    again = Store(more_db_urls())
     try:
         assert import_file(again, folder).format == "trl"
         export_pairs(again, tmp_path / "again.jsonl", fmt="trl")

@@ -373,3 +373,163 @@ def test_out_of_range_numbers_and_oversized_fields_are_422_not_500(server, web_a
         # The largest id a database holds is simply not found.
         assert client.post("/api/v1/labels", json={**body, "comparison_id": 2**63 - 1, "time_spent_s": 1,
                                                    "rationale": None}).status_code == 404
+
+
+# -- streamed export ------------------------------------------------------------------------------------------------
+def test_export_route_streams_the_same_bytes_as_the_cli_export(server, web_app, password_hash, tmp_path):
+    from conftest import add_labelled_pairs, short_long_pairs
+
+    add_users(web_app, password_hash, ["olivia"], role="operator")
+    v0 = web_app.store.get_version("v0")
+    add_labelled_pairs(web_app.store, v0.id, short_long_pairs(7))
+    add_labelled_pairs(web_app.store, v0.id, short_long_pairs(2, offset=7), choice="tie", prompt_prefix="t")
+    for fmt in ("trl", "openai"):
+        out = tmp_path / fmt / "pairs.jsonl"
+        service.export_data(web_app, out, fmt=fmt, include_ties=True, metadata=True)  # what `prefloop export` does
+        files = {"pairs": out, "ties&metadata=true": out.with_name("pairs.ties.jsonl"),
+                 "metadata": out.with_name("pairs.metadata.jsonl")}
+        with closing(login(server, "olivia")) as client:
+            for part, path in files.items():
+                with client.stream("GET", f"/api/v1/export?format={fmt}&part={part}") as r:
+                    assert r.status_code == 200 and "content-length" not in r.headers, r.headers
+                    assert r.headers["transfer-encoding"] == "chunked"
+                    assert r.read() == path.read_bytes() != b"", (fmt, part)
+
+
+def test_export_chunks_are_produced_as_they_are_read_and_stop_with_the_reader(web_app, monkeypatch):
+    """The export runs at most `depth` chunks ahead of its reader (flat memory), and closing the reader stops it."""
+    import time
+
+    from conftest import add_labelled_pairs, short_long_pairs
+
+    from data import export as export_module
+
+    add_labelled_pairs(web_app.store, None, short_long_pairs(40))
+    monkeypatch.setattr(export_module, "DEFAULT_BATCH", 2)  # 20 chunks
+    rendered = []
+    render = export_module._render
+    monkeypatch.setattr(export_module, "_render", lambda *a, **k: rendered.append(1) or render(*a, **k))
+    whole = b"".join(export_module.iter_part(web_app.store))
+    assert whole.count(b"\n") == 40 and len(rendered) == 20
+    rendered.clear()
+    chunks = export_module.iter_part(web_app.store, depth=1)
+    first = next(chunks)
+    time.sleep(0.5)  # time enough to render all 20 if nothing held the writer back
+    assert first.count(b"\n") == 2 and len(rendered) <= 4, len(rendered)
+    chunks.close()
+    assert len(rendered) <= 5 and not [t for t in threading.enumerate() if t.name == "export-writer"]
+
+
+# -- several server processes ---------------------------------------------------------------------------------------
+def free_port_pair() -> int:
+    """A port P with P and P+1 both free on loopback (ports taken meanwhile only fail the test, never hang it)."""
+    import socket
+
+    for _ in range(50):
+        with socket.socket() as a, socket.socket() as b:
+            a.bind(("127.0.0.1", 0))
+            port = a.getsockname()[1]
+            try:
+                b.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+            return port
+    raise AssertionError("no two consecutive free ports")
+
+
+def start_serve(workdir, *args):
+    """`prefloop serve ARGS` as a process; its output lines arrive on the returned queue (read in a thread)."""
+    import queue
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    prefloop = Path(sys.executable).with_name("prefloop")
+    proc = subprocess.Popen([str(prefloop), "--workdir", str(workdir), "serve", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
+    return proc, lines
+
+
+def server_processes(pid: int) -> list:
+    """The server processes `serve --workers` started (not multiprocessing's resource tracker)."""
+    import psutil
+
+    return [c for c in psutil.Process(pid).children() if "spawn_main" in " ".join(c.cmdline())]
+
+
+def wait_for_line(lines, text: str, timeout: float = 120) -> list[str]:
+    import queue
+    import time
+
+    seen, deadline = [], time.monotonic() + timeout
+    while not seen or text not in seen[-1]:
+        try:
+            seen.append(lines.get(timeout=max(0.0, deadline - time.monotonic())))
+        except queue.Empty:
+            raise AssertionError(f"no {text!r} in {seen}") from None
+    return seen
+
+
+def test_serve_workers_runs_one_server_per_port_sharing_the_api(web_app, password_hash, seed):
+    """`serve --workers 2`: a token from one process works on the other (the API keeps no state of its own), only
+    the first runs the sampling worker, and SIGTERM stops both."""
+    import psutil
+
+    add_users(web_app, password_hash, ["alice"])
+    seed(web_app.store, 2)
+    port = free_port_pair()
+    proc, lines = start_serve(web_app.workdir, "--port", str(port), "--workers", "2")
+    try:
+        out = "".join(wait_for_line(lines, "sticky sessions"))
+        first, second = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{port + 1}"
+        assert f"{first}/ " in out and f"{second}/ " in out, out
+        children = server_processes(proc.pid)
+        assert len(children) == 2
+        with closing(login(first, "alice")) as client:
+            other = httpx.Client(base_url=second, headers=client.headers, timeout=30)
+            with closing(other):
+                item = other.get("/api/v1/next").json()["comparison"]
+                assert client.get("/api/v1/next").json()["comparison"]["comparison_id"] == item["comparison_id"]
+                r = other.post("/api/v1/labels", json={"comparison_id": item["comparison_id"], "side": "left",
+                                                       "shown_order": item["shown_order"]})
+                assert r.status_code == 200 and r.json()["created"], r.text
+                assert client.get("/api/v1/progress").json()["left"] == 1
+        for url in (first, second):
+            assert httpx.get(f"{url}/").status_code == 200  # each serves the UI's login page
+        proc.terminate()
+        assert proc.wait(60) == 0
+        psutil.wait_procs(children, timeout=10)
+        assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+    finally:
+        proc.kill()
+        proc.wait(10)
+
+
+def test_serve_workers_reports_a_process_that_died_and_stops_the_rest(web_app):
+    import psutil
+
+    port = free_port_pair()
+    proc, lines = start_serve(web_app.workdir, "--port", str(port), "--workers", "2")
+    try:
+        wait_for_line(lines, "sticky sessions")
+        survivor, victim = server_processes(proc.pid)
+        victim.kill()
+        out = "".join(wait_for_line(lines, "stopping the others", timeout=30))
+        assert "server process" in out and "was killed by SIGKILL" in out and "Traceback" not in out, out
+        assert proc.wait(60) == 1
+        psutil.wait_procs([survivor], timeout=10)
+        assert not survivor.is_running() or survivor.status() == psutil.STATUS_ZOMBIE
+    finally:
+        proc.kill()
+        proc.wait(10)
+
+
+def test_only_the_first_process_samples(web_app):
+    from app.server import GenerationWorker
+
+    worker = GenerationWorker(web_app, elsewhere="http://127.0.0.1:7860/")
+    for message in (worker.start(), worker.status(), worker.stop()):
+        assert "first server process only" in message and "http://127.0.0.1:7860/" in message
+    assert not worker.running

@@ -1,4 +1,5 @@
-"""The store and its engine: SQLite pragmas, dedup, one deployed version, durability under kill -9."""
+"""The store and its engine: SQLite pragmas, PostgreSQL's writer lock, dedup, one deployed version, durability
+under kill -9."""
 
 import os
 import signal
@@ -14,12 +15,35 @@ from data.models import Comparison, Label, ModelVersion
 from data.store import Sample, Store, normalize_messages, prompt_hash
 
 
+@pytest.mark.sqlite_only
 def test_sqlite_runs_in_wal_with_foreign_keys_and_durable_commits(store):
     with store.engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
         assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
         assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() >= 1000
+
+
+def test_postgresql_writers_hold_the_one_advisory_lock_and_readers_do_not(pg_schema):
+    from data.db import PG_WRITE_LOCK
+
+    store, other = Store(pg_schema()), Store(pg_schema())
+    held = ("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()"
+            f" AND (classid::bigint << 32) + objid::bigint = {PG_WRITE_LOCK}")
+    try:
+        with store.read() as s:
+            assert s.connection().exec_driver_sql(held).scalar() == 0
+        with store.write_conn() as conn:
+            assert conn.exec_driver_sql(held).scalar() == 1
+            # Another writer, even on another schema of the database, cannot take it meanwhile.
+            with other.engine.connect() as probe:
+                taken = probe.exec_driver_sql(f"SELECT pg_try_advisory_xact_lock({PG_WRITE_LOCK})").scalar()
+                assert taken is False
+        with other.write() as s:  # released at commit
+            assert s.connection().exec_driver_sql(held).scalar() == 1
+    finally:
+        store.close()
+        other.close()
 
 
 def test_foreign_keys_are_enforced(store):

@@ -1,9 +1,11 @@
-"""The round process: `python -m training.run_round --workdir DIR --run-id N [--database-url URL]`.
+"""The round process: `python -m training.run_round --workdir DIR --run-id N`, with the database URL in the
+environment (DATABASE_URL_ENV), never on the command line where `ps` would show its password.
 
 Runs queued TrainingRun N (see training.round) and exits 0 when it is done, 1 when it failed or was cancelled."""
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -12,14 +14,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.run_round", description=__doc__)
     parser.add_argument("--workdir", type=Path, required=True, help="the prefloop workdir")
     parser.add_argument("--run-id", type=int, required=True, help="the queued TrainingRun to run")
-    parser.add_argument("--database-url", help="default: the SQLite file prefloop.db in the workdir")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     from data.store import Store
     from training.round import run_round
+    from training.scheduler import DATABASE_URL_ENV
 
-    store = Store(args.database_url or f"sqlite:///{(args.workdir / 'prefloop.db').resolve()}")
+    store = Store(os.environ.get(DATABASE_URL_ENV) or f"sqlite:///{(args.workdir / 'prefloop.db').resolve()}")
     try:
         result = run_round(store, args.workdir / "models", args.run_id)
     finally:

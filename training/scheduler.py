@@ -71,6 +71,9 @@ def queue_round(store, models_dir: Path, cfg: RoundConfig, trigger: str = "manua
     return run.id
 
 
+DATABASE_URL_ENV = "PREFLOOP_DATABASE_URL"  # how the round process gets the database (the setting's own variable)
+
+
 def log_path(workdir: Path, run_id: int) -> Path:
     """Where a round process writes its output, the traceback of a failure included."""
     return Path(workdir).resolve() / "logs" / f"round-{run_id}.log"
@@ -81,10 +84,11 @@ def launch(workdir: Path, run_id: int, database_url: str | None = None, store=No
     workdir = Path(workdir).resolve()
     log_path(workdir, run_id).parent.mkdir(exist_ok=True)
     cmd = [sys.executable, "-m", "training.run_round", "--workdir", str(workdir), "--run-id", str(run_id)]
-    if database_url:
-        cmd += ["--database-url", database_url]
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
+    env.pop(DATABASE_URL_ENV, None)
+    if database_url:
+        env[DATABASE_URL_ENV] = database_url  # the environment, not argv: `ps` shows argv to every user
     with open(log_path(workdir, run_id), "ab") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                                 start_new_session=True)
