@@ -125,19 +125,25 @@ def iter_part(store, part: str = "pairs", metadata: bool = False, depth: int = 2
     The export writes from a thread at most `depth` chunks ahead of the reader, so memory stays flat whatever the
     export's size; closing the generator (a client that went away) stops the export. An error, the arguments' too,
     is raised where the reader is."""
-    pipe = _Pipe(depth)
     if isinstance(store.engine.pool, SingletonThreadPool):  # in-memory SQLite: another thread sees an empty database
-        export_part(store, pipe.unbounded(), part, metadata, **options)
+        pipe = _Pipe(depth).unbounded()
+        export_part(store, pipe, part, metadata, **options)
         yield from pipe.chunks()
         return
-    writer = threading.Thread(target=pipe.feed, args=(lambda: export_part(store, pipe, part, metadata, **options),),
-                              name="export-writer", daemon=True)
-    writer.start()
+    yield from _handed_over(lambda pipe: export_part(store, pipe, part, metadata, **options), depth, "export-writer")
+
+
+def _handed_over(work, depth: int, name: str) -> Iterator:
+    """Run `work(pipe)` in a thread and yield what it puts into the pipe, at most `depth` items ahead; an error
+    in `work` is raised here, and closing this generator (the reader went away) stops `work`."""
+    pipe = _Pipe(depth)
+    thread = threading.Thread(target=pipe.feed, args=(lambda: work(pipe),), name=name, daemon=True)
+    thread.start()
     try:
         yield from pipe.chunks()
     finally:
         pipe.reader_gone()
-        writer.join()
+        thread.join()
 
 
 class _ReaderGone(Exception):
@@ -158,14 +164,14 @@ class _Pipe(io.RawIOBase):
 
     def write(self, data) -> int:
         if data:
-            self._put(bytes(data))
+            self.put(bytes(data))
         return len(data)
 
     def unbounded(self) -> "_Pipe":
         self._slots = queue.Queue()  # written before anything reads: holds the whole export
         return self
 
-    def _put(self, item) -> None:
+    def put(self, item) -> None:
         while not self._gone.is_set():
             with contextlib.suppress(queue.Full):
                 self._slots.put(item, timeout=0.1)
@@ -176,12 +182,12 @@ class _Pipe(io.RawIOBase):
         """Run `export` (which writes into this pipe), then mark the end or hand its error to the reader."""
         try:
             export()
-            self._put(_DONE)
+            self.put(_DONE)
         except _ReaderGone:
             pass
         except BaseException as exc:  # re-raised by the reader
             with contextlib.suppress(_ReaderGone):
-                self._put(exc)
+                self.put(exc)
 
     def chunks(self) -> Iterator[bytes]:
         if self._slots.maxsize == 0:  # unbounded: complete already
@@ -389,34 +395,11 @@ def _with_progress(batches, total: int):
 def _prefetched(batches: Iterator, depth: int = 2) -> Iterator:
     """Iterate `batches` in a thread, `depth` ahead: the database steps without the GIL, so reading the next
     batch overlaps rendering and writing this one (the export's time is otherwise their sum)."""
-    slots: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def offer(item) -> bool:
-        while not stop.is_set():
-            with contextlib.suppress(queue.Full):
-                slots.put(item, timeout=0.1)
-                return True
-        return False
-
-    def produce() -> None:
+    def read(pipe: _Pipe) -> None:
         try:
             for batch in batches:
-                if not offer(batch):
-                    break
-            offer(_DONE)
-        except BaseException as exc:  # handed to the consumer, which re-raises it
-            offer(exc)
+                pipe.put(batch)
         finally:
             batches.close()  # ends the read transaction in the thread that opened it
 
-    thread = threading.Thread(target=produce, name="export-reader", daemon=True)
-    thread.start()
-    try:
-        while (item := slots.get()) is not _DONE:
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        thread.join()
+    return _handed_over(read, depth, "export-reader")

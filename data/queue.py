@@ -25,7 +25,7 @@ from sqlalchemy import (
 from sqlmodel import Session, col, select
 
 from data.models import Comparison, Label, Lease, Prompt, Response, utcnow
-from data.store import Store
+from data.store import LIVE_COMPARISON_SQL, Store, live_comparison
 
 CHOICES = ("a", "b", "tie", "both_bad", "skip")
 SIDES = ("left", "right", "tie", "both_bad", "skip")
@@ -113,8 +113,7 @@ _HELD = _sql(
 _DROP_MINE = text("DELETE FROM lease WHERE annotator = :annotator")
 # Walks ix_comparison_queue (open rows in priority DESC, id order) and stops at the first one with room.
 # Discarded comparisons, and those of discarded prompts (a primary-key probe per row walked), are never handed out.
-_LIVE = ("c.discarded_at IS NULL AND NOT EXISTS"
-         " (SELECT 1 FROM prompt p WHERE p.id = c.prompt_id AND p.discarded_at IS NOT NULL)")
+_LIVE = LIVE_COMPARISON_SQL
 _FIRST = _sql(
     f"SELECT c.id FROM comparison c WHERE c.status = 'open' AND {_LIVE} AND NOT EXISTS"
     " (SELECT 1 FROM label x WHERE x.comparison_id = c.id AND x.annotator = :annotator)"
@@ -360,7 +359,7 @@ def queue_counts(store: Store, annotator: str | None = None, overlap_default: in
     """open: open comparisons; left: those still wanting a label (and, given an annotator, not yet seen by them);
     labelled_today: non-skip labels since 00:00 UTC (by the annotator, when given)."""
     today = utcnow().replace(hour=0, minute=0, second=0, microsecond=0)
-    open_q = select(func.count()).select_from(Comparison).where(Comparison.status == "open", _live())
+    open_q = select(func.count()).select_from(Comparison).where(Comparison.status == "open", live_comparison())
     left_q = open_q.where(_wanted_sql(overlap_default) > _label_count(Comparison.id).scalar_subquery())
     today_q = select(func.count()).select_from(Label).where(col(Label.created_at) >= today, Label.choice != "skip")
     if annotator is not None:
@@ -374,11 +373,6 @@ def queue_counts(store: Store, annotator: str | None = None, overlap_default: in
 def _label_count(comparison_id):
     """Labels that fill the overlap (_FILLING)."""
     return select(func.count()).select_from(Label).where(Label.comparison_id == comparison_id, text(_FILLING))
-
-
-def _live():
-    """Comparisons neither discarded nor of a discarded prompt (_LIVE)."""
-    return text(_LIVE.replace("c.", "comparison."))
 
 
 def _labelled_by(annotator: str):

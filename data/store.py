@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import func, update
+from sqlalchemy import func, text, update
 from sqlmodel import col, select
 
 from data.db import make_engine, read_session, write_connection, write_session
@@ -79,12 +79,16 @@ class Store:
 
     # -- prompts -------------------------------------------------------------------------------------------
     def add_prompts(self, prompts: Iterable[str | Sequence[dict]], source: str = "") -> AddedCounts:
-        """Add prompts in one transaction; a prompt whose content hash is already stored is counted, not added."""
+        """Add prompts in one transaction; a prompt whose content hash is already stored is counted, not added.
+        A prompt with no text is refused (ValueError) and nothing is added: nothing could sample or train on it."""
         counts = AddedCounts()
         with self.write() as s:
             seen = set()
             for raw in prompts:
                 messages = normalize_messages(raw)
+                if not any(m["content"].strip() for m in messages):
+                    raise ValueError(f"prompt {len(seen) + counts.duplicates + 1} has no text: nothing can be "
+                                     "sampled from it or trained on it")
                 h = prompt_hash(messages)
                 if h in seen or s.exec(select(Prompt.id).where(Prompt.content_hash == h)).first():
                     counts.duplicates += 1
@@ -133,7 +137,7 @@ class Store:
 
     def open_comparison_count(self, version_id: int | None = None) -> int:
         """Open comparisons an annotator can get (not discarded): what the generator keeps topped up."""
-        q = select(func.count()).select_from(Comparison).where(Comparison.status == "open", *_live_comparison())
+        q = select(func.count()).select_from(Comparison).where(Comparison.status == "open", live_comparison())
         if version_id is not None:
             q = q.where(Comparison.model_version_id == version_id)
         with self.read() as s:
@@ -373,7 +377,7 @@ class Store:
         q = (select(Comparison.id, Prompt.messages, ra.c.text, rb.c.text)
              .join(Prompt, col(Prompt.id) == Comparison.prompt_id)
              .join(ra, ra.c.id == Comparison.response_a_id).join(rb, rb.c.id == Comparison.response_b_id)
-             .where(~judged, *_live_comparison()))
+             .where(~judged, live_comparison()))
         if mode == "calibration":
             buckets = 10_000
             # Knuth's multiplicative hash spreads consecutive ids; the same ids are picked on every run.
@@ -430,10 +434,14 @@ class Store:
     # -- end of issue #6 ----------------------------------------------------------------------------------------
 
 
-def _live_comparison() -> tuple:
-    """Conditions on Comparison: neither it nor its prompt is discarded (data.curation)."""
-    discarded_prompts = select(Prompt.id).where(col(Prompt.discarded_at).is_not(None))
-    return col(Comparison.discarded_at).is_(None), col(Comparison.prompt_id).not_in(discarded_prompts)
+# The one rule of which comparisons are live (data.curation): neither the comparison nor its prompt is discarded.
+# As SQL on `comparison c` for the queue's plain-SQL hot path, and as a clause on the Comparison table.
+LIVE_COMPARISON_SQL = ("c.discarded_at IS NULL AND NOT EXISTS"
+                       " (SELECT 1 FROM prompt p WHERE p.id = c.prompt_id AND p.discarded_at IS NOT NULL)")
+
+
+def live_comparison():
+    return text(LIVE_COMPARISON_SQL.replace("c.", "comparison."))
 
 
 @contextmanager

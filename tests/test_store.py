@@ -144,3 +144,10 @@ def test_kill_9_loses_no_acknowledged_write(workdir):
     store = Store(url)
     assert store.stats()["prompts"] >= acked[-1] + 1
     store.close()
+
+
+@pytest.mark.parametrize("empty", ["", "   ", [], [{"role": "user", "content": " "}]])
+def test_a_prompt_without_text_is_refused_and_nothing_is_added(store, empty):
+    with pytest.raises(ValueError, match="prompt 2 has no text"):
+        store.add_prompts(["a real question", empty])
+    assert store.stats()["prompts"] == 0
