@@ -1,13 +1,16 @@
 """The `prefloop` command line: one thin function per verb, whose docstring is its help."""
 
+import contextlib
 import json
 import sys
 from pathlib import Path
 
 import click
 
-from app import auth, judging, service
-from app import rounds as training_rounds
+from app.services import accounts, console, curation, judging, transfer, workdir, workers
+from app.services import rounds as training_rounds
+from app.services import versions as model_versions
+from app.services.errors import MalformedRecord, ServiceError
 from app.settings import SettingsError, describe_settings
 
 DEFAULT_WORKDIR = "prefloop-work"
@@ -20,8 +23,8 @@ class Context:
         self.workdir = workdir
         self.overrides = overrides
 
-    def open(self) -> service.App:
-        return service.open_app(self.workdir, self.overrides)
+    def open(self) -> workdir.App:
+        return workdir.open_app(self.workdir, self.overrides)
 
 
 def _parse_sets(values: tuple[str, ...]) -> dict[str, str]:
@@ -34,26 +37,15 @@ def _parse_sets(values: tuple[str, ...]) -> dict[str, str]:
     return out
 
 
-def _expected_errors() -> tuple[type[Exception], ...]:
-    """Errors that are the user's to fix: shown as one line, never as a traceback."""
-    from data.formats import InvalidRecord
-    from data.schema import SchemaOutdated
-
-    return (SettingsError, service.WorkdirError, InvalidRecord, LookupError, ValueError, FileNotFoundError,
-            SchemaOutdated, _model_load_error())
-
-
-def _model_load_error() -> type[Exception]:
-    from generation.backend import ModelLoadError
-
-    return ModelLoadError
+# Errors that are the user's to fix: shown as one line, never as a traceback.
+EXPECTED_ERRORS = (ServiceError, SettingsError)
 
 
 class Group(click.Group):
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
-        except _expected_errors() as e:
+        except EXPECTED_ERRORS as e:
             raise click.ClickException(str(e)) from None
 
 
@@ -79,11 +71,11 @@ def cli(ctx, workdir: Path, sets: tuple[str, ...]):
 @click.pass_obj
 def init(obj: Context, base: str | None, database_url: str | None):
     """Create a workdir: commented prefloop.toml, the database, the model registry with v0 deployed."""
-    app, created = service.init_workdir(obj.workdir, base=base, overrides=obj.overrides, progress=True,
+    app, created = workdir.init_workdir(obj.workdir, base=base, overrides=obj.overrides, progress=True,
                                         database_url=database_url)
     verb = "Created" if created else "Already initialised:"
-    click.echo(f"{verb} {app.workdir} (config {app.workdir / 'prefloop.toml'}, "
-               f"v0 = {app.store.get_version('v0').path})")
+    click.echo(f"{verb} {app.workdir} (config {app.config_path}, "
+               f"v0 = {app.store.versions.get('v0').path})")
     app.close()
 
 
@@ -112,13 +104,11 @@ def import_cmd(obj: Context, file: Path, fmt, prompt_field, skip_invalid, report
     """Import prompts, responses to label, or labelled preference pairs from FILE (all of it or nothing).
 
     FILE may also be a Hugging Face datasets folder (written by save_to_disk; a DatasetDict's 'train' split)."""
-    from data.formats import InvalidRecord
-
     app = obj.open()
     try:
-        r = service.import_data(app, file, fmt=fmt, prompt_field=prompt_field, skip_invalid=skip_invalid,
+        r = transfer.import_data(app, file, fmt=fmt, prompt_field=prompt_field, skip_invalid=skip_invalid,
                                 report_path=report, progress=True)
-    except InvalidRecord as e:
+    except MalformedRecord as e:
         if skip_invalid:  # an error that leaves the rest of the file unreadable: skipping cannot help
             raise
         raise click.ClickException(f"{e}\nNothing was imported; --skip-invalid imports the valid records and "
@@ -152,16 +142,14 @@ def import_cmd(obj: Context, file: Path, fmt, prompt_field, skip_invalid, report
 def export_cmd(obj: Context, out: Path, fmt, since_round, sources, min_agreement, to, include_ties, metadata):
     """Export resolved preference pairs to OUT ('-' for standard output, JSONL only) in exactly the format's
     shape; ties and metadata go to files of their own beside it."""
-    from data.export import sidecar_path
-
     if str(out) == "-" and (include_ties or metadata):
         raise click.UsageError("--include-ties and --metadata write files beside OUT: give a path, not '-'")
     app = obj.open()
     target = sys.stdout.buffer if str(out) == "-" else out
-    n = service.export_data(app, target, fmt=fmt, sources=tuple(sources) or ("human", "import"),
+    n = transfer.export_data(app, target, fmt=fmt, sources=tuple(sources) or transfer.SOURCES,
                             since_round=since_round, min_agreement=min_agreement, include_ties=include_ties,
                             metadata=metadata, progress=target is not sys.stdout.buffer, to=to)
-    beside = [f"{kind} in {sidecar_path(out, kind)}" for kind, asked in (("ties", include_ties),
+    beside = [f"{kind} in {transfer.sidecar_path(out, kind)}" for kind, asked in (("ties", include_ties),
                                                                         ("metadata", metadata)) if asked]
     click.echo(f"exported {n} record(s) to {out}" + (f" ({'; '.join(beside)})" if beside else ""), err=True)
     app.close()
@@ -173,7 +161,7 @@ def export_cmd(obj: Context, out: Path, fmt, since_round, sources, min_agreement
 def stats(obj: Context, as_json: bool):
     """Counts of prompts, responses, comparisons by status, labels by source and annotator, model versions."""
     app = obj.open()
-    data = service.stats(app)
+    data = console.stats(app)
     app.close()
     if as_json:
         click.echo(json.dumps(data, indent=2, ensure_ascii=False))
@@ -201,7 +189,7 @@ def tiny_model(out_dir: Path, seed: int):
     """Build the offline tiny chat model (Llama config, local tokenizer, chat template, short warm-up) in OUT_DIR.
 
     Use it where no model hub is reachable: `prefloop init --base OUT_DIR`."""
-    path = service.build_tiny_model(out_dir, seed=seed, progress=True)
+    path = workdir.build_tiny_model(out_dir, seed=seed, progress=True)
     click.echo(f"tiny model written to {path}")
 
 
@@ -218,7 +206,7 @@ def generate(obj: Context, limit, samples, watch):
     if watch:
         _watch(app, samples)
     else:
-        report = service.generate(app, limit=limit, samples=samples, progress=True)
+        report = workers.generate(app, limit=limit, samples=samples, progress=True)
         click.echo(report.summary())
         for prompt_id, reason in report.skipped.items():
             click.echo(f"skipped prompt {prompt_id}: {reason}", err=True)
@@ -226,28 +214,14 @@ def generate(obj: Context, limit, samples, watch):
 
 
 def _watch(app, samples):
-    import threading
-
-    stop = threading.Event()
+    """The server's sampling worker in the foreground: training.auto_every > 0 starts a round every N newly
+    resolved pairs, and failed automatic rounds are said once each."""
     click.echo(f"watching: keeping {app.settings.generation.queue_target} comparisons queued (Ctrl-C stops)")
-    try:
-        shown = {"notice": None}
-        service.watch_generation(app, stop, samples=samples, on_batch=lambda report: _after_batch(app, report, shown))
-    except KeyboardInterrupt:
-        stop.set()
-
-
-def _after_batch(app, report, shown: dict) -> None:
-    click.echo(report.summary())
-    run_id = training_rounds.maybe_auto_round(app)  # training.auto_every > 0: a round every N newly resolved pairs
-    if run_id is not None:
-        click.echo(f"automatic training run {run_id} started")
-    if app.settings.training.auto_every <= 0:
-        return
-    state = training_rounds.auto_state(app)  # failed automatic rounds: said once each, not after every batch
-    if state.failures and (state.run_id, state.paused) != shown["notice"]:
-        click.echo(training_rounds.notice_text(state), err=True)
-    shown["notice"] = (state.run_id, state.paused)
+    worker = workers.GenerationWorker(app, samples=samples, on_batch=lambda report: click.echo(report.summary()),
+                                      on_round=lambda run_id: click.echo(f"automatic training run {run_id} started"),
+                                      on_notice=lambda text: click.echo(text, err=True))
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C stops it mid-batch; what is stored stays
+        worker.run()
 
 
 @cli.command()
@@ -255,11 +229,16 @@ def _after_batch(app, report, shown: dict) -> None:
 def versions(obj: Context):
     """List model versions with their lineage; * marks the deployed one."""
     app = obj.open()
-    for v in service.list_versions(app):
+    try:
+        listed = model_versions.list_versions(app)
+    finally:
+        app.close()
+    if not listed:
+        click.echo("no model versions yet: `prefloop init` registers the base model as v0")
+    for v in listed:
         mark = "*" if v["deployed"] else " "
         parent = f" <- {v['parent']}" if v["parent"] else ""
         click.echo(f"{mark} {v['name']}{parent}  round {v['round']}  {v['status']}  {v['kind']}  {v['path']}")
-    app.close()
 
 
 @cli.command()
@@ -268,7 +247,7 @@ def versions(obj: Context):
 def deploy(obj: Context, version: str):
     """Deploy VERSION (or roll back to it): running generators swap to it in place."""
     app = obj.open()
-    retired = service.deploy(app, version)
+    retired = model_versions.deploy(app, version)
     click.echo(f"deployed {version}; {retired} open comparison(s) of older versions retired")
     app.close()
 
@@ -279,19 +258,19 @@ def deploy(obj: Context, version: str):
 def demo(obj: Context, no_serve: bool):
     """Run the loop offline on the embedded default: tiny model, SQLite, demo prompts, sampled comparisons, then
     the web UI with the sampling worker running (an `operator` account is created on first run)."""
-    app, _ = service.init_workdir(obj.workdir, overrides=obj.overrides, progress=True,
+    app, _ = workdir.init_workdir(obj.workdir, overrides=obj.overrides, progress=True,
                                   config_values={"training": DEMO_TRAINING})
-    r = service.import_demo_prompts(app)
+    r = transfer.import_demo_prompts(app)
     click.echo(f"demo prompts: +{r.prompts_added} ({r.prompts_duplicate} already there)")
-    report = service.generate(app, progress=True)
+    report = workers.generate(app, progress=True)
     click.echo(report.summary())
-    st = service.stats(app)
+    st = console.stats(app)
     click.echo(f"workdir {app.workdir}: {st['prompts']} prompts, {st['responses']} responses, "
                f"comparisons {st['comparisons']}, deployed {st['deployed_version']}")
     click.echo(f"next: `prefloop --workdir {app.workdir} export pairs.jsonl` once labels are in; "
                "`prefloop stats` to look around")
     click.echo(_demo_rounds(app))
-    if not no_serve:  # issue #4: end on the running UI
+    if not no_serve:  # end on the running UI
         _serve(app, None, None, with_worker=True, extra=_demo_operator(app))
     app.close()
 
@@ -306,19 +285,19 @@ def _demo_rounds(app) -> str:
         return "automatic DPO rounds are off (training.auto_every = 0): start rounds from the console's Training panel"
     deploy = "and deploys the new version when done" if t.auto_deploy else "(deploy it from the console)"
     return (f"a DPO round starts every {t.auto_every} new labelled pairs (training.auto_every in "
-            f"{app.workdir / 'prefloop.toml'}) {deploy}; sampling then continues from the deployed version")
+            f"{app.config_path}) {deploy}; sampling then continues from the deployed version")
 
 
 def _demo_operator(app) -> str:
     """Create the demo's `operator` account once; its generated password is shown that one time only."""
-    if app.store.get_user("operator") is not None:
+    if app.store.accounts.get_user("operator") is not None:
         return ("log in as `operator` (its password was printed when the demo created it; "
                 "`prefloop users add NAME --role operator` makes another account)")
-    _user, password = auth.add_user(app, "operator", "operator")
+    _user, password = accounts.add_user(app, "operator", "operator")
     return f"log in as `operator` with the one-time password {password} (shown once: note it now)"
 
 
-# -- issue #4: the web server ------------------------------------------------------------------------------------
+# -- the web server -------------------------------------------------------------------------------------------------
 @cli.command()
 @click.option("--host", help="Address to listen on (default: server.host, 127.0.0.1).")
 @click.option("--port", type=click.IntRange(1, 65535), help="Port to listen on (default: server.port, 7860).")
@@ -388,7 +367,7 @@ def users_add(obj: Context, name: str, role: str, password_stdin: bool):
     """Add an account NAME; its password is stored hashed (argon2)."""
     password = sys.stdin.readline().rstrip("\r\n") if password_stdin else None
     app = obj.open()
-    user, generated = auth.add_user(app, name, role, password)
+    user, generated = accounts.add_user(app, name, role, password)
     click.echo(f"added {user.role} {user.name}")
     if generated:
         click.echo(f"password (shown once): {generated}")
@@ -400,9 +379,77 @@ def users_add(obj: Context, name: str, role: str, password_stdin: bool):
 def users_list(obj: Context):
     """List accounts with their role and creation time."""
     app = obj.open()
-    for user in auth.list_users(app):
-        click.echo(f"{user.name}  {user.role}  {user.created_at:%Y-%m-%d %H:%M}")
-    app.close()
+    try:
+        listed = accounts.list_users(app)
+    finally:
+        app.close()
+    if not listed:
+        click.echo("no accounts yet: add one with `prefloop users add NAME`")
+    for user in listed:
+        disabled = "  disabled" if user.disabled_at else ""
+        click.echo(f"{user.name}  {user.role}  {user.created_at:%Y-%m-%d %H:%M}{disabled}")
+
+
+@users.command("revoke-tokens")
+@click.argument("name")
+@click.pass_obj
+def users_revoke_tokens(obj: Context, name: str):
+    """Revoke every JSON API token of account NAME (it logs in again); recorded in the audit trail."""
+    app = obj.open()
+    try:
+        revoked = accounts.revoke_tokens(app, name, _cli_actor())
+    finally:
+        app.close()
+    click.echo(f"revoked {revoked} API token(s) of {name} (servers drop them within seconds)")
+
+
+@users.command("reset-password")
+@click.argument("name")
+@click.option("--password-stdin", is_flag=True, help="Read the new password from standard input instead of "
+                                                     "generating one (a generated one is printed once).")
+@click.pass_obj
+def users_reset_password(obj: Context, name: str, password_stdin: bool):
+    """Give account NAME a new password; its API tokens are revoked. Audited (never the password)."""
+    password = sys.stdin.readline().rstrip("\r\n") if password_stdin else None
+    generated = _on_app(obj, accounts.reset_password, name, _cli_actor(), password)
+    click.echo(f"new password for {name}" + (f" (shown once): {generated}" if generated else " set"))
+
+
+@users.command("role")
+@click.argument("name")
+@click.argument("role", type=click.Choice(["annotator", "operator"]))
+@click.pass_obj
+def users_role(obj: Context, name: str, role: str):
+    """Make account NAME an annotator or an operator (the last enabled operator stays one). Audited."""
+    _on_app(obj, accounts.set_role, name, role, _cli_actor())
+    click.echo(f"{name} is now an {role}")
+
+
+@users.command("disable")
+@click.argument("name")
+@click.pass_obj
+def users_disable(obj: Context, name: str):
+    """Disable account NAME: no login, API tokens revoked, labels kept (`users enable` undoes it). Audited."""
+    _on_app(obj, accounts.set_disabled, name, True, _cli_actor())
+    click.echo(f"disabled {name}")
+
+
+@users.command("enable")
+@click.argument("name")
+@click.pass_obj
+def users_enable(obj: Context, name: str):
+    """Let a disabled account NAME log in again. Audited."""
+    _on_app(obj, accounts.set_disabled, name, False, _cli_actor())
+    click.echo(f"enabled {name}")
+
+
+def _on_app(obj: Context, fn, *args):
+    """Open the workdir, call one service function, close it."""
+    app = obj.open()
+    try:
+        return fn(app, *args)
+    finally:
+        app.close()
 
 
 # -- curation -------------------------------------------------------------------------------------------------------
@@ -427,8 +474,6 @@ def _cli_actor() -> str:
 def discard(obj: Context, kind: str, target_id: int, reason: str):
     """Discard a prompt, comparison or label: it is never shown to annotators, trained on or exported again
     (a prompt takes its comparisons with it; a discarded label stops counting, so its comparison may reopen)."""
-    from app import curation
-
     app = obj.open()
     try:
         click.echo(curation.discard(app, kind, target_id, reason, _cli_actor())["message"])
@@ -443,8 +488,6 @@ def discard(obj: Context, kind: str, target_id: int, reason: str):
 @click.pass_obj
 def restore(obj: Context, kind: str, target_id: int, reason: str | None):
     """Restore a discarded prompt, comparison or label: it counts, trains and exports again."""
-    from app import curation
-
     app = obj.open()
     try:
         click.echo(curation.restore(app, kind, target_id, _cli_actor(), reason)["message"])
@@ -458,8 +501,6 @@ def restore(obj: Context, kind: str, target_id: int, reason: str | None):
 @click.pass_obj
 def show(obj: Context, kind: str, target_id: int):
     """Show what a prompt, comparison or label id stands for: its texts, state and labels (before discarding it)."""
-    from app import curation
-
     app = obj.open()
     try:
         click.echo(curation.show_text(curation.show(app, kind, target_id)))
@@ -473,8 +514,6 @@ def show(obj: Context, kind: str, target_id: int):
 def audit(obj: Context, limit: int):
     """The audit trail, newest first: when, who, action, target and id, reason (discards, restores, undone
     labels, resumed automatic rounds)."""
-    from app import curation
-
     app = obj.open()
     try:
         events = curation.audit_trail(app, limit)
@@ -504,16 +543,14 @@ def train(obj: Context, deploy: bool, wait: bool):
 
 
 def _train(app, deploy: bool, wait: bool) -> None:
-    from training.scheduler import log_path
-
     try:
         run_id = training_rounds.start_round(app, deploy=deploy)
-    except _expected_errors():
+    except EXPECTED_ERRORS:
         raise
     except Exception as e:  # one line for the person, whatever went wrong while queueing or launching
         reason = training_rounds.error_line(f"{type(e).__name__}: {e}")
         raise click.ClickException(f"the round did not start: {reason}") from None
-    log = log_path(app.workdir, run_id)
+    log = training_rounds.log_path(app, run_id)
     click.echo(f"training run {run_id} started (log: {log})")
     if not wait:
         return
@@ -576,7 +613,10 @@ def rounds(obj: Context, resume_auto: bool):
         if resume_auto:
             click.echo(training_rounds.resume_auto_rounds(app, actor="cli"))
             return
-        for r in training_rounds.list_rounds(app):
+        listed = training_rounds.list_rounds(app)
+        if not listed:
+            click.echo("no training rounds yet: `prefloop train` starts one")
+        for r in listed:
             click.echo(_round_line(r))
         notice = training_rounds.auto_notice(app)
         if notice:
@@ -596,7 +636,7 @@ def cancel(obj: Context, run_id: int):
     app.close()
 
 
-# -- issue #6: the LLM-judge worker --------------------------------------------------------------------------------
+# -- the LLM-judge worker -------------------------------------------------------------------------------------------
 @cli.command("judge")
 @click.option("--judge", "name", metavar="NAME", help="Judge name: labels are stored as 'judge:NAME' "
                                                        "(default: judge.name, else the judge kind).")
@@ -632,7 +672,7 @@ def db_group():
 @click.pass_obj
 def db_status(obj: Context):
     """Show the database's schema revision and the one this prefloop needs."""
-    s = service.schema_status(obj.workdir, obj.overrides)
+    s = workdir.schema_status(obj.workdir, obj.overrides)
     state = "up to date" if s["current"] == s["head"] else "needs `prefloop db upgrade`"
     click.echo(f"{s['database']}: revision {s['current'] or 'none (empty)'}, this prefloop needs {s['head']} "
                f"({state})")
@@ -642,7 +682,7 @@ def db_status(obj: Context):
 @click.pass_obj
 def db_upgrade(obj: Context):
     """Migrate the database to the schema this prefloop needs, keeping every row (back it up first)."""
-    s = service.upgrade_schema(obj.workdir, obj.overrides)
+    s = workdir.upgrade_schema(obj.workdir, obj.overrides)
     if s["before"] == s["after"]:
         click.echo(f"{s['database']}: already at revision {s['after']}")
     else:

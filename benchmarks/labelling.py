@@ -146,22 +146,22 @@ def setup(workdir: Path, comparisons: int, annotators: int, overlap: int, databa
     """A workdir with `annotators` accounts and `comparisons` open comparisons (not measured)."""
     from argon2 import PasswordHasher
 
-    from app import service
-    from data.store import Sample
+    from app.services.workdir import init_workdir
+    from generation.backend import Sample
 
-    app, _ = service.init_workdir(workdir, base=str(workdir.parent / "no-model"), database_url=database_url)
+    app, _ = init_workdir(workdir, base=str(workdir.parent / "no-model"), database_url=database_url)
     # A cheap argon2 hash (verification reads its cost from the hash): logins are setup, not measured, and 128 at
     # the real cost (~0.2 s of CPU each) swamp a small machine for tens of seconds before the first label.
     password_hash = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1).hash(PASSWORD)
     names = [f"annotator{i:03d}" for i in range(annotators)]
     for name in names:
-        app.store.add_user(name, "annotator", password_hash)
-    version = app.store.get_version("v0")
-    prompt_ids = app.store.add_prompts([f"Benchmark prompt {i}: explain the idea briefly." for i in
+        app.store.accounts.add_user(name, "annotator", password_hash)
+    version = app.store.versions.get("v0")
+    prompt_ids = app.store.prompts.add([f"Benchmark prompt {i}: explain the idea briefly." for i in
                                         range(comparisons)]).ids
     for i, prompt_id in enumerate(prompt_ids):
         samples = [Sample(f"Answer A to {i}. " * 20, "stop", 60), Sample(f"Answer B to {i}. " * 20, "stop", 60)]
-        app.store.add_samples(prompt_id, version.id, samples, [(0, 1)], {}, overlap)
+        app.store.prompts.add_samples(prompt_id, version.id, samples, [(0, 1)], {}, overlap)
     app.close()
     return names
 
@@ -169,10 +169,10 @@ def setup(workdir: Path, comparisons: int, annotators: int, overlap: int, databa
 def check(workdir: Path, acknowledged: set[int], overlap: int) -> dict:
     from sqlmodel import select
 
-    from app import service
+    from app.services.workdir import open_app
     from data.models import Comparison, Label
 
-    app = service.open_app(workdir)
+    app = open_app(workdir)
     with app.store.read() as s:
         labels = s.exec(select(Label)).all()
         comparisons = s.exec(select(Comparison)).all()

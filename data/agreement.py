@@ -71,7 +71,7 @@ def judge_agreement(store) -> dict[str, dict[str, Any]]:
             elif choice in _AS_CATEGORY:
                 judges[annotator].append((cid, _AS_CATEGORY[choice], round_ or 0))
     reference = {cid: human_majority(choices) for cid, choices in humans.items()}
-    totals = store.judge_run_totals()
+    totals = store.judge_runs.totals()
     out: dict[str, dict[str, Any]] = {}
     for name in sorted(set(judges) | set(totals)):
         pairs, by_round = [], defaultdict(list)

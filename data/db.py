@@ -1,11 +1,12 @@
 """The one engine factory: any SQLAlchemy URL; for SQLite, WAL, busy timeout, foreign keys, durable commits; for
-PostgreSQL, one advisory lock that serialises writers as SQLite's write lock does. Dialect-specific setup lives here."""
+PostgreSQL, one advisory lock that serialises writers as SQLite's write lock does, and the row locks that let label
+queue transactions run side by side. Dialect-specific SQL lives here."""
 
 import json
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlmodel import Session
 
 from data import models  # noqa: F401  (registers the tables on SQLModel.metadata)
@@ -69,6 +70,14 @@ def _configure_postgresql(engine: Engine) -> None:
             conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({PG_WRITE_LOCK})")
 
 
+# The label queue's transactions take this lock, keyed by annotator, instead of PG_WRITE_LOCK: one person's clicks
+# take turns (a double click leases once), different people's run side by side. What keeps a comparison within
+# its overlap is the comparison's row lock (ROW_LOCK), taken before any lease or label is added to it.
+PG_QUEUE_LOCK = 0x71756575  # "queu"
+ROW_LOCK = " FOR UPDATE OF c"  # PostgreSQL's suffixes on a query over `comparison c`
+SKIP_LOCKED = " FOR UPDATE OF c SKIP LOCKED"
+
+
 @contextmanager
 def read_session(engine: Engine):
     with Session(engine, expire_on_commit=False) as session:
@@ -87,4 +96,23 @@ def write_session(engine: Engine):
 def write_connection(engine: Engine):
     """write_session's transaction (write lock from its start, commit on success) on a bare Connection."""
     with engine.execution_options(prefloop_write=True).begin() as conn:
+        yield conn
+
+
+def locks_rows(engine: Engine) -> bool:
+    """Whether queue transactions run side by side under row locks (PostgreSQL) or one at a time (SQLite)."""
+    return engine.dialect.name == "postgresql"
+
+
+@contextmanager
+def queue_connection(engine: Engine, annotator: str):
+    """One annotator's label-queue transaction. SQLite: write_connection (its write lock serialises everyone).
+    PostgreSQL: a transaction that waits only for the same annotator's other queue transactions."""
+    if not locks_rows(engine):
+        with write_connection(engine) as conn:
+            yield conn
+        return
+    with engine.begin() as conn:
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key, hashtext(:annotator))"),
+                     {"key": PG_QUEUE_LOCK, "annotator": annotator})
         yield conn

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from data.prompts import normalize_messages
 from data.readers import (
     InvalidRecord,
     csv_items,
@@ -19,7 +20,6 @@ from data.readers import (
     kind,
     load_dataset_folder,
 )
-from data.store import normalize_messages
 
 FORMATS = ("prompts-jsonl", "prompts-csv", "responses-jsonl", "trl", "openai", "hh-rlhf", "llamafactory")
 PROMPT_FIELD_FORMATS = ("prompts-jsonl", "prompts-csv", "responses-jsonl")

@@ -21,7 +21,8 @@ from data.formats import (
     sniff_format,
 )
 from data.models import Comparison, Label, Prompt, Response
-from data.store import Store, prompt_hash
+from data.prompts import prompt_hash
+from data.store import Store
 
 MAX_PAIRS_PER_RECORD = 10
 _CHUNK = 500  # values per IN (...) query

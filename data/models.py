@@ -113,6 +113,7 @@ class User(SQLModel, table=True):
     role: str = Field(default="annotator", max_length=16)  # annotator|operator
     password_hash: str
     created_at: datetime = Field(default_factory=utcnow)
+    disabled_at: datetime | None = None  # set by an operator: no login, no API token; their labels stay
 
 
 class TrainingRun(SQLModel, table=True):

@@ -5,9 +5,9 @@ import math
 from collections.abc import Iterator, Sequence
 from typing import NamedTuple
 
-# Precedence order: when a comparison resolves under several allowed sources, the first one speaks.
-SOURCES = ("human", "import", "judge")
-CHOICES = ("a", "b", "tie", "both_bad")  # 'skip' is never counted
+from data.rules import COUNTED_CHOICES as CHOICES
+from data.rules import SOURCES
+
 PAIR_OUTCOMES = ("a", "b")
 DEFAULT_BATCH = 5000
 

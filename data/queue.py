@@ -1,12 +1,15 @@
 """The label queue: handing comparisons out under leases, taking each back exactly `overlap` times, edits.
 
-Every operation is one `store.write()` transaction, which holds the write lock from its start (SQLite's BEGIN
-IMMEDIATE, PostgreSQL's advisory lock: data/db.py), so check-then-write is atomic across processes."""
+Every operation is one transaction. On SQLite it holds the write lock from its start (BEGIN IMMEDIATE), so
+check-then-write is atomic across processes. On PostgreSQL annotators run side by side: a lease or label is added
+to a comparison only under that comparison's row lock, and one annotator's requests take turns (data/db.py)."""
 
 import json
 import random
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import cache
 from typing import Any
 
 from sqlalchemy import (
@@ -24,13 +27,13 @@ from sqlalchemy import (
 )
 from sqlmodel import Session, col, select
 
+from data.db import ROW_LOCK, SKIP_LOCKED
 from data.models import Comparison, Label, Lease, Prompt, Response, utcnow
-from data.store import LIVE_COMPARISON_SQL, Store, live_comparison
+from data.rules import CHOICES, FILLING_SQL, LIVE_COMPARISON_SQL, SOURCES, fills_overlap, live_comparison, persons_label
+from data.store import Store
 
-CHOICES = ("a", "b", "tie", "both_bad", "skip")
 SIDES = ("left", "right", "tie", "both_bad", "skip")
 ORDERS = ("ab", "ba")  # 'ab': response A is shown on the left
-SOURCES = ("human", "judge", "import")
 
 
 class QueueError(ValueError):
@@ -86,8 +89,8 @@ def choice_from_side(side: str, shown_order: str) -> str:
 
 
 # -- handing out -----------------------------------------------------------------------------------------------
-# Issue #4: the hot path (next, submit, submit-and-next) is a few pre-built SQL statements on one Connection inside
-# one write transaction: no ORM objects, no per-request statement building. The rules are the ones documented on
+# The hot path (next, submit, submit-and-next) is a few pre-built SQL statements on one Connection inside one
+# transaction: no ORM objects, no per-request statement building. The rules are the ones documented on
 # each function; the statements below are their whole implementation.
 _TS = DateTime()
 
@@ -100,9 +103,7 @@ def _sql(statement: str, result_types: dict | None = None, **bind_types) -> Text
 
 
 _WANTED = "CASE WHEN c.overlap >= 1 THEN c.overlap ELSE :overlap_default END"
-# The one rule of what fills the overlap: not skips, not judges (advisory extras), not labels an operator discarded.
-# Unqualified on purpose: inside a subquery over `label x` the names resolve to x.
-_FILLING = "choice != 'skip' AND source != 'judge' AND discarded_at IS NULL"
+_FILLING = FILLING_SQL
 _EXPIRE = _sql("DELETE FROM lease WHERE expires_at <= :now", now=_TS)
 _HELD = _sql(
     # CROSS JOIN: SQLite's way to say "lease first" (a handful of rows), not a walk over every open comparison.
@@ -114,12 +115,21 @@ _DROP_MINE = text("DELETE FROM lease WHERE annotator = :annotator")
 # Walks ix_comparison_queue (open rows in priority DESC, id order) and stops at the first one with room.
 # Discarded comparisons, and those of discarded prompts (a primary-key probe per row walked), are never handed out.
 _LIVE = LIVE_COMPARISON_SQL
-_FIRST = _sql(
-    f"SELECT c.id FROM comparison c WHERE c.status = 'open' AND {_LIVE} AND NOT EXISTS"
+_FIRST_SQL = (
+    f"SELECT c.id, c.overlap FROM comparison c WHERE c.status = 'open' AND {_LIVE} AND NOT EXISTS"
     " (SELECT 1 FROM label x WHERE x.comparison_id = c.id AND x.annotator = :annotator)"
     f" AND {_WANTED} > (SELECT count(*) FROM label x WHERE x.comparison_id = c.id AND {_FILLING})"
-    " + (SELECT count(*) FROM lease y WHERE y.comparison_id = c.id AND y.expires_at > :now)"
-    " ORDER BY c.priority DESC, c.id LIMIT 1", now=_TS)
+    " + (SELECT count(*) FROM lease y WHERE y.comparison_id = c.id AND y.expires_at > :now)")
+_FIRST_ORDER = " ORDER BY c.priority DESC, c.id LIMIT 1"
+_FIRST = _sql(_FIRST_SQL + _FIRST_ORDER, now=_TS)
+# PostgreSQL: lock the comparison found, skipping those another transaction holds. The counts above come from the
+# statement's snapshot, which may predate a lease committed just before the lock was taken, so _take_first checks
+# the room again; a comparison it gave up on stays locked by it until commit, hence `tried`.
+_FIRST_LOCKED = _sql(_FIRST_SQL + " AND c.id <> ALL(CAST(:tried AS integer[]))" + _FIRST_ORDER
+                     + SKIP_LOCKED, now=_TS)
+_EXPIRE_LOCKED = _sql("DELETE FROM lease WHERE id IN (SELECT id FROM lease WHERE expires_at <= :now"
+                      " FOR UPDATE SKIP LOCKED)", now=_TS)
+_TRIES = 32  # comparisons _take_first looks at before it says nothing is left: only a race loses one
 _LEASE = _sql("INSERT INTO lease (comparison_id, annotator, expires_at, shown_order)"
               " VALUES (:comparison_id, :annotator, :expires_at, :shown_order) RETURNING id", expires_at=_TS)
 _ITEM = _sql(
@@ -133,24 +143,23 @@ def next_comparison(store: Store, annotator: str, lease_seconds: float,
     """Lease the next comparison to `annotator`, or give back the one they already hold (a page reload).
 
     Highest priority first, then oldest. None when nothing is left for them."""
-    with store.write_conn() as conn:
+    with store.queue_conn(annotator) as conn:
         return _next(conn, annotator, lease_seconds, overlap_default)
 
 
 def _next(conn: Connection, annotator: str, lease_seconds: float, overlap_default: int | None) -> QueueItem | None:
     now = utcnow()
     # Expired leases must not hold places; clearing them here keeps the table small too.
-    _run(conn, _EXPIRE, {"now": now})
+    _run(conn, _EXPIRE_LOCKED if _locks_rows(conn) else _EXPIRE, {"now": now})
     held = _row(conn, _HELD, {"annotator": annotator})
     if held is not None:
         lease_id, comparison_id, shown_order, expires_at = held
     else:
         # Whatever else they hold is on a comparison retired or labelled meanwhile: one lease per person.
         _run(conn, _DROP_MINE, {"annotator": annotator})
-        first = _row(conn, _FIRST, {"annotator": annotator, "now": now, "overlap_default": overlap_default or 1})
-        if first is None:
+        comparison_id = _take_first(conn, annotator, now, overlap_default or 1)
+        if comparison_id is None:
             return None
-        comparison_id = first[0]
         shown_order, expires_at = random.choice(ORDERS), now + timedelta(seconds=lease_seconds)
         lease_id = _row(conn, _LEASE, {"comparison_id": comparison_id, "annotator": annotator,
                                        "expires_at": expires_at, "shown_order": shown_order})[0]
@@ -162,15 +171,48 @@ def _next(conn: Connection, annotator: str, lease_seconds: float, overlap_defaul
                      shown_order=shown_order, expires_at=_aware(_datetime(expires_at)))
 
 
+def _take_first(conn: Connection, annotator: str, now: datetime, overlap_default: int) -> int | None:
+    """The first comparison with room for `annotator`, locked against other queue transactions on PostgreSQL."""
+    params = {"annotator": annotator, "now": now, "overlap_default": overlap_default}
+    if not _locks_rows(conn):
+        first = _row(conn, _FIRST, params)  # SQLite: the write lock already excludes every other writer
+        return first[0] if first else None
+    tried: list[int] = []
+    for _ in range(_TRIES):
+        first = _row(conn, _FIRST_LOCKED, {**params, "tried": tried})
+        if first is None:
+            return None
+        comparison_id, overlap = first
+        labels, others, mine = _row(conn, _ROOM, {"comparison_id": comparison_id, "annotator": annotator,
+                                                  "now": now})
+        if labels + others + mine < (overlap if overlap and overlap >= 1 else overlap_default):
+            return comparison_id
+        tried.append(comparison_id)
+    return None
+
+
+def _locks_rows(conn: Connection) -> bool:
+    return conn.dialect.name == "postgresql"
+
+
 def _run(conn: Connection, statement: TextClause | TextualSelect, params: dict[str, Any]):
-    """Execute one of the statements above in `conn`'s transaction. On SQLite straight on the DBAPI connection
-    (the transaction's own, BEGIN IMMEDIATE already sent): SQLAlchemy's per-statement work was most of the cost of a
-    queue operation (issue #4). Elsewhere through SQLAlchemy, whose bind types convert the values."""
-    if conn.dialect.name != "sqlite":
+    """Execute one of the statements above in `conn`'s transaction, straight on the DBAPI connection (the
+    transaction's own, already begun): SQLAlchemy's per-statement work was most of the cost of a queue operation.
+    SQLite takes the statements as written; psycopg takes them in its own placeholder style, and prepares each
+    one on the server after a few uses. Other databases go through SQLAlchemy."""
+    name = conn.dialect.name
+    if name not in ("sqlite", "postgresql"):
         return conn.execute(statement, params)
     sql = statement.text if isinstance(statement, TextClause) else statement.element.text  # .columns() wraps it
-    return conn.connection.driver_connection.execute(
-        sql, {k: _sqlite_time(v) if isinstance(v, datetime) else v for k, v in params.items()})
+    driver = conn.connection.driver_connection
+    if name == "postgresql":
+        return driver.execute(_psycopg_sql(sql), params)
+    return driver.execute(sql, {k: _sqlite_time(v) if isinstance(v, datetime) else v for k, v in params.items()})
+
+
+@cache
+def _psycopg_sql(sql: str) -> str:
+    return re.sub(r"(?<!:):(\w+)", r"%(\1)s", sql.replace("%", "%%"))
 
 
 def _row(conn: Connection, statement: TextClause | TextualSelect, params: dict[str, Any]) -> tuple | None:
@@ -203,6 +245,8 @@ def expire_leases(store: Store) -> int:
 
 # -- taking labels back ----------------------------------------------------------------------------------------
 _COMPARISON = text(f"SELECT c.status, c.overlap, NOT ({_LIVE}) FROM comparison c WHERE c.id = :comparison_id")
+# Every lease or label added to a comparison is added under its row lock (PostgreSQL; SQLite's write lock is wider).
+_COMPARISON_LOCKED = text(_COMPARISON.text + ROW_LOCK)
 _MY_LABEL = text("SELECT id, choice FROM label WHERE comparison_id = :comparison_id AND annotator = :annotator")
 _ROOM = _sql(
     f"SELECT (SELECT count(*) FROM label WHERE comparison_id = :comparison_id AND {_FILLING}),"
@@ -232,7 +276,7 @@ def submit_label(store: Store, annotator: str, comparison_id: int, choice: str, 
     another choice raises LabelConflict. A skip never fills the overlap, but the comparison is not handed to
     this annotator again. Refused: unknown (LookupError) or retired comparisons, and labels beyond the overlap."""
     _check_label(choice, shown_order, source)
-    with store.write_conn() as conn:
+    with store.queue_conn(annotator) as conn:
         return _submit(conn, comparison_id, annotator, choice, shown_order, rationale, time_spent_s, source,
                        overlap_default)
 
@@ -242,16 +286,37 @@ def submit_and_next(store: Store, annotator: str, comparison_id: int, choice: st
                     overlap_default: int | None = None) -> tuple[SubmitResult, QueueItem | None]:
     """submit_label (a human label) then next_comparison, in one transaction: the API's label-and-next."""
     _check_label(choice, shown_order, "human")
-    with store.write_conn() as conn:
+    with store.queue_conn(annotator) as conn:
         result = _submit(conn, comparison_id, annotator, choice, shown_order, rationale, time_spent_s, "human",
                          overlap_default)
         return result, _next(conn, annotator, lease_seconds, overlap_default)
 
 
+@dataclass(frozen=True)
+class Click:
+    """A label page's click: the label, the comparison to label next (None: nothing left), and the annotator's
+    queue_counts after it."""
+    result: SubmitResult
+    next: QueueItem | None
+    counts: dict[str, int]
+
+
+def click(store: Store, annotator: str, comparison_id: int, choice: str, shown_order: str, lease_seconds: float,
+          rationale: str | None = None, time_spent_s: float | None = None,
+          overlap_default: int | None = None) -> Click:
+    """submit_and_next and then the annotator's queue_counts, all in one transaction: one click, one commit."""
+    _check_label(choice, shown_order, "human")
+    with store.queue_conn(annotator) as conn:
+        result = _submit(conn, comparison_id, annotator, choice, shown_order, rationale, time_spent_s, "human",
+                         overlap_default)
+        item = _next(conn, annotator, lease_seconds, overlap_default)
+        return Click(result, item, _counts(conn, annotator, overlap_default))
+
+
 def _submit(conn: Connection, comparison_id: int, annotator: str, choice: str, shown_order: str,
             rationale: str | None, time_spent_s: float | None, source: str,
             overlap_default: int | None) -> SubmitResult:
-    found = _row(conn, _COMPARISON, {"comparison_id": comparison_id})
+    found = _row(conn, _COMPARISON_LOCKED if _locks_rows(conn) else _COMPARISON, {"comparison_id": comparison_id})
     if found is None:
         raise LookupError(f"no comparison with id {comparison_id}")
     status, overlap, discarded = found
@@ -268,7 +333,7 @@ def _submit(conn: Connection, comparison_id: int, annotator: str, choice: str, s
         raise ComparisonUnavailable(f"comparison {comparison_id} was discarded by an operator and takes no labels")
     wanted = overlap if overlap and overlap >= 1 else (overlap_default or 1)
     filled = None
-    if _fills_overlap(choice, source):
+    if fills_overlap(choice, source):
         # Labels + other people's live leases never exceed the overlap, so each comparison gets exactly that many.
         # A live lease of one's own is a reserved place; without one (it expired) a label still fits if one is free.
         labels, others, mine = _row(conn, _ROOM, {**key, "now": utcnow()})
@@ -357,16 +422,21 @@ def _store_edit(s: Session, c: Comparison, rejected: Response, text: str, annota
 # -- progress --------------------------------------------------------------------------------------------------
 def queue_counts(store: Store, annotator: str | None = None, overlap_default: int | None = None) -> dict[str, int]:
     """open: open comparisons; left: those still wanting a label (and, given an annotator, not yet seen by them);
-    labelled_today: non-skip labels since 00:00 UTC (by the annotator, when given)."""
+    labelled_today: people's labels (rules.persons_label) since 00:00 UTC (the annotator's, when given)."""
+    with store.read() as s:
+        return _counts(s.connection(), annotator, overlap_default)
+
+
+def _counts(conn: Connection, annotator: str | None, overlap_default: int | None) -> dict[str, int]:
     today = utcnow().replace(hour=0, minute=0, second=0, microsecond=0)
     open_q = select(func.count()).select_from(Comparison).where(Comparison.status == "open", live_comparison())
     left_q = open_q.where(_wanted_sql(overlap_default) > _label_count(Comparison.id).scalar_subquery())
-    today_q = select(func.count()).select_from(Label).where(col(Label.created_at) >= today, Label.choice != "skip")
+    today_q = select(func.count()).select_from(Label).where(col(Label.created_at) >= today, persons_label())
     if annotator is not None:
         left_q = left_q.where(~_labelled_by(annotator))
         today_q = today_q.where(Label.annotator == annotator)
-    with store.read() as s:
-        return {"open": s.exec(open_q).one(), "left": s.exec(left_q).one(), "labelled_today": s.exec(today_q).one()}
+    return {"open": conn.execute(open_q).scalar_one(), "left": conn.execute(left_q).scalar_one(),
+            "labelled_today": conn.execute(today_q).scalar_one()}
 
 
 # -- shared pieces ---------------------------------------------------------------------------------------------
@@ -381,11 +451,6 @@ def _labelled_by(annotator: str):
 
 def _wanted_sql(overlap_default: int | None):
     return case((col(Comparison.overlap) >= 1, Comparison.overlap), else_=overlap_default or 1)
-
-
-def _fills_overlap(choice: str, source: str) -> bool:
-    # _FILLING for a label being added (never discarded yet).
-    return choice != "skip" and source != "judge"
 
 
 def _has_label(s: Session, comparison_id: int, annotator: str) -> bool:

@@ -8,12 +8,19 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 
-from data.store import Sample
 from generation.config import SamplingConfig
 
 __all__ = ["Backend", "ModelLoadError", "Sample", "SamplingConfig", "SkipReason", "load_backend"]
 
 ADAPTER_CONFIG = "adapter_config.json"
+
+
+@dataclass
+class Sample:
+    """One sampled response, as a generator backend returns it."""
+    text: str
+    finish_reason: str  # stop|length
+    token_count: int
 
 
 @dataclass(frozen=True)

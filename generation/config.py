@@ -1,33 +1,23 @@
-"""SamplingConfig: the generation settings as plain data, so generation/ never imports app/.
+"""SamplingConfig: one sampling job as plain data: the [generation] settings plus labelling's overlap.
 
-The app builds it with `SamplingConfig(**settings.generation.model_dump(), overlap=settings.labelling.overlap)`."""
+Its fields come from GenerationSettings (generation/settings.py), never restated; the app builds it with
+`SamplingConfig.from_settings(settings.generation, overlap=settings.labelling.overlap)`."""
 
-from dataclasses import dataclass
 from typing import Any
 
+from generation.sections import SettingsData, settings_data
+from generation.settings import GenerationSettings
 
-@dataclass(frozen=True)
-class SamplingConfig:
-    """Mirrors app.settings.GenerationSettings field by field (same names, same defaults), plus `overlap`."""
-    samples_per_prompt: int = 4
-    temperature: float = 0.8
-    top_p: float = 0.95
-    max_new_tokens: int = 64
-    seed: int = 0
-    batch_size: int = 8
-    pairing: str = "random"  # random|diverse|all
-    max_pairs_per_prompt: int = 6
-    bad_samples: str = "drop"  # drop|keep
-    on_deploy: str = "retire"  # retire|keep
-    queue_target: int = 32
-    watch_interval_s: float = 5.0
+
+@settings_data(GenerationSettings)
+class SamplingConfig(SettingsData):
+    """Every [generation] setting, with the same names and defaults, plus `overlap`. Looser than the settings
+    where the judges and probes need it (one sample per prompt)."""
+
     overlap: int = 1  # labelling.overlap: labels wanted per comparison
 
     def __post_init__(self):
-        if self.pairing not in ("random", "diverse", "all"):
-            raise ValueError(f"pairing must be random, diverse or all, not {self.pairing!r}")
-        if self.bad_samples not in ("drop", "keep"):
-            raise ValueError(f"bad_samples must be drop or keep, not {self.bad_samples!r}")
+        self.check_choices("pairing", "bad_samples")
         if self.samples_per_prompt < 1 or self.batch_size < 1 or self.max_new_tokens < 1:
             raise ValueError("samples_per_prompt, batch_size and max_new_tokens must be at least 1")
 

@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from data.store import Sample
 from generation.backend import (
     Backend,
     ModelLoadError,
+    Sample,
     SkipReason,
     adapter_base,
     content_seed,

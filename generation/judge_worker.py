@@ -81,12 +81,12 @@ def judge_once(store: Store, judge: Judge, mode: str = "unseen", limit: int | No
         if (limit is not None and done >= limit) or (should_stop is not None and should_stop()):
             return []
         want = batch_size if limit is None else min(batch_size, limit - done)
-        return store.comparisons_for_judge(annotator, mode, want, calibration_share, exclude=sorted(skip))
+        return store.judge_runs.to_judge(annotator, mode, want, calibration_share, exclude=sorted(skip))
 
     rows = next_rows(0)
     if not rows:  # nothing to do: no run row, so an idle watcher leaves no trace
         return JudgeReport(None, annotator, mode)
-    report = JudgeReport(store.start_judge_run(annotator, judge.kind, mode), annotator, mode)
+    report = JudgeReport(store.judge_runs.start(annotator, judge.kind, mode), annotator, mode)
     bar = _progress_bar(progress, limit, annotator)
     try:
         while rows:
@@ -96,19 +96,19 @@ def judge_once(store: Store, judge: Judge, mode: str = "unseen", limit: int | No
                 if stored is None:
                     skip.add(cid)
                 report.add(pv.outcome, stored)
-            store.update_judge_run(report.run_id, **report.counts())
+            store.judge_runs.update(report.run_id, **report.counts())
             if bar is not None:
                 bar.update(len(rows))
                 bar.set_postfix(labelled=report.labelled, flipped=report.flipped, abstained=report.abstained)
             rows = next_rows(report.judged)
     except BaseException as error:
-        store.update_judge_run(report.run_id, status="failed", finished_at=utcnow(),
+        store.judge_runs.update(report.run_id, status="failed", finished_at=utcnow(),
                                error=f"{type(error).__name__}: {error}", **report.counts())
         raise
     finally:
         if bar is not None:
             bar.close()
-    store.update_judge_run(report.run_id, status="done", finished_at=utcnow(), **report.counts())
+    store.judge_runs.update(report.run_id, status="done", finished_at=utcnow(), **report.counts())
     return report
 
 
@@ -157,8 +157,8 @@ def watch(store: Store, judge: Judge, stop_event, mode: str = "unseen", batch_si
 
 def judge_status(store: Store, judge: str | None = None, recent: int = 5) -> dict[str, Any]:
     """What the console shows about judges: per judge annotator, totals over its runs and its recent runs."""
-    totals = store.judge_run_totals()
-    runs = store.judge_runs(judge_annotator(judge) if judge else None)
+    totals = store.judge_runs.totals()
+    runs = store.judge_runs.all(judge_annotator(judge) if judge else None)
     out: dict[str, Any] = {}
     for name, counts in totals.items():
         if judge and name != judge_annotator(judge):

@@ -6,7 +6,7 @@ import random
 from collections.abc import Sequence
 from itertools import combinations
 
-from data.store import Sample
+from generation.backend import Sample
 
 STRATEGIES = ("random", "diverse", "all")
 

@@ -9,10 +9,10 @@ import itertools
 import threading
 from pathlib import Path
 
-from data.store import Sample
 from generation.backend import (
     Backend,
     ModelLoadError,
+    Sample,
     SkipReason,
     adapter_base,
     content_seed,

@@ -46,7 +46,7 @@ def generate_once(store: Store, backend: Backend, cfg: SamplingConfig, limit: in
     """Sample every prompt (at most `limit`) that has no responses from the deployed version yet."""
     from tqdm.auto import tqdm
 
-    version = store.deployed_version()
+    version = store.versions.deployed()
     if version is None:
         raise NoDeployedVersion("no model version is deployed; register and deploy one (v0 is the base model)")
     report = GenerationReport(version=version.name)
@@ -55,7 +55,7 @@ def generate_once(store: Store, backend: Backend, cfg: SamplingConfig, limit: in
     with tqdm(total=limit, desc=f"sampling from {version.name}", unit="prompt", disable=not progress) as bar:
         while limit is None or _handled(report) < limit:
             size = cfg.batch_size if limit is None else min(cfg.batch_size, limit - _handled(report))
-            prompts = store.prompts_to_sample(version.id, size)
+            prompts = store.prompts.to_sample(version.id, size)
             if not prompts:
                 break
             sample_batch(store, backend, cfg, version, prompts, report)
@@ -81,15 +81,15 @@ def watch(store: Store, backend: Backend, cfg: SamplingConfig, stop_event: threa
 
 def _watch_step(store: Store, backend: Backend, cfg: SamplingConfig, report: GenerationReport) -> bool:
     """One batch of watch's work; False when there was nothing to do."""
-    version = store.deployed_version()
+    version = store.versions.deployed()
     if version is None:
         return False
     if ensure_serving(backend, version):
         report.versions_loaded.append(version.name)
-    wanted = cfg.queue_target - store.open_comparison_count()
+    wanted = cfg.queue_target - store.prompts.open_comparison_count()
     if wanted <= 0:
         return False
-    prompts = store.prompts_to_sample(version.id, min(cfg.batch_size, wanted))
+    prompts = store.prompts.to_sample(version.id, min(cfg.batch_size, wanted))
     if not prompts:
         return False
     report.version = version.name
@@ -114,13 +114,13 @@ def sample_batch(store: Store, backend: Backend, cfg: SamplingConfig, version: M
     for prompt, result in zip(prompts, results, strict=True):
         if isinstance(result, SkipReason) or not result:
             reason = result.reason if isinstance(result, SkipReason) else "the backend returned no samples"
-            store.skip_prompt(prompt.id, reason)
+            store.prompts.skip(prompt.id, reason)
             report.skipped[prompt.id] = reason
             continue
         # Seeded per (run seed, version, prompt): the same run pairs the same way.
         rng = random.Random(f"{cfg.seed}:{version.id}:{prompt.id}")
         pairs = make_pairs(result, cfg.pairing, cfg.max_pairs_per_prompt, cfg.bad_samples, rng)
-        comparison_ids = store.add_samples(prompt.id, version.id, result, pairs, params, cfg.overlap)
+        comparison_ids = store.prompts.add_samples(prompt.id, version.id, result, pairs, params, cfg.overlap)
         report.prompts_sampled += 1
         report.responses_stored += len(result)
         report.comparisons_created += len(comparison_ids)

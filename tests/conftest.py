@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from app.services.workdir import DB_NAME
 from data.store import Store
 
 SHARED_DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
@@ -24,7 +25,7 @@ def workdir(tmp_path: Path) -> Path:
 # schema of its own in it and drops it afterwards.
 BOTH_BACKENDS = {"test_store", "test_queue", "test_pairs", "test_export", "test_importing", "test_agreement",
                  "test_curation", "test_server", "test_round", "test_round_process", "test_round_backoff",
-                 "test_roundtrip", "test_judge_worker", "test_worker"}
+                 "test_roundtrip", "test_judge_worker", "test_worker", "test_labelling", "test_api"}
 TEST_PG_ENV = "PREFLOOP_TEST_DATABASE_URL"
 
 
@@ -80,7 +81,7 @@ def pg_schema(request):
 def db_url(backend: str, workdir: Path, request) -> str | None:
     """The test's database: the workdir's SQLite file, or a fresh PostgreSQL schema."""
     if backend == "sqlite":
-        return f"sqlite:///{workdir / 'prefloop.db'}"
+        return f"sqlite:///{workdir / DB_NAME}"
     return request.getfixturevalue("pg_schema")()
 
 
@@ -146,10 +147,10 @@ def shots(tmp_path: Path) -> Path:
 @pytest.fixture
 def web_app(workdir, tmp_path, db_url):
     """An initialised workdir whose v0 is a placeholder path: enough for labelling, no model is ever loaded."""
-    from app import service
+    from app.services.workdir import init_workdir
 
     url = None if db_url.startswith("sqlite") else db_url  # SQLite: the workdir's own file, as by default
-    app, _ = service.init_workdir(workdir, base=str(tmp_path / "base-model"), database_url=url)
+    app, _ = init_workdir(workdir, base=str(tmp_path / "base-model"), database_url=url)
     yield app
     app.close()
 
@@ -157,7 +158,7 @@ def web_app(workdir, tmp_path, db_url):
 @pytest.fixture(scope="session")
 def password_hash() -> str:
     """One argon2 hash of TEST_PASSWORD, computed once: tests add many users without hashing each time."""
-    from app.auth import hash_password
+    from app.services.accounts import hash_password
 
     return hash_password(TEST_PASSWORD)
 
@@ -169,17 +170,17 @@ def seed_comparisons(store, n: int, overlap: int = 1, texts=None) -> list[int]:
     """n open comparisons, each on its own prompt; `texts(i)` gives (prompt, response A, response B)."""
     import uuid
 
-    from data.store import Sample
+    from generation.backend import Sample
 
-    version = store.get_version("v0") or store.add_version("v0", "/models/v0")
+    version = store.versions.get("v0") or store.versions.add("v0", "/models/v0")
     tag = uuid.uuid4().hex[:8]
     texts = texts or (lambda i: (f"prompt {tag} {i}", f"response A{i}", f"response B{i}"))
     ids = []
     for i in range(n):
         prompt, a, b = texts(i)
-        prompt_id = store.add_prompts([prompt]).ids[0]
-        ids += store.add_samples(prompt_id, version.id, [Sample(a, "stop", 2), Sample(b, "stop", 2)], [(0, 1)], {},
-                                 overlap)
+        prompt_id = store.prompts.add([prompt]).ids[0]
+        samples = [Sample(a, "stop", 2), Sample(b, "stop", 2)]
+        ids += store.prompts.add_samples(prompt_id, version.id, samples, [(0, 1)], {}, overlap)
     return ids
 
 
@@ -194,15 +195,15 @@ def add_labelled_pairs(store, version_id: int | None, texts: list[tuple[str, str
     """One prompt, two responses and one resolved comparison per (a, b) text pair, labelled `choice` by
     `annotator` (source human or judge). Returns the comparison ids."""
     from data.models import Label
-    from data.store import Sample
+    from generation.backend import Sample
 
     ids = []
     for i, (a, b) in enumerate(texts):
         prompt = [{"role": "system", "content": "You are a helpful assistant that explains Python."},
                   {"role": "user", "content": f"{prompt_prefix} {i}: what does module {i} do?"}]
-        pid = store.add_prompts([prompt], source="test").ids[0]
+        pid = store.prompts.add([prompt], source="test").ids[0]
         samples = [Sample(a, "stop", len(a.split()) + 1), Sample(b, "stop", len(b.split()) + 1)]
-        cid = store.add_samples(pid, version_id, samples, [(0, 1)], {}, overlap=1)[0]
+        cid = store.prompts.add_samples(pid, version_id, samples, [(0, 1)], {}, overlap=1)[0]
         with store.write() as s:
             s.add(Label(comparison_id=cid, annotator=annotator, source=source, choice=choice))
         ids.append(cid)
@@ -217,7 +218,7 @@ def short_long_pairs(n: int, offset: int = 0) -> list[tuple[str, str]]:
 @pytest.fixture
 def tiny_app(tmp_path: Path, tiny_model_dir):
     """A factory of real workdirs on the tiny model (init_workdir), with setting overrides; closed after."""
-    from app import service
+    from app.services.workdir import init_workdir
 
     apps = []
 
@@ -226,7 +227,7 @@ def tiny_app(tmp_path: Path, tiny_model_dir):
                 "training.learning_rate": "1e-4", "training.probe_prompts": "2", "training.eval_fraction": "0.2",
                 "generation.max_new_tokens": "16", "model.device": "cpu"}
         over.update({k.replace("__", "."): str(v) for k, v in overrides.items()})
-        app, _ = service.init_workdir(tmp_path / name, base=str(tiny_model_dir), overrides=over)
+        app, _ = init_workdir(tmp_path / name, base=str(tiny_model_dir), overrides=over)
         apps.append(app)
         return app
 

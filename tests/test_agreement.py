@@ -5,7 +5,7 @@ import pytest
 
 from data.agreement import cohen_kappa, human_majority, judge_agreement, raw_agreement
 from data.queue import submit_label
-from data.store import Sample
+from generation.backend import Sample
 
 
 def test_kappa_matches_a_hand_computed_case():
@@ -34,14 +34,14 @@ def test_human_majority_is_strict_and_counts_both_bad_as_tie():
 
 
 def comparison(store, version, i):
-    prompt_id = store.add_prompts([f"agreement prompt {version.name} {i}"]).ids[0]
-    return store.add_samples(prompt_id, version.id, [Sample(f"A{i}", "stop", 1), Sample(f"B{i}", "stop", 1)],
+    prompt_id = store.prompts.add([f"agreement prompt {version.name} {i}"]).ids[0]
+    return store.prompts.add_samples(prompt_id, version.id, [Sample(f"A{i}", "stop", 1), Sample(f"B{i}", "stop", 1)],
                              [(0, 1)], {}, 3)[0]
 
 
 def test_agreement_per_judge_and_round_with_run_rates(store):
-    v0 = store.add_version("v0", "/m/v0")
-    v1 = store.add_version("v1", "/m/v1", parent_id=v0.id, round=1)
+    v0 = store.versions.add("v0", "/m/v0")
+    v1 = store.versions.add("v1", "/m/v1", parent_id=v0.id, round=1)
     # round 0: the judge agrees on 2 of 3; round 1: on 1 of 2 (human both_bad counts as tie).
     cases = [(v0, ["a"], "a"), (v0, ["b", "b", "a"], "b"), (v0, ["a"], "b"), (v1, ["both_bad"], "tie"),
              (v1, ["a"], "b"),
@@ -53,8 +53,8 @@ def test_agreement_per_judge_and_round_with_run_rates(store):
         for k, choice in enumerate(human):
             submit_label(store, f"ann{k}", cid, choice, "ab")
         submit_label(store, "judge:j", cid, judged, "ab", source="judge")
-    run = store.start_judge_run("judge:j", "python", "calibration")
-    store.update_judge_run(run, judged=10, labelled=8, consistent=6, flipped=2, abstained=2)
+    run = store.judge_runs.start("judge:j", "python", "calibration")
+    store.judge_runs.update(run, judged=10, labelled=8, consistent=6, flipped=2, abstained=2)
     got = judge_agreement(store)["judge:j"]
     assert (got["compared"], got["labels"], got["judged"]) == (5, 8, 10)
     assert got["agreement"] == pytest.approx(3 / 5)
@@ -67,7 +67,7 @@ def test_agreement_per_judge_and_round_with_run_rates(store):
 
 
 def test_a_judge_without_human_overlap_is_listed_with_nothing_compared(store):
-    v0 = store.add_version("v0", "/m/v0")
+    v0 = store.versions.add("v0", "/m/v0")
     submit_label(store, "judge:solo", comparison(store, v0, 0), "a", "ab", source="judge")
     got = judge_agreement(store)["judge:solo"]
     assert (got["compared"], got["agreement"], got["kappa"], got["labels"]) == (0, None, None, 1)

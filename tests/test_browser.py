@@ -12,8 +12,8 @@ import pytest
 from conftest import TEST_PASSWORD, seed_comparisons
 from sqlmodel import select
 
-from app import service
 from app.server import create_app, running_server
+from app.services import console, labelling
 from data.models import Comparison, Label
 
 CHROMIUM = Path(os.environ.get("PREFLOOP_CHROMIUM", "/usr/bin/chromium"))
@@ -67,8 +67,8 @@ def browser():
 
 @pytest.fixture
 def site(web_app, password_hash):
-    web_app.store.add_user("alice", "annotator", password_hash)
-    web_app.store.add_user("olivia", "operator", password_hash)
+    web_app.store.accounts.add_user("alice", "annotator", password_hash)
+    web_app.store.accounts.add_user("olivia", "operator", password_hash)
     with running_server(create_app(web_app)) as url:
         yield url, web_app
 
@@ -76,8 +76,8 @@ def site(web_app, password_hash):
 class Session:
     """One logged-in browser page that records every request to a non-loopback host (and blocks it)."""
 
-    def __init__(self, browser, url: str, name: str, tmp_path: Path):
-        self.context = browser.new_context(accept_downloads=True)
+    def __init__(self, browser, url: str, name: str, tmp_path: Path, width: int = 1280, height: int = 800):
+        self.context = browser.new_context(accept_downloads=True, viewport={"width": width, "height": height})
         self.remote: list[str] = []
         self.dialogs: list[str] = []
         self.context.route("**/*", self._route)
@@ -120,8 +120,8 @@ class Session:
 def session(browser, site, tmp_path):
     opened = []
 
-    def open_as(name: str) -> Session:
-        s = Session(browser, site[0], name, tmp_path)
+    def open_as(name: str, width: int = 1280, height: int = 800) -> Session:
+        s = Session(browser, site[0], name, tmp_path, width, height)
         opened.append(s)
         return s
 
@@ -135,7 +135,7 @@ def labels(app) -> list[Label]:
         return list(s.exec(select(Label).order_by(Label.id)).all())
 
 
-def test_annotator_labels_with_the_keyboard_a_rationale_and_an_edit(site, session):
+def test_annotator_labels_with_the_keyboard_a_rationale_and_an_edit(site, session, shots):
     url, app = site
     texts = {}
     ids = seed_comparisons(app.store, 4, texts=lambda i: (f"Question {i}", f"first answer {i}", f"second answer {i}"))
@@ -172,10 +172,16 @@ def test_annotator_labels_with_the_keyboard_a_rationale_and_an_edit(site, sessio
     page.click("#pf-btn-edit")
     page.wait_for_function("() => (document.querySelector('#pf-prompt')?.innerText || '').includes('Nothing left')",
                            timeout=20_000)
+    # Nothing to label: the choices rest (Undo still works), and the page is back at its top.
+    page.wait_for_function("() => getComputedStyle(document.querySelector('#pf-btn-left')).opacity < 0.5")
+    assert page.evaluate("window.scrollY") == 0
+    page.screenshot(path=str(shots / "label-done.png"))
     with app.store.read() as db:
         edits = db.exec(select(Comparison).where(Comparison.source == "edit")).all()
     assert len(edits) == 1
-    assert service.stats(app)["labels_by_annotator"]["alice"] == 5  # 3 labels, the edit pair, skip on the original
+    # 3 labels and the edit pair's; whatever the edit leaves on the original is a skip, which counts for nobody.
+    assert console.stats(app)["labels_by_annotator"]["alice"] == 4
+    assert "Thanks" in page.inner_text("#pf-bar-notice") and "Edited B" in page.inner_text("#pf-recent")
     assert not s.remote and not s.dialogs
 
 
@@ -190,20 +196,29 @@ def test_hostile_text_does_not_run_load_or_restyle(site, session):
     for i in range(n):
         page.wait_for_function("(m) => (document.querySelector('#pf-prompt')?.innerText || '').includes(m)",
                                arg=f"marker-{i:02d}", timeout=20_000)
+        if i == n // 2:  # the second half in raw text: escaped, so just as inert
+            page.keyboard.press("r")
+            page.wait_for_function("() => document.body.classList.contains('pf-show-raw')")
         page.wait_for_timeout(150)  # give any handler that slipped through time to fire
         found = page.evaluate("""() => {
-            const panes = ['#pf-prompt', '#pf-left', '#pf-right'].map(s => document.querySelector(s));
-            const bad = 'script, style, iframe, img, svg, object, embed, link, meta, video, source, details, [style]';
+            // Everything the untrusted texts became: the prompt's turns and the two cards' bodies, rendered and raw.
+            const panes = [...document.querySelectorAll('#pf-prompt .pf-turn, #pf-left .pf-pane-body, '
+                                                        + '#pf-right .pf-pane-body')];
+            const bad = 'script, style, iframe, img, svg, object, embed, link, meta, video, source, details, form, '
+                        + 'input, [style], [src], [srcset]';
             return {
+                panes: panes.length,
                 pwned: window.__pwned === undefined ? null : String(window.__pwned),
-                injected: panes.flatMap(p => [...p.querySelectorAll(bad)].map(e => e.outerHTML))
-                               .filter(h => !h.startsWith('<svg') || !h.includes('icon')),
+                injected: panes.flatMap(p => [...p.querySelectorAll(bad)].map(e => e.outerHTML)),
+                handlers: panes.flatMap(p => [...p.querySelectorAll('*')]).flatMap(e => [...e.attributes])
+                               .map(a => a.name).filter(name => name.startsWith('on')),
                 hrefs: panes.flatMap(p => [...p.querySelectorAll('a[href]')].map(a => a.getAttribute('href'))),
                 bodyVisible: getComputedStyle(document.body).display !== 'none',
             };
         }""")
+        assert found["panes"] == 3, found
         assert found["pwned"] is None, found
-        assert not [h for h in found["injected"] if "pf-" not in h and "status" not in h], found
+        assert not found["injected"] and not found["handlers"], found
         assert all(h.startswith(("http://", "https://", "mailto:")) for h in found["hrefs"]), found
         assert found["bodyVisible"]
         assert page.title() == title
@@ -222,7 +237,7 @@ def test_operator_exports_a_download(site, session, tmp_path):
     url, app = site
     ids = seed_comparisons(app.store, 2)
     for cid in ids:
-        service.submit(app, "olivia", cid, "a", "ab")
+        labelling.label(app, "olivia", cid, "ab", choice="a")
     s = session("olivia")
     page = s.page
     page.get_by_role("tab", name="Console").click()
@@ -253,12 +268,12 @@ def test_annotators_do_not_see_the_console(site, session):
 
 def test_operator_follows_rounds_and_a_refused_round_is_a_plain_message(site, session):
     url, app = site
-    v0 = app.store.get_version("v0")
-    run = app.store.create_training_run(v0.id, [], {})
+    v0 = app.store.versions.get("v0")
+    run = app.store.runs.create(v0.id, [], {})
     for step, loss in ((1, 0.69), (2, 0.61)):
-        app.store.log_training_step(run.id, {"step": step, "max_steps": 2, "loss": loss, "rewards/margins": 0.1 * step,
+        app.store.runs.log_step(run.id, {"step": step, "max_steps": 2, "loss": loss, "rewards/margins": 0.1 * step,
                                              "rewards/accuracies": 0.5 + 0.2 * step})
-    app.store.finish_training_run(run.id, "done", report={
+    app.store.runs.finish(run.id, "done", report={
         "eval": {"before": {"accuracy": 0.5, "margin": 0.0}, "after": {"accuracy": 0.75, "margin": 0.25}},
         "probe": {"before": {"mean_tokens": 12.0, "eos_rate": 0.5}, "after": {"mean_tokens": 10.0, "eos_rate": 1.0}},
         "deploy": "not deployed: run `prefloop deploy VERSION`"})
@@ -279,11 +294,11 @@ def test_operator_follows_rounds_and_a_refused_round_is_a_plain_message(site, se
                            timeout=20_000)
     result = page.inner_text("#pf-training-result")
     assert "only 0 new labelled pair(s)" in result and "Traceback" not in page.inner_text("body")
-    assert len(app.store.training_runs()) == 1
+    assert len(app.store.runs.all()) == 1
     # A running round's progress refreshes by itself (the console's timer), and Cancel stops the one shown.
-    running = app.store.create_training_run(v0.id, [], {})
-    app.store.update_training_run(running.id, status="running")
-    app.store.log_training_step(running.id, {"step": 1, "max_steps": 4, "loss": 0.7})
+    running = app.store.runs.create(v0.id, [], {})
+    app.store.runs.update(running.id, status="running")
+    app.store.runs.log_step(running.id, {"step": 1, "max_steps": 4, "loss": 0.7})
     page.wait_for_function("() => (document.querySelector('#pf-training-progress')?.innerText || '')"
                            ".includes('step 1 of 4')",
                            timeout=20_000)
@@ -291,7 +306,7 @@ def test_operator_follows_rounds_and_a_refused_round_is_a_plain_message(site, se
     page.wait_for_function("() => (document.querySelector('#pf-training-result')?.innerText || '')"
                            ".includes('cancelling')",
                            timeout=20_000)
-    assert app.store.get_training_run(running.id).status == "cancelling"
+    assert app.store.runs.get(running.id).status == "cancelling"
     page.get_by_text("Judges", exact=True).first.click()
     page.wait_for_function("() => (document.querySelector('#pf-judge-status')?.innerText || '').includes('No judge')",
                            timeout=20_000)
@@ -352,3 +367,179 @@ def test_operator_discards_a_label_in_the_console_and_an_annotator_undoes_theirs
     assert "Traceback" not in page.inner_text("body")
     assert not olivia.remote and not alice.remote
     assert {first, second} >= {mine.comparison_id}
+
+
+# -- the annotator's view: cards, the choice bar, raw text, undo and history, errors, one request per click -----------
+LONG_RESPONSE = "\n\n".join(f"Paragraph {i}: " + "a long answer that keeps going " * 18 for i in range(110))
+MATH = "(2+2)*3 = 12, because 4*3 = 12"
+TABLE = "| animal | legs |\n|:--|--:|\n| cat | 4 |\n| bird | 2 |"
+
+
+def _boxes(page) -> dict:
+    return page.evaluate("""() => Object.fromEntries(['#pf-left', '#pf-right', '#pf-bar', '#pf-btn-left',
+        '#pf-btn-skip', '#pf-btn-undo', '#pf-guidelines'].map(s => {
+            const r = document.querySelector(s).getBoundingClientRect();
+            return [s, {x: r.x, y: r.y, w: r.width, h: r.height, bottom: r.bottom}];
+        }))""")
+
+
+def _on_top(page, selector: str) -> bool:
+    """Whether a click at the middle of `selector` lands on it (it is on screen and nothing covers it)."""
+    return page.evaluate("""(s) => { const e = document.querySelector(s); const r = e.getBoundingClientRect();
+        const hit = document.elementFromPoint(r.x + r.width / 2, r.y + r.height / 2);
+        return r.bottom <= window.innerHeight && r.top >= 0 && !!hit && (hit === e || e.contains(hit)); }""", selector)
+
+
+@pytest.mark.parametrize("width", [1400, 420])
+def test_cards_and_a_choice_bar_that_stays_on_screen(site, session, shots, width):
+    url, app = site
+    assert len(LONG_RESPONSE) > 60_000
+    seed_comparisons(app.store, 2, texts=lambda i: (f"Explain, at length, topic {i}.", LONG_RESPONSE if i == 0 else
+                                                    f"A short answer {i}.", f"Another short answer {i}.\n\n{TABLE}"))
+    s = session("alice", width=width, height=900)
+    page = s.page
+    head = page.evaluate("() => [...document.querySelectorAll('.pf-card-head')].map(h => h.innerText)")
+    assert [" ".join(h.split()) for h in head] == ["A Response A", "B Response B"]
+    page.wait_for_timeout(300)  # fonts and layout settle before the picture
+    page.screenshot(path=str(shots / f"label-{width}.png"))
+    boxes = _boxes(page)
+    left, right = boxes["#pf-left"], boxes["#pf-right"]
+    if width >= 1000:  # side by side, the same width
+        assert abs(left["y"] - right["y"]) < 2 and left["x"] + left["w"] <= right["x"]
+        assert abs(left["w"] - right["w"]) < 2
+    else:  # stacked, each the full width
+        assert right["y"] >= left["bottom"] - 1 and abs(left["x"] - right["x"]) < 2
+        assert left["w"] > width * 0.8
+    assert page.evaluate("document.documentElement.scrollHeight") > 8_000  # the long response is all there
+    for where in ("top", "middle", "bottom"):
+        page.evaluate(f"window.scrollTo(0, {{'top': 0, 'middle': document.documentElement.scrollHeight / 2, "
+                      f"'bottom': document.documentElement.scrollHeight}}['{where}'])")
+        page.wait_for_timeout(100)
+        for button in ("#pf-btn-left", "#pf-btn-right", "#pf-btn-tie", "#pf-btn-both-bad", "#pf-btn-skip",
+                       "#pf-btn-undo"):
+            assert _on_top(page, button), (where, button)
+    # Scrolled to the end, the last part of the view clears the bar.
+    boxes = _boxes(page)
+    assert boxes["#pf-guidelines"]["bottom"] <= boxes["#pf-bar"]["y"] + 1, boxes
+    page.screenshot(path=str(shots / f"label-{width}-scrolled.png"))
+    page.click("#pf-btn-right")  # the bar's button labels from wherever the annotator has scrolled to
+    s.wait_labels_today(1)
+    assert labels(app)[0].choice in ("a", "b")
+    # and the next comparison is shown from its top, not from where the long one was scrolled to
+    page.wait_for_function("() => document.getElementById('pf-toolbar').getBoundingClientRect().top >= 0")
+    assert _on_top(page, "#pf-btn-left")
+    assert not s.remote and not s.dialogs
+
+
+def test_raw_text_is_one_key_away_and_tables_render(site, session, shots):
+    url, app = site
+    seed_comparisons(app.store, 2, texts=lambda i: (f"Why is {MATH}? ({i})", f"{MATH}\n\n{TABLE}",
+                                                    f"<b>not bold</b> {i}"))
+    s = session("alice")
+    page = s.page
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url))
+    card = "#pf-left .pf-pane-body" if "animal" in s.pane_texts()[0] else "#pf-right .pf-pane-body"
+    rendered = page.inner_text(card)
+    assert MATH not in rendered and "4*3" not in rendered  # Markdown ate the stars: why the toggle exists
+    assert page.locator(f"{card} table").count() == 1 and "|" not in rendered
+    assert page.locator(f"{card} td.pf-align-right").count() == 2  # alignment as a class, never a style
+    page.keyboard.press("r")
+    page.wait_for_function("() => document.body.classList.contains('pf-show-raw')")
+    raw = page.inner_text(card)
+    assert MATH in raw and "| cat | 4 |" in raw
+    assert MATH in page.inner_text("#pf-prompt")  # the prompt too
+    assert "<b>not bold</b>" in "".join(s.pane_texts())  # escaped text, never markup (so too when rendered)
+    assert page.locator("#pf-raw input").is_checked()
+    page.screenshot(path=str(shots / "label-raw.png"))
+    assert not [r for r in requests if "/gradio_api/" in r]  # the toggle is in the page: no request
+    page.keyboard.press("t")  # the next comparison shows raw too: the toggle belongs to the view
+    s.wait_labels_today(1)
+    assert "<b>not bold</b>" in "".join(s.pane_texts())
+    page.click("#pf-raw input")  # and the checkbox turns it off again
+    page.wait_for_function("() => !document.body.classList.contains('pf-show-raw')")
+    assert "| cat | 4 |" not in "".join(s.pane_texts()) and page.locator("#pf-cards table").count() == 1
+    assert not s.remote and not s.dialogs
+
+
+def test_undo_and_my_recent_labels(site, session, shots):
+    url, app = site
+    seed_comparisons(app.store, 3, texts=lambda i: (f"Question number {i}", f"first {i}", f"second {i}"))
+    s = session("alice")
+    page = s.page
+    first_prompt = page.inner_text("#pf-prompt")
+    page.keyboard.press("a")
+    s.wait_labels_today(1)
+    page.keyboard.press("t")
+    s.wait_labels_today(2)
+    recent = page.inner_text("#pf-recent")
+    assert recent.index("Tie") < recent.index("A better")  # newest first
+    assert recent.count("Question number") == 2
+    assert page.locator("#pf-progress progress").get_attribute("value") == "2"
+    assert page.locator("#pf-progress progress").get_attribute("max") == "3"  # 2 done, 1 left for me
+    page.keyboard.press("u")  # undo the tie: its comparison comes back
+    s.wait_labels_today(1)
+    assert "Undone" in page.inner_text("#pf-bar-notice") and "Tie" in page.inner_text("#pf-bar-notice")
+    assert "Tie" not in page.inner_text("#pf-recent") and "A better" in page.inner_text("#pf-recent")
+    assert [x.choice for x in labels(app)] == [labels(app)[0].choice] and len(labels(app)) == 1
+    page.screenshot(path=str(shots / "label-undone.png"), full_page=True)
+    page.click("#pf-btn-undo")
+    s.wait_labels_today(0)
+    page.wait_for_function("(p) => document.querySelector('#pf-prompt').innerText === p", arg=first_prompt)
+    assert page.inner_text("#pf-recent").strip() == "" and labels(app) == []
+    page.click("#pf-btn-undo")  # nothing left to undo: said once, beside the button
+    page.wait_for_function("() => (document.querySelector('#pf-bar-notice')?.innerText || '')"
+                           ".includes('Nothing undone')")
+    assert page.inner_text("body").count("Nothing undone") == 1
+    assert not re.search(r"\bError\b", page.inner_text("body"))
+    assert not s.remote and not s.dialogs
+
+
+def test_a_refused_edit_shows_once_beside_its_control(site, session, shots):
+    url, app = site
+    seed_comparisons(app.store, 1, texts=lambda i: ("Fix this", "first draft", "second draft"))
+    s = session("alice", width=420, height=900)
+    page = s.page
+    before = (page.inner_text("#pf-prompt"), s.pane_texts())
+    page.get_by_text("Edit a response").click()
+    page.fill("#pf-edit-text textarea", "   ")
+    page.click("#pf-btn-edit")
+    page.wait_for_function("() => (document.querySelector('#pf-edit-notice')?.innerText || '').includes('empty')")
+    page.wait_for_timeout(300)
+    body = page.inner_text("body")
+    assert body.count("The edited response is empty") == 1  # beside the Save button, nowhere else
+    assert not re.search(r"\bError\b", body)  # no error badge over the prompt, the cards or the editor
+    assert (page.inner_text("#pf-prompt"), s.pane_texts()) == before
+    assert page.input_value("#pf-edit-text textarea") == "   "  # what was typed stays, to fix it
+    page.locator("#pf-edit-notice").scroll_into_view_if_needed()
+    page.screenshot(path=str(shots / "label-420-edit-refused.png"))
+    assert not page.locator("#pf-bar-notice .pf-inline").count()
+    assert labels(app) == []
+
+
+def test_a_click_is_one_request_one_service_call_and_one_transaction(site, session, monkeypatch):
+    from sqlalchemy import event
+
+    url, app = site
+    seed_comparisons(app.store, 3)
+    s = session("alice")
+    page = s.page
+    calls: list[str] = []
+    for name in ("label_and_next", "label_view", "label", "next_for", "my_progress", "undo_and_view"):
+        real = getattr(labelling, name)
+        monkeypatch.setattr(labelling, name, lambda *a, _real=real, _name=name, **k: calls.append(_name) or
+                            _real(*a, **k))
+    begins: list[int] = []
+    listener = lambda *_args: begins.append(1)  # noqa: E731
+    event.listen(app.store.engine, "begin", listener)
+    joins: list[str] = []
+    page.on("request", lambda r: joins.append(r.url) if r.method == "POST" and "/gradio_api/" in r.url else None)
+    try:
+        page.keyboard.press("a")
+        s.wait_labels_today(1)
+        page.wait_for_timeout(300)  # anything chained after the click would have run by now
+    finally:
+        event.remove(app.store.engine, "begin", listener)
+    assert len(joins) == 1 and "/queue/join" in joins[0], joins
+    assert calls[0] == "label_and_next" and "label_view" not in calls and "my_progress" not in calls, calls
+    assert len(begins) == 1, begins

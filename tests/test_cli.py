@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from app.services.workdir import DB_NAME
+
 PREFLOOP = str(Path(sys.executable).with_name("prefloop"))
 
 
@@ -161,9 +163,9 @@ def test_init_with_a_cached_hub_id_records_its_resolved_revision(tmp_path):
     r = run("init", "--base", "some-org/some-model", workdir=workdir,
             env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")})
     assert r.returncode == 0, r.stderr
-    store = Store(f"sqlite:///{workdir / 'prefloop.db'}")
+    store = Store(f"sqlite:///{workdir / DB_NAME}")
     try:
-        assert store.get_version("v0").config == {"base": "some-org/some-model", "revision": commit}
+        assert store.versions.get("v0").config == {"base": "some-org/some-model", "revision": commit}
     finally:
         store.close()
 
@@ -181,8 +183,38 @@ def test_init_database_url_is_written_so_every_later_command_uses_it(tmp_path, p
     workdir = tmp_path / "work"
     assert run("init", "--base", tmp_path, "--database-url", url, workdir=workdir).returncode == 0
     assert (workdir / "prefloop.toml").read_text().startswith(f'database_url = "{url}"')
-    assert not (workdir / "prefloop.db").exists()
+    assert not (workdir / DB_NAME).exists()
     (tmp_path / "p.jsonl").write_text('{"prompt": "hi"}\n')
     assert run("import", tmp_path / "p.jsonl", workdir=workdir).returncode == 0
     stats = json.loads(run("stats", "--json", workdir=workdir).stdout)
-    assert stats["prompts"] == 1 and not (workdir / "prefloop.db").exists()
+    assert stats["prompts"] == 1 and not (workdir / DB_NAME).exists()
+
+
+def test_list_verbs_say_when_there_is_nothing_to_list(initialised):
+    for verb, says in ((["rounds"], "no training rounds yet"), (["users", "list"], "no accounts yet"),
+                       (["audit"], "no audit events yet")):
+        r = run(*verb, workdir=initialised)
+        assert r.returncode == 0 and says in r.stdout, (verb, r.stdout, r.stderr)
+
+
+def test_users_revoke_tokens_revokes_and_is_audited(initialised):
+    from app.services import accounts
+    from app.services.workdir import open_app
+
+    assert run("users", "add", "alice", "--password-stdin", workdir=initialised,
+               input="correct horse battery\n").returncode == 0
+    app = open_app(initialised)
+    try:
+        token, _user = accounts.issue_token(app, "alice", "correct horse battery")
+    finally:
+        app.close()
+    r = run("users", "revoke-tokens", "alice", workdir=initialised)
+    assert r.returncode == 0 and "revoked 1 API token(s) of alice" in r.stdout, r.stderr
+    app = open_app(initialised)
+    try:
+        assert accounts.user_for_token(app, token) is None
+    finally:
+        app.close()
+    assert "tokens_revoked  user" in run("audit", workdir=initialised).stdout
+    missing = run("users", "revoke-tokens", "nobody", workdir=initialised)
+    assert missing.returncode == 1 and "no user named 'nobody'" in missing.stderr and "Traceback" not in missing.stderr

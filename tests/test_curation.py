@@ -11,23 +11,24 @@ from conftest import TEST_PASSWORD, seed_comparisons
 from sqlmodel import select
 from test_cli import run
 
-from app import curation, service
 from app.server import create_app, running_server
-from data import curation as data_curation
+from app.services import curation, labelling, transfer
+from app.services.errors import Conflict, Forbidden, NotFound
+from app.services.workdir import open_app
 from data.models import Comparison, Label, Prompt
-from data.store import Sample
+from generation.backend import Sample
 from training.config import RoundConfig
 from training.pairs import NotEnoughPairs, select_pairs
 
 
 def label(app, annotator: str, cid: int, choice: str = "a"):
-    return service.submit(app, annotator, cid, choice, "ab")
+    return labelling.label(app, annotator, cid, "ab", choice=choice).result
 
 
 def exported_ids(app) -> set[int]:
     """The comparisons an export writes, found by their prompt text (seed_comparisons: one per prompt)."""
     buf = io.BytesIO()
-    service.export_data(app, buf)
+    transfer.export_data(app, buf)
     prompts = {json.loads(line)["prompt"][0]["content"] for line in buf.getvalue().decode().splitlines()}
     with app.store.read() as s:
         return {c.id for c in s.exec(select(Comparison)).all() if s.get(Prompt, c.prompt_id).messages[0]["content"]
@@ -50,7 +51,7 @@ def status(app, cid: int) -> str:
 def queued_ids(app, annotator: str) -> set[int]:
     """Every comparison the queue hands `annotator`, labelling each with a skip to get the next."""
     seen = set()
-    while (item := service.next_for(app, annotator)) is not None:
+    while (item := labelling.next_for(app, annotator)) is not None:
         seen.add(item.comparison_id)
         label(app, annotator, item.comparison_id, "skip")
     return seen
@@ -63,28 +64,28 @@ def test_a_discarded_prompt_is_never_sampled_queued_exported_or_trained_until_re
     with web_app.store.read() as s:
         prompt_id = s.get(Comparison, cids[0]).prompt_id
         third_prompt = s.get(Comparison, cids[2]).prompt_id
-    other = web_app.store.add_prompts(["never sampled yet"]).ids[0]
-    v0 = web_app.store.get_version("v0")
-    assert [p.id for p in web_app.store.prompts_to_sample(v0.id, 10)] == [other]
+    other = web_app.store.prompts.add(["never sampled yet"]).ids[0]
+    v0 = web_app.store.versions.get("v0")
+    assert [p.id for p in web_app.store.prompts.to_sample(v0.id, 10)] == [other]
     curation.discard(web_app, "prompt", prompt_id, "leaks a phone number", "olivia")
     curation.discard(web_app, "prompt", third_prompt, "duplicate", "olivia")
     curation.discard(web_app, "prompt", other, "off topic", "olivia")
-    assert web_app.store.prompts_to_sample(v0.id, 10) == []
+    assert web_app.store.prompts.to_sample(v0.id, 10) == []
     assert exported_ids(web_app) == trained_ids(web_app) == {cids[1]}
     assert queued_ids(web_app, "bob") == set()
-    assert web_app.store.stats()["discarded"] == {"prompts": 3, "comparisons": 0, "labels": 0}
+    assert web_app.store.stats.summary()["discarded"] == {"prompts": 3, "comparisons": 0, "labels": 0}
     curation.restore(web_app, "prompt", prompt_id, "olivia", "checked: no number")
     curation.restore(web_app, "prompt", third_prompt, "olivia")
     assert exported_ids(web_app) == trained_ids(web_app) == {cids[0], cids[1]}
     assert queued_ids(web_app, "carol") == {cids[2]}
     curation.restore(web_app, "prompt", other, "olivia")
-    assert [p.id for p in web_app.store.prompts_to_sample(v0.id, 10)] == [other]
+    assert [p.id for p in web_app.store.prompts.to_sample(v0.id, 10)] == [other]
 
 
 def test_a_discarded_comparison_leaves_the_queue_export_and_training_and_its_lease(web_app):
     cids = seed_comparisons(web_app.store, 3)
     label(web_app, "ann", cids[0])
-    held = service.next_for(web_app, "bob")
+    held = labelling.next_for(web_app, "bob")
     curation.discard(web_app, "comparison", cids[0], "responses are truncated", "olivia")
     result = curation.discard(web_app, "comparison", held.comparison_id, "garbled", "olivia")
     assert "1 annotator lease(s) released" in result["message"]
@@ -103,9 +104,9 @@ def test_a_discarded_label_stops_counting_and_its_comparison_reopens_for_someone
     result = curation.discard(web_app, "label", r.label_id, "clicked without reading", "olivia")
     assert result["statuses"] == {str(cid): "open"} and "comparison 1 is now open" in result["message"]
     assert status(web_app, cid) == "open" and exported_ids(web_app) == set() and trained_ids(web_app) == set()
-    assert service.next_for(web_app, "ann") is None  # their discarded label still means they saw it
-    assert service.next_for(web_app, "bob").comparison_id == cid
-    assert service.my_progress(web_app, "bob")["left"] == 1
+    assert labelling.next_for(web_app, "ann") is None  # their discarded label still means they saw it
+    assert labelling.next_for(web_app, "bob").comparison_id == cid
+    assert labelling.my_progress(web_app, "bob")["left"] == 1
     curation.restore(web_app, "label", r.label_id, "olivia", "re-checked")
     # Restored, the label fills the overlap again while bob's lease is still live: the comparison is done.
     assert status(web_app, cid) == "done" and exported_ids(web_app) == trained_ids(web_app) == {cid}
@@ -119,10 +120,10 @@ def test_discard_needs_a_reason_a_known_id_and_a_state_that_fits(web_app):
         curation.discard(web_app, "label", 99, "x", "olivia")
     with pytest.raises(ValueError, match="kind"):
         curation.discard(web_app, "response", cid, "x", "olivia")
-    with pytest.raises(data_curation.CurationConflict, match="not discarded"):
+    with pytest.raises(Conflict, match="not discarded"):
         curation.restore(web_app, "comparison", cid, "olivia")
     curation.discard(web_app, "comparison", cid, "x", "olivia")
-    with pytest.raises(data_curation.CurationConflict, match="already discarded"):
+    with pytest.raises(Conflict, match="already discarded"):
         curation.discard(web_app, "comparison", cid, "again", "olivia")
 
 
@@ -157,10 +158,10 @@ def test_the_audit_trail_says_who_when_what_and_why_newest_first(web_app):
 
 def test_an_annotator_undoes_their_last_label_and_gets_the_comparison_back(web_app):
     cids = seed_comparisons(web_app.store, 2, overlap=1)
-    first = service.next_for(web_app, "ann")
-    view = service.label_and_next(web_app, "ann", first.comparison_id, "left", first.shown_order)
+    first = labelling.next_for(web_app, "ann")
+    view = labelling.label_and_next(web_app, "ann", first.comparison_id, "left", first.shown_order)
     assert view.item.comparison_id != first.comparison_id and status(web_app, first.comparison_id) == "done"
-    view = curation.undo_and_view(web_app, "ann")
+    view = labelling.undo_and_view(web_app, "ann")
     assert view.item.comparison_id == first.comparison_id and view.item.shown_order == first.shown_order
     assert "undone" in view.notice and status(web_app, first.comparison_id) == "open"
     with web_app.store.read() as s:
@@ -169,7 +170,7 @@ def test_an_annotator_undoes_their_last_label_and_gets_the_comparison_back(web_a
     assert (event["actor"], event["action"], event["target"], event["id"]) == ("ann", "undo", "label", 1)
     assert event["detail"]["choice"] in ("a", "b") and event["detail"]["shown_order"] == first.shown_order
     assert event["detail"]["created_at"]
-    again = service.label_and_next(web_app, "ann", first.comparison_id, "right", first.shown_order)
+    again = labelling.label_and_next(web_app, "ann", first.comparison_id, "right", first.shown_order)
     assert again.notice == "" and status(web_app, first.comparison_id) == "done"
     assert set(cids) == {first.comparison_id, again.item.comparison_id}
 
@@ -178,25 +179,25 @@ def test_undo_is_refused_once_trained_on_and_for_someone_elses_label(web_app):
     cids = seed_comparisons(web_app.store, 2)
     mine = label(web_app, "ann", cids[0])
     theirs = label(web_app, "bob", cids[1])
-    with pytest.raises(data_curation.NotYourLabel):
-        curation.undo_last_label(web_app, "ann", label_id=theirs.label_id)
-    with pytest.raises(data_curation.NothingToUndo):
-        curation.undo_last_label(web_app, "carol")
-    run = web_app.store.create_training_run(None, [cids[0]], {})
-    web_app.store.finish_training_run(run.id, "done")
-    with pytest.raises(data_curation.UndoRefused, match="training round"):
-        curation.undo_last_label(web_app, "ann")
-    assert "Nothing undone" in curation.undo_and_view(web_app, "ann").notice
-    assert curation.undo_last_label(web_app, "bob", label_id=theirs.label_id)["comparison_id"] == cids[1]
+    with pytest.raises(Forbidden):
+        labelling.undo_last_label(web_app, "ann", label_id=theirs.label_id)
+    with pytest.raises(NotFound):
+        labelling.undo_last_label(web_app, "carol")
+    run = web_app.store.runs.create(None, [cids[0]], {})
+    web_app.store.runs.finish(run.id, "done")
+    with pytest.raises(Conflict, match="training round"):
+        labelling.undo_last_label(web_app, "ann")
+    assert "Nothing undone" in labelling.undo_and_view(web_app, "ann").notice
+    assert labelling.undo_last_label(web_app, "bob", label_id=theirs.label_id)["comparison_id"] == cids[1]
     with web_app.store.read() as s:
         assert s.get(Label, mine.label_id) is not None and s.get(Label, theirs.label_id) is None
 
 
 def test_discarded_prompts_comparisons_and_labels_stay_out_of_the_generators_open_count(web_app):
     cids = seed_comparisons(web_app.store, 2)
-    assert web_app.store.open_comparison_count() == 2
+    assert web_app.store.prompts.open_comparison_count() == 2
     curation.discard(web_app, "comparison", cids[0], "x", "olivia")
-    assert web_app.store.open_comparison_count() == 1
+    assert web_app.store.prompts.open_comparison_count() == 1
 
 
 def test_a_new_sample_of_a_discarded_prompt_is_not_queued(web_app):
@@ -204,17 +205,18 @@ def test_a_new_sample_of_a_discarded_prompt_is_not_queued(web_app):
     with web_app.store.read() as s:
         prompt_id = s.get(Comparison, cid).prompt_id
     curation.discard(web_app, "prompt", prompt_id, "x", "olivia")
-    v0 = web_app.store.get_version("v0")
-    web_app.store.add_samples(prompt_id, v0.id, [Sample("p", "stop", 1), Sample("q", "stop", 1)], [(0, 1)], {}, 1)
-    assert service.next_for(web_app, "ann") is None
+    v0 = web_app.store.versions.get("v0")
+    samples = [Sample("p", "stop", 1), Sample("q", "stop", 1)]
+    web_app.store.prompts.add_samples(prompt_id, v0.id, samples, [(0, 1)], {}, 1)
+    assert labelling.next_for(web_app, "ann") is None
 
 
 # -- the JSON API ------------------------------------------------------------------------------------------------------
 @pytest.fixture
 def api(web_app, password_hash):
-    web_app.store.add_user("alice", "annotator", password_hash)
-    web_app.store.add_user("bob", "annotator", password_hash)
-    web_app.store.add_user("olivia", "operator", password_hash)
+    web_app.store.accounts.add_user("alice", "annotator", password_hash)
+    web_app.store.accounts.add_user("bob", "annotator", password_hash)
+    web_app.store.accounts.add_user("olivia", "operator", password_hash)
     with running_server(create_app(web_app, ui=False)) as url:
         clients = {}
 
@@ -263,7 +265,7 @@ def test_cli_discard_restore_and_audit(workdir, tmp_path):
     base = tmp_path / "base-model"
     base.mkdir()
     assert run("init", "--base", base, workdir=workdir).returncode == 0
-    app = service.open_app(workdir)
+    app = open_app(workdir)
     [cid] = seed_comparisons(app.store, 1)
     label(app, "ann", cid)
     app.close()

@@ -88,7 +88,7 @@ def test_ties_go_to_a_sidecar_never_as_a_pair(store, tmp_path, fmt, head):
 def test_pairs_file_with_ties_and_metadata_loads_with_exactly_trl_columns(store, tmp_path):
     from datasets import load_dataset
 
-    v1 = store.add_version("v1", "/m/v1", round=1)
+    v1 = store.versions.add("v1", "/m/v1", round=1)
     add_pair(store, ("a",))  # imported-like: no model version, so the first rows' versions are null
     add_pair(store, ("tie",))
     add_pair(store, ("b",), version_id=v1.id)
@@ -136,8 +136,8 @@ def test_streams_need_their_own_sidecar_files(store):
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_metadata_goes_to_a_sidecar_line_per_pair(store, tmp_path, fmt):
-    v0 = store.add_version("v0", "/m/v0", round=0)
-    v2 = store.add_version("v2", "/m/v2", parent_id=v0.id, round=2)
+    v0 = store.versions.add("v0", "/m/v0", round=0)
+    v2 = store.versions.add("v2", "/m/v2", parent_id=v0.id, round=2)
     first = add_pair(store, ("a",))
     cid = add_pair(store, ("b", "a", "b"), overlap=3, version_id=v2.id)
     out = tmp_path / "pairs.jsonl"
@@ -200,7 +200,7 @@ def test_openai_export_writes_the_prompts_tools(store, tmp_path, tools, parallel
 
 
 def test_filters_are_passed_through(store, tmp_path):
-    v1 = store.add_version("v1", "/m/v1", round=1)
+    v1 = store.versions.add("v1", "/m/v1", round=1)
     add_pair(store, ("a",))
     add_pair(store, ("a",), version_id=v1.id)
     add_pair(store, ("a",), source="judge")

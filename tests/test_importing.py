@@ -339,7 +339,7 @@ def test_byo_responses_become_open_comparisons_for_every_pair(store, tmp_path):
     assert sources == {"byo"}
     assert [(a, b) for _, _, a, b in stored_pairs(store)] == [("r1", "r2"), ("r2", "r3"), ("r1", "r3"), ("x", "y")]
     assert row_counts(store) == {"Prompt": 2, "Response": 5, "Comparison": 4, "Label": 0}
-    assert store.open_comparison_count() == 4
+    assert store.prompts.open_comparison_count() == 4
 
 
 def test_byo_pairs_are_capped_at_ten_and_still_cover_every_response(store, tmp_path):

@@ -56,7 +56,7 @@ def test_an_abstain_stores_no_label_but_is_counted(store, seed):
     report = judge_once(store, PythonJudge(prefer_shorter, name="shorter"), mode="all")
     assert (report.judged, report.labelled, report.abstained) == (2, 1, 1)
     assert [lb.comparison_id for lb in labels(store)] == [ids[1]]
-    run = store.judge_runs("judge:shorter")[0]
+    run = store.judge_runs.all("judge:shorter")[0]
     assert (run.judged, run.labelled, run.abstained, run.choices) == (2, 1, 1, {"a": 1})
     # The abstained comparison is still there for humans.
     assert next_comparison(store, "ann", 60).comparison_id == ids[0]
@@ -82,13 +82,13 @@ def test_unseen_mode_skips_comparisons_humans_hold_or_labelled(store, seed):
 def test_calibration_mode_picks_a_fixed_share_including_human_labelled_ones(store, seed):
     ids = seed(store, 40, texts=texts)
     submit_label(store, "ann", ids[0], "a", "ab")  # done now
-    picked = [cid for cid, *_ in store.comparisons_for_judge("judge:c", "calibration", 100, 0.25)]
+    picked = [cid for cid, *_ in store.judge_runs.to_judge("judge:c", "calibration", 100, 0.25)]
     assert 0 < len(picked) < 40 and picked == [cid for cid, *_ in
-                                                store.comparisons_for_judge("judge:x", "calibration", 100, 0.25)]
-    everything = [cid for cid, *_ in store.comparisons_for_judge("judge:c", "calibration", 100, 1.0)]
+                                                store.judge_runs.to_judge("judge:x", "calibration", 100, 0.25)]
+    everything = [cid for cid, *_ in store.judge_runs.to_judge("judge:c", "calibration", 100, 1.0)]
     assert everything == ids  # share 1: open and done alike
     with pytest.raises(ValueError, match="judge mode"):
-        store.comparisons_for_judge("judge:c", "some", 1)
+        store.judge_runs.to_judge("judge:c", "some", 1)
 
 
 def test_watch_judges_new_comparisons_until_stopped(store, seed):
@@ -103,8 +103,8 @@ def test_watch_judges_new_comparisons_until_stopped(store, seed):
 
 
 def test_service_and_cli_run_the_configured_judge(web_app, seed):
-    from app import judging
     from app.cli import cli
+    from app.services import judging
 
     seed(web_app.store, 3, texts=texts)
     sets = ["--set", "judge.kind=python", "--set", "judge.function=generation.judges:prefer_shorter",

@@ -8,8 +8,9 @@ import random
 
 import pytest
 
-from app import rounds as training_rounds
-from app import service
+from app.services import labelling, workers
+from app.services import rounds as training_rounds
+from app.services import versions as model_versions
 from data.queue import choice_from_side
 from generation.backend import load_backend
 from generation.config import SamplingConfig
@@ -39,27 +40,27 @@ def questions() -> tuple[list[str], list[str]]:
 def held_out_metrics(app, held: list[str]) -> dict:
     params = SamplingConfig(samples_per_prompt=4, temperature=0.8, top_p=0.95, max_new_tokens=48, seed=1,
                             batch_size=24)
-    with load_backend("hf", app.store.deployed_version().path, device="cpu") as backend:
+    with load_backend("hf", app.store.versions.deployed().path, device="cpu") as backend:
         return probe_backend(backend, [chat(q) for q in held], 4, params).as_dict()
 
 
 def label_everything(app, annotator: str, prefer) -> int:
     """Label the queue as the UI does: next_for -> look at left/right -> submit the side clicked."""
     n = 0
-    while (item := service.next_for(app, annotator)) is not None:
+    while (item := labelling.next_for(app, annotator)) is not None:
         side = prefer(item.left_text, item.right_text)
-        service.submit(app, annotator, item.comparison_id, choice_from_side(side, item.shown_order),
-                       item.shown_order, time_spent_s=0.1)
+        labelling.label(app, annotator, item.comparison_id, item.shown_order,
+                        choice=choice_from_side(side, item.shown_order), time_spent_s=0.1)
         n += 1
     return n
 
 
 def run_loop(app, prefer) -> list[dict]:
     held, train = questions()
-    app.store.add_prompts([chat(q) for q in train], source="loop")
+    app.store.prompts.add([chat(q) for q in train], source="loop")
     history = [held_out_metrics(app, held)]
     for _ in range(ROUNDS):
-        report = service.generate(app)
+        report = workers.generate(app)
         assert report.comparisons_created > 0
         assert label_everything(app, "rule-bot", prefer) == report.comparisons_created
         run_id = training_rounds.start_round(app, deploy=True, inline=True)
@@ -87,7 +88,7 @@ def test_three_rounds_preferring_shorter_answers_make_answers_shorter(tiny_app):
     assert passes(history), f"mean chars per round {chars}, tokens {tokens}, eos {history[-1]['eos_rate']}"
     assert history[-1]["mean_tokens"] <= 0.8 * history[0]["mean_tokens"], tokens
     # the lineage: v0 <- v1 <- v2 <- v3, the last one deployed
-    versions = service.list_versions(app)
+    versions = model_versions.list_versions(app)
     assert [(v["name"], v["parent"], v["round"]) for v in versions] == [
         ("v0", None, 0), ("v1", "v0", 1), ("v2", "v1", 2), ("v3", "v2", 3)]
     assert versions[-1]["deployed"]
@@ -101,7 +102,7 @@ def truncated_in_trained_pairs(app) -> int:
 
     from data.models import Comparison, Response
 
-    ids = {cid for run in app.store.training_runs() for cid in run.comparison_ids}
+    ids = {cid for run in app.store.runs.all() for cid in run.comparison_ids}
     with app.store.read() as s:
         comps = s.exec(select(Comparison).where(col(Comparison.id).in_(ids))).all()
         response_ids = {c.response_a_id for c in comps} | {c.response_b_id for c in comps}
@@ -123,8 +124,8 @@ def test_with_bad_samples_kept_truncated_samples_do_enter_pairs(tiny_app):
     app = tiny_app("keep", **{"generation__max_new_tokens": "6", "generation__bad_samples": "keep",
                               "model__device": "cpu"})
     held, train = questions()
-    app.store.add_prompts([chat(q) for q in train[:16]], source="loop")
-    service.generate(app)
+    app.store.prompts.add([chat(q) for q in train[:16]], source="loop")
+    workers.generate(app)
     label_everything(app, "rule-bot", shorter)
     run_id = training_rounds.start_round(app, inline=True)
     assert truncated_in_trained_pairs(app) > 0, training_rounds.round_status(app, run_id)["error"]

@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from data.store import Sample
+from generation.backend import Sample
 from generation.pairing import make_pairs, pairable, text_distance
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from data.models import Comparison, Label, Prompt, Response
 from data.pairs import ResolvedRow, count_resolved, iter_resolved
-from data.store import normalize_messages
+from data.prompts import normalize_messages
 
 ALL = ("human", "import", "judge")
 
@@ -166,9 +166,9 @@ def test_source_filter(store):
 
 
 def test_since_round(store):
-    v0 = store.add_version("v0", "/m/v0", round=0)
-    v1 = store.add_version("v1", "/m/v1", parent_id=v0.id, round=1)
-    v2 = store.add_version("v2", "/m/v2", parent_id=v1.id, round=2)
+    v0 = store.versions.add("v0", "/m/v0", round=0)
+    v1 = store.versions.add("v1", "/m/v1", parent_id=v0.id, round=1)
+    v2 = store.versions.add("v2", "/m/v2", parent_id=v1.id, round=2)
     ids = [add_comparison(store, version_id=v.id) for v in (v0, v1, v2)]
     imported = add_comparison(store)
     for cid in [*ids, imported]:
@@ -190,8 +190,8 @@ def test_min_agreement(store):
 
 
 def test_metadata(store):
-    v0 = store.add_version("v0", "/m/v0", round=0)
-    v1 = store.add_version("v1", "/m/v1", parent_id=v0.id, round=1)
+    v0 = store.versions.add("v0", "/m/v0", round=0)
+    v1 = store.versions.add("v1", "/m/v1", parent_id=v0.id, round=1)
     cid = add_comparison(store, overlap=3, version_id=v1.id, response_versions=(v0.id, v1.id))
     add_labels(store, cid, "b", "b", "a")
     add_labels(store, cid, "a", source="judge")  # counted for its own source only

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from app import rounds as training_rounds
-from app import service
+from app.services import rounds as training_rounds
+from app.services import workers
 from data.export import export_pairs
 from data.importing import import_file
 from data.queue import next_comparison, submit_label
@@ -69,7 +69,7 @@ def test_a_shared_dataset_imports_exports_trains_and_reimports(name, shared_data
 
 def _sample_and_label(app, n: int) -> None:
     """The loop on a prompts file: sample from v0, then one annotator labels every comparison (A preferred)."""
-    service.generate(app, limit=n)
+    workers.generate(app, limit=n)
     while (item := next_comparison(app.store, "alice", lease_seconds=60)) is not None:
         submit_label(app.store, "alice", item.comparison_id, "a", item.shown_order)
 

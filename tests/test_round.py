@@ -6,16 +6,16 @@ import math
 import pytest
 from conftest import add_labelled_pairs, short_long_pairs
 
-from app import rounds as training_rounds
-from app import service
-from data.store import RoundBusy
+from app.services import rounds as training_rounds
+from app.services import versions as model_versions
+from data.runs import RoundBusy
 from training.config import RoundConfig
 from training.pairs import NotEnoughPairs, is_held_out, select_pairs
 from training.registry import clean_temp_dirs, next_version_name
 
 
 def v0_id(app):
-    return app.store.get_version("v0").id
+    return app.store.versions.get("v0").id
 
 
 # -- selection ------------------------------------------------------------------------------------------------------
@@ -43,8 +43,8 @@ def test_select_new_pairs_replay_share_and_eval_split(store):
     assert sorted(first.train_ids + first.eval_ids) == ids
     assert not set(first.train_ids) & set(first.eval_ids)
     # the first round used them: the next one takes only new pairs, plus half as many old ones
-    run = store.create_training_run(None, first.train_ids, {})
-    store.finish_training_run(run.id, "done")
+    run = store.runs.create(None, first.train_ids, {})
+    store.runs.finish(run.id, "done")
     new_ids = add_labelled_pairs(store, None, short_long_pairs(40, offset=100), prompt_prefix="r")
     second = select_pairs(store, cfg)
     assert {r.comparison_id for r in second.new} <= set(new_ids)
@@ -75,19 +75,19 @@ def test_registry_names_and_temp_folders(store, tmp_path):
     models = tmp_path / "models"
     (models / "v3").mkdir(parents=True)
     (models / ".v7.tmp").mkdir()
-    store.add_version("v0", "/x")
+    store.versions.add("v0", "/x")
     assert next_version_name(store, models) == "v8"
     assert clean_temp_dirs(models) == [".v7.tmp"]
     assert next_version_name(store, models) == "v4"
 
 
 def test_one_round_at_a_time(store):
-    store.create_training_run(None, [1], {})
+    store.runs.create(None, [1], {})
     with pytest.raises(RoundBusy, match="one round at a time"):
-        store.create_training_run(None, [2], {})
+        store.runs.create(None, [2], {})
     # a stale run does not block: it is marked failed and the new one is queued
-    run = store.create_training_run(None, [2], {}, is_stale=lambda r: True)
-    assert [r.status for r in store.training_runs()] == ["failed", "queued"]
+    run = store.runs.create(None, [2], {}, is_stale=lambda r: True)
+    assert [r.status for r in store.runs.all()] == ["failed", "queued"]
     assert run.id == 2
 
 
@@ -101,14 +101,14 @@ def test_a_round_trains_registers_evaluates_and_deploys(tiny_app):
     assert status["status"] == "done", status["error"]
     assert status["version"] == "v1" and status["parent"] == "v0"
 
-    run = app.store.get_training_run(run_id)
+    run = app.store.runs.get(run_id)
     steps = [m for m in run.metrics if "loss" in m]
     assert [m["step"] for m in steps] == [1, 2, 3, 4]
     for key in ("loss", "rewards/margins", "rewards/accuracies", "logps/chosen", "logps/rejected"):
         assert all(math.isfinite(m[key]) for m in steps), key
     assert run.finished_at and run.heartbeat_at and run.pid
 
-    v1 = app.store.get_version("v1")
+    v1 = app.store.versions.get("v1")
     assert v1.deployed and v1.parent_id == v0_id(app) and v1.round == 1 and v1.kind == "full"
     assert (app.models_dir / "v1" / "config.json").is_file()
     assert (app.models_dir / "v1" / "tokenizer_config.json").is_file()
@@ -120,14 +120,14 @@ def test_a_round_trains_registers_evaluates_and_deploys(tiny_app):
     assert report["eval"]["after"]["margin"] > 0
     for side in ("before", "after"):
         assert 0 <= report["probe"][side]["eos_rate"] <= 1 and report["probe"][side]["mean_tokens"] > 0
-    assert service.list_versions(app)[1]["parent"] == "v0"
+    assert model_versions.list_versions(app)[1]["parent"] == "v0"
 
     # the generator swaps to it in place (what the worker does between batches)
     from generation.backend import load_backend
     from generation.worker import ensure_serving
 
-    with load_backend("hf", app.store.get_version("v0").path, device="cpu") as backend:
-        assert ensure_serving(backend, app.store.deployed_version())
+    with load_backend("hf", app.store.versions.get("v0").path, device="cpu") as backend:
+        assert ensure_serving(backend, app.store.versions.deployed())
         assert backend.path == v1.path
 
 
@@ -140,11 +140,11 @@ def test_an_exploding_learning_rate_fails_the_round_and_promotes_nothing(tiny_ap
     assert status["status"] == "failed"
     assert "diverged" in status["error"]
     assert status["version"] is None
-    assert app.store.deployed_version().name == "v0"
-    assert [v.name for v in app.store.versions()] == ["v0"]
+    assert app.store.versions.deployed().name == "v0"
+    assert [v.name for v in app.store.versions.all()] == ["v0"]
     assert [p.name for p in app.models_dir.iterdir()] == []  # v0 is the tiny model's own folder
     # its pairs were not used up: the next round takes them again
-    assert app.store.trained_comparison_ids() == set()
+    assert app.store.runs.trained_comparison_ids() == set()
 
 
 @pytest.mark.slow
@@ -157,7 +157,7 @@ def test_a_cancelled_round_stops_and_registers_nothing(tiny_app):
     class CancelAtStep2(TrainerCallback):
         def on_step_begin(self, args, state, control, **kwargs):
             if state.global_step == 2:
-                app.store.request_cancel(run_id)
+                app.store.runs.request_cancel(run_id)
 
     from training.round import run_round
     from training.scheduler import queue_round
@@ -165,16 +165,16 @@ def test_a_cancelled_round_stops_and_registers_nothing(tiny_app):
     run_id = queue_round(app.store, app.models_dir, training_rounds.round_config(app))
     result = run_round(app.store, app.models_dir, run_id, extra_callbacks=(CancelAtStep2(),))
     assert result.status == "cancelled"
-    run = app.store.get_training_run(run_id)
+    run = app.store.runs.get(run_id)
     assert run.status == "cancelled" and max(m["step"] for m in run.metrics) <= 3
-    assert [v.name for v in app.store.versions()] == ["v0"]
+    assert [v.name for v in app.store.versions.all()] == ["v0"]
     assert [p.name for p in app.models_dir.iterdir()] == []
 
 
 def test_cancelling_a_queued_run_cancels_it_at_once(store):
-    run = store.create_training_run(None, [1], {})
-    assert store.request_cancel(run.id) == "cancelled"
-    store.create_training_run(None, [1], {})  # the lock is free again
+    run = store.runs.create(None, [1], {})
+    assert store.runs.request_cancel(run.id) == "cancelled"
+    store.runs.create(None, [1], {})  # the lock is free again
 
 
 @pytest.mark.slow
@@ -185,10 +185,10 @@ def test_a_lora_round_saves_an_adapter_on_its_parent_that_the_generator_loads(ti
     run_id = training_rounds.start_round(app, deploy=True, inline=True)
     status = training_rounds.round_status(app, run_id)
     assert status["status"] == "done", status["error"]
-    v1 = app.store.get_version("v1")
+    v1 = app.store.versions.get("v1")
     assert v1.kind == "lora" and v1.deployed
     adapter = json.loads((app.models_dir / "v1" / "adapter_config.json").read_text())
-    assert adapter["base_model_name_or_path"] == app.store.get_version("v0").path
+    assert adapter["base_model_name_or_path"] == app.store.versions.get("v0").path
 
     # a second LoRA round stacks on the first: its base is v1's folder, which the backend merges first
     add_labelled_pairs(app.store, v1.id, short_long_pairs(12, offset=50), prompt_prefix="second")
@@ -201,7 +201,7 @@ def test_a_lora_round_saves_an_adapter_on_its_parent_that_the_generator_loads(ti
     from generation.backend import load_backend
     from generation.config import SamplingConfig
 
-    with load_backend("hf", app.store.get_version("v2").path, device="cpu") as backend:
+    with load_backend("hf", app.store.versions.get("v2").path, device="cpu") as backend:
         out = backend.generate([[{"role": "user", "content": "What does json do?"}]], 2,
                                SamplingConfig(max_new_tokens=8))
     assert len(out[0]) == 2
@@ -213,7 +213,7 @@ def test_reference_initial_scores_against_v0(tiny_app):
     add_labelled_pairs(app.store, v0_id(app), short_long_pairs(16))
     training_rounds.start_round(app, deploy=True, inline=True)
     app.settings.training.reference = "initial"
-    add_labelled_pairs(app.store, app.store.get_version("v1").id, short_long_pairs(16, offset=40),
+    add_labelled_pairs(app.store, app.store.versions.get("v1").id, short_long_pairs(16, offset=40),
                        prompt_prefix="second")
     run_id = training_rounds.start_round(app, deploy=True, inline=True)
     report = training_rounds.round_status(app, run_id)["report"]
@@ -222,10 +222,16 @@ def test_reference_initial_scores_against_v0(tiny_app):
     assert report["eval"]["before"]["margin"] != pytest.approx(0.0, abs=1e-6)
 
 
-def test_round_config_mirrors_the_training_settings():
-    from app.settings import TrainingSettings
+@pytest.mark.parametrize("gate, accuracy, deployed, reason", [
+    (0.0, 0.2, True, "deployed: auto_deploy, no accuracy gate set"),
+    (0.6, 0.75, True, "deployed: auto_deploy, held-out accuracy 0.750 >= training.deploy_min_accuracy"),
+    (0.6, 0.5, False, "not deployed: held-out accuracy 0.500 < training.deploy_min_accuracy"),
+    (0.6, None, False, "not deployed: held-out accuracy nan < training.deploy_min_accuracy"),
+])
+def test_the_deploy_decision_says_which_gate_it_applied(gate, accuracy, deployed, reason):
+    from training.round import should_deploy
 
-    cfg_fields = RoundConfig.__dataclass_fields__
-    for name, field in TrainingSettings.model_fields.items():
-        assert name in cfg_fields, name
-        assert cfg_fields[name].default == field.default, name
+    cfg = RoundConfig(auto_deploy=True, deploy_min_accuracy=gate)
+    report = {"eval": {"after": {"accuracy": accuracy}}} if accuracy is not None else {}
+    assert should_deploy(cfg, report) == (deployed, reason)
+    assert should_deploy(RoundConfig(deploy=True), report) == (True, "deployed: asked for")

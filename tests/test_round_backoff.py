@@ -9,8 +9,9 @@ from click.testing import CliRunner
 from conftest import add_labelled_pairs, short_long_pairs
 from sqlmodel import select
 
-from app import rounds as training_rounds
 from app.cli import cli
+from app.services import console
+from app.services import rounds as training_rounds
 from data.models import AuditEvent, Prompt, utcnow
 from training import scheduler
 from training.config import RoundConfig
@@ -22,23 +23,23 @@ EMPTY_CONVERSATION = "ValueError: Cannot apply chat template to an empty convers
 def auto_app(web_app, monkeypatch):
     """A workdir with automatic rounds every 2 pairs, 4 pairs labelled, and round processes never launched."""
     launched = []
-    monkeypatch.setattr(scheduler, "launch", lambda workdir, run_id, url=None, store=None: launched.append(run_id))
+    monkeypatch.setattr(scheduler, "launch", lambda workdir, run_id, *a, **k: launched.append(run_id))
     t = web_app.settings.training
     t.auto_every, t.min_pairs, t.eval_fraction, t.auto_retry_s, t.auto_max_failures = 2, 2, 0.0, 60.0, 3
-    add_labelled_pairs(web_app.store, web_app.store.get_version("v0").id, short_long_pairs(4))
+    add_labelled_pairs(web_app.store, web_app.store.versions.get("v0").id, short_long_pairs(4))
     web_app.launched = launched
     return web_app
 
 
 def fail(app, run_id: int, at, error: str = EMPTY_CONVERSATION) -> None:
     """Finish run `run_id` as failed at time `at`, as a round process does (plus an old-style traceback)."""
-    app.store.finish_training_run(run_id, "failed", error=error + "\nTraceback (most recent call last):\n  ...")
-    app.store.update_training_run(run_id, finished_at=at)
+    app.store.runs.finish(run_id, "failed", error=error + "\nTraceback (most recent call last):\n  ...")
+    app.store.runs.update(run_id, finished_at=at)
 
 
 def succeed(app, run_id: int, at) -> None:
-    app.store.finish_training_run(run_id, "done")
-    app.store.update_training_run(run_id, finished_at=at)
+    app.store.runs.finish(run_id, "done")
+    app.store.runs.update(run_id, finished_at=at)
 
 
 def resume_events(app) -> list[AuditEvent]:
@@ -54,7 +55,7 @@ def test_the_wait_doubles_per_failure_up_to_the_cap():
 def test_failed_automatic_rounds_back_off_then_pause_until_resumed(auto_app):
     app, t0 = auto_app, utcnow() - timedelta(days=1)
     first = training_rounds.maybe_auto_round(app, now=t0)
-    assert first is not None and app.store.get_training_run(first).config["trigger"] == "auto"
+    assert first is not None and app.store.runs.get(first).config["trigger"] == "auto"
     fail(app, first, t0)
     assert training_rounds.maybe_auto_round(app, now=t0 + timedelta(seconds=59)) is None  # waits auto_retry_s
     second = training_rounds.maybe_auto_round(app, now=t0 + timedelta(seconds=61))
@@ -71,13 +72,13 @@ def test_failed_automatic_rounds_back_off_then_pause_until_resumed(auto_app):
 
     # the third failure in a row pauses them: no wait is long enough
     assert training_rounds.maybe_auto_round(app, now=t1 + timedelta(days=365)) is None
-    panel = training_rounds.training_panel(app)
-    assert panel["auto_paused"]
-    assert panel["auto_notice"] == (
+    panel = console.training_panel(app)
+    assert panel.auto_paused
+    assert panel.auto_notice == (
         f"Automatic rounds are paused: 3 automatic rounds failed in a row; the last (round {third}): ValueError: "
         "Cannot apply chat template to an empty conversation. Fix the cause, then resume them (the console's "
         "\"Resume automatic rounds\", or `prefloop rounds --resume-auto`).")
-    assert "Traceback" not in panel["auto_notice"]
+    assert "Traceback" not in panel.auto_notice
     assert app.launched == [first, second, third]
 
     # the CLI lists the rounds, the one-line errors and the pause; --resume-auto resumes them
@@ -102,7 +103,7 @@ def test_a_successful_manual_round_clears_the_streak_and_manual_failures_do_not_
     for k in range(2):
         fail(app, training_rounds.maybe_auto_round(app, now=t0 + timedelta(hours=k)), t0 + timedelta(hours=k))
     manual = scheduler.queue_round(app.store, app.models_dir, cfg)  # a manual round that fails: not counted
-    assert app.store.get_training_run(manual).config["trigger"] == "manual"
+    assert app.store.runs.get(manual).config["trigger"] == "manual"
     fail(app, manual, t0 + timedelta(hours=3), error="RuntimeError: out of memory")
     state = scheduler.auto_backoff(app.store, cfg, now=t0 + timedelta(hours=3))
     assert (state.failures, state.error, state.paused) == (2, EMPTY_CONVERSATION, False)
@@ -133,8 +134,8 @@ def test_the_rounds_table_and_progress_show_the_error_in_one_line(auto_app):
     app = auto_app
     run_id = training_rounds.maybe_auto_round(app)
     fail(app, run_id, utcnow())
-    panel = training_rounds.training_panel(app)
-    table = _rounds_frame(panel["rounds"])
+    panel = console.training_panel(app)
+    table = _rounds_frame(panel.rounds)
     assert table.loc[0, "error"] == EMPTY_CONVERSATION and table.loc[0, "trigger"] == "auto"
     assert table.loc[0, "status"] == "failed"
     progress = _training_progress(panel)
@@ -145,7 +146,7 @@ def test_the_rounds_table_and_progress_show_the_error_in_one_line(auto_app):
 @pytest.mark.slow
 def test_prefloop_train_reports_a_failed_round_without_a_traceback(web_app):
     app = web_app  # v0 is a placeholder path: loading it fails inside the round process
-    add_labelled_pairs(app.store, app.store.get_version("v0").id, short_long_pairs(4))
+    add_labelled_pairs(app.store, app.store.versions.get("v0").id, short_long_pairs(4))
     base = ["--workdir", str(app.workdir), "--set", "training.min_pairs=2", "--set", "training.eval_fraction=0",
             "--set", "model.device=cpu"]
     result = CliRunner().invoke(cli, [*base, "train", "--wait"])
@@ -155,7 +156,7 @@ def test_prefloop_train_reports_a_failed_round_without_a_traceback(web_app):
     last = result.output.strip().splitlines()[-1]
     assert last.startswith("Error: training run 1 failed: ") and f"(the log, with the traceback: {log})" in last
     assert "Traceback (most recent call last)" in log.read_text()
-    error = app.store.get_training_run(1).error
+    error = app.store.runs.get(1).error
     assert error.startswith("ModelLoadError: ") and "\n" not in error and error in last
     listed = CliRunner().invoke(cli, [*base, "rounds"])
     assert f"{error} (log: {log})" in listed.output and "Traceback" not in listed.output
@@ -187,13 +188,13 @@ def test_select_pairs_skips_pairs_with_an_empty_prompt(store):
 @pytest.mark.slow
 def test_an_empty_prompt_pair_does_not_break_a_real_round(tiny_app):
     app = tiny_app()
-    ids = add_labelled_pairs(app.store, app.store.get_version("v0").id, short_long_pairs(10))
+    ids = add_labelled_pairs(app.store, app.store.versions.get("v0").id, short_long_pairs(10))
     _empty_prompts(app.store, ids[:2])
     run_id = training_rounds.start_round(app, inline=True)
     status = training_rounds.round_status(app, run_id)
     assert status["status"] == "done", status["error"]
     assert status["report"]["pairs"]["skipped"] == 2 and status["skipped_pairs"] == 2
-    assert not set(app.store.get_training_run(run_id).comparison_ids) & set(ids[:2])
+    assert not set(app.store.runs.get(run_id).comparison_ids) & set(ids[:2])
 
 
 # -- the console: the failed round, the pause notice, the resume button ----------------------------------------------
@@ -209,10 +210,10 @@ def test_console_shows_the_pause_and_resumes(web_app, password_hash, tmp_path, s
 
     app = web_app
     app.settings.training.auto_every = 16
-    app.store.add_user("olivia", "operator", password_hash)
-    v0 = app.store.get_version("v0").id
+    app.store.accounts.add_user("olivia", "operator", password_hash)
+    v0 = app.store.versions.get("v0").id
     for k in range(3):
-        run = app.store.create_training_run(v0, [], {"trigger": "auto"})
+        run = app.store.runs.create(v0, [], {"trigger": "auto"})
         fail(app, run.id, utcnow() - timedelta(minutes=10 - k))
     with running_server(create_app(app)) as url, sync_playwright() as p:
         browser = _launch(p)

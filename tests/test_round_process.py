@@ -11,15 +11,17 @@ import pytest
 from click.testing import CliRunner
 from conftest import add_labelled_pairs, short_long_pairs
 
-from app import rounds as training_rounds
 from app.cli import cli
-from data.store import RoundBusy, Store
+from app.services import rounds as training_rounds
+from app.services.workdir import MODELS_DIR
+from data.runs import RoundBusy
+from data.store import Store
 from training import scheduler
 from training.registry import temp_dir
 
 
 def v0_id(app):
-    return app.store.get_version("v0").id
+    return app.store.versions.get("v0").id
 
 
 def wait_for(predicate, timeout_s: float = 120.0, interval_s: float = 0.2):
@@ -48,20 +50,22 @@ def persist_settings(app, **values) -> None:
 def test_a_round_process_streams_progress_and_finishes(tiny_app):
     app = tiny_app(training__max_steps=3)
     add_labelled_pairs(app.store, v0_id(app), short_long_pairs(12))
-    run_id, proc = scheduler.start_round(app.store, app.workdir, training_rounds.round_config(app, deploy=True))
+    run_id, proc = scheduler.start_round(app.store, app.workdir, training_rounds.round_config(app, deploy=True),
+                                         models_dir=app.models_dir)
     assert proc.wait(timeout=300) == 0, (app.workdir / "logs" / f"round-{run_id}.log").read_text()[-3000:]
-    run = app.store.get_training_run(run_id)
+    run = app.store.runs.get(run_id)
     assert run.status == "done" and run.pid == proc.pid
     assert [m["step"] for m in run.metrics if "loss" in m] == [1, 2, 3]
-    assert app.store.deployed_version().name == "v1"
+    assert app.store.versions.deployed().name == "v1"
 
 
 @pytest.mark.slow
 def test_kill_9_keeps_the_deployed_version_and_the_next_round_recovers(tiny_app):
     app = tiny_app(training__max_steps=100000, training__stale_after_s=60)
     add_labelled_pairs(app.store, v0_id(app), short_long_pairs(16))
-    run_id, proc = scheduler.start_round(app.store, app.workdir, training_rounds.round_config(app, deploy=True))
-    wait_for(lambda: any("loss" in m for m in app.store.get_training_run(run_id).metrics))
+    run_id, proc = scheduler.start_round(app.store, app.workdir, training_rounds.round_config(app, deploy=True),
+                                         models_dir=app.models_dir)
+    wait_for(lambda: any("loss" in m for m in app.store.runs.get(run_id).metrics))
     # a partial version folder, as a kill during saving leaves it
     partial = temp_dir(app.models_dir, "v1")
     partial.mkdir()
@@ -69,19 +73,19 @@ def test_kill_9_keeps_the_deployed_version_and_the_next_round_recovers(tiny_app)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
 
-    assert app.store.deployed_version().name == "v0"  # it kept serving all along
+    assert app.store.versions.deployed().name == "v0"  # it kept serving all along
     with pytest.raises(RoundBusy):  # a fresh heartbeat and a live pid would still hold the lock ...
-        app.store.create_training_run(None, [], {}, is_stale=lambda run: False)
+        app.store.runs.create(None, [], {}, is_stale=lambda run: False)
     # ... but the process is gone, so the next start marks it failed and goes ahead
     assert training_rounds.list_rounds(app)[0]["status"] == "failed"
-    assert "died" in app.store.get_training_run(run_id).error
+    assert "died" in app.store.runs.get(run_id).error
     app.settings.training.max_steps = 2
     new_id = training_rounds.start_round(app, deploy=True, inline=True)
     assert training_rounds.round_status(app, new_id)["status"] == "done"
     assert not partial.exists()
-    assert [v.name for v in app.store.versions()] == ["v0", "v1"]
+    assert [v.name for v in app.store.versions.all()] == ["v0", "v1"]
     assert (app.models_dir / "v1" / "config.json").read_text() != "{"
-    assert app.store.deployed_version().name == "v1"
+    assert app.store.versions.deployed().name == "v1"
 
 
 def test_stale_means_dead_pid_or_old_heartbeat(store):
@@ -89,17 +93,17 @@ def test_stale_means_dead_pid_or_old_heartbeat(store):
 
     from data.models import utcnow
 
-    run = store.create_training_run(None, [], {})
+    run = store.runs.create(None, [], {})
     assert not scheduler.is_stale(run, 60)
-    store.update_training_run(run.id, heartbeat_at=utcnow() - timedelta(seconds=120))
-    assert scheduler.is_stale(store.get_training_run(run.id), 60)
-    store.update_training_run(run.id, heartbeat_at=utcnow(), pid=os.getpid())
-    assert not scheduler.is_stale(store.get_training_run(run.id), 60)
+    store.runs.update(run.id, heartbeat_at=utcnow() - timedelta(seconds=120))
+    assert scheduler.is_stale(store.runs.get(run.id), 60)
+    store.runs.update(run.id, heartbeat_at=utcnow(), pid=os.getpid())
+    assert not scheduler.is_stale(store.runs.get(run.id), 60)
     dead = multiprocessing.get_context("spawn").Process(target=int)
     dead.start()
     dead.join()
-    store.update_training_run(run.id, pid=dead.pid)
-    assert scheduler.is_stale(store.get_training_run(run.id), 60)
+    store.runs.update(run.id, pid=dead.pid)
+    assert scheduler.is_stale(store.runs.get(run.id), 60)
     # another machine's pid means nothing here: only its heartbeat counts
     with store.write() as s:
         from data.models import TrainingRun
@@ -107,8 +111,8 @@ def test_stale_means_dead_pid_or_old_heartbeat(store):
         row = s.get(TrainingRun, run.id)
         row.config = {"host": "another-machine"}
         s.add(row)
-    assert not scheduler.is_stale(store.get_training_run(run.id), 60)
-    store.update_training_run(run.id, config={})
+    assert not scheduler.is_stale(store.runs.get(run.id), 60)
+    store.runs.update(run.id, config={})
     assert scheduler.recover_stale_runs(store, 60) == [run.id]
 
 
@@ -136,14 +140,14 @@ def test_the_round_lock_lets_exactly_one_process_through(store, workdir):
 
     from data.models import utcnow
 
-    store.add_version("v0", str(workdir / "v0"))
-    store.deploy("v0")
-    add_labelled_pairs(store, store.get_version("v0").id, short_long_pairs(6))
-    stale = store.create_training_run(None, [], {})
-    store.update_training_run(stale.id, heartbeat_at=utcnow() - timedelta(hours=1))
+    store.versions.add("v0", str(workdir / "v0"))
+    store.versions.deploy("v0")
+    add_labelled_pairs(store, store.versions.get("v0").id, short_long_pairs(6))
+    stale = store.runs.create(None, [], {})
+    store.runs.update(stale.id, heartbeat_at=utcnow() - timedelta(hours=1))
     ctx = multiprocessing.get_context("spawn")
     barrier, results = ctx.Barrier(4), ctx.Queue()
-    procs = [ctx.Process(target=_try_round, args=(store.url, str(workdir / "models"), barrier, results))
+    procs = [ctx.Process(target=_try_round, args=(store.url, str(workdir / MODELS_DIR), barrier, results))
              for _ in range(4)]
     for p in procs:
         p.start()
@@ -157,13 +161,13 @@ def test_the_round_lock_lets_exactly_one_process_through(store, workdir):
     assert [kind for kind, _ in outcomes] == ["busy"] * 3 + ["won"], outcomes
     [(_, won)] = [o for o in outcomes if o[0] == "won"]
     assert all(f"training run {won} is queued; one round at a time" in why for kind, why in outcomes if kind == "busy")
-    runs = {run.id: run.status for run in store.training_runs()}
+    runs = {run.id: run.status for run in store.runs.all()}
     assert runs == {stale.id: "failed", won: "queued"}
 
 
 def test_automatic_rounds_every_n_new_pairs(tiny_app, monkeypatch):
     launched = []
-    monkeypatch.setattr(scheduler, "launch", lambda workdir, run_id, url=None, store=None: launched.append(run_id))
+    monkeypatch.setattr(scheduler, "launch", lambda workdir, run_id, *a, **k: launched.append(run_id))
     app = tiny_app(training__min_pairs=2, training__eval_fraction=0)
     add_labelled_pairs(app.store, v0_id(app), short_long_pairs(5))
     assert training_rounds.maybe_auto_round(app) is None  # auto_every = 0: off
@@ -173,7 +177,7 @@ def test_automatic_rounds_every_n_new_pairs(tiny_app, monkeypatch):
     run_id = training_rounds.maybe_auto_round(app)
     assert run_id is not None and launched == [run_id]
     assert training_rounds.maybe_auto_round(app) is None  # one at a time
-    assert app.store.get_training_run(run_id).pairs_used == 6
+    assert app.store.runs.get(run_id).pairs_used == 6
 
 
 # -- the CLI ----------------------------------------------------------------------------------------------------------
@@ -201,9 +205,9 @@ def test_cli_train_wait_rounds_and_cancel(tiny_app):
     assert result.exit_code == 0 and "training run 2 started" in result.output
     wait_for(lambda: training_rounds.round_status(app, 2)["status"] not in ("queued", "running"))
     assert training_rounds.round_status(app, 2)["status"] == "done"
-    assert app.store.deployed_version().name == "v1"  # without --deploy it is registered, not deployed
+    assert app.store.versions.deployed().name == "v1"  # without --deploy it is registered, not deployed
 
-    run = app.store.create_training_run(v0_id(app), [], {})
+    run = app.store.runs.create(v0_id(app), [], {})
     result = runner.invoke(cli, [*base, "cancel", str(run.id)])
     assert result.exit_code == 0 and f"training run {run.id}: cancelled" in result.output
     assert runner.invoke(cli, [*base, "cancel", "999"]).exit_code != 0
@@ -220,11 +224,38 @@ def test_the_heartbeat_thread_keeps_a_run_fresh(store):
     from datetime import timedelta
 
     from data.models import utcnow
-    from training.round import Heartbeat
+    from training.progress import Heartbeat
 
-    run = store.create_training_run(None, [], {})
-    store.update_training_run(run.id, heartbeat_at=utcnow() - timedelta(seconds=600))
-    assert scheduler.is_stale(store.get_training_run(run.id), 60)
+    run = store.runs.create(None, [], {})
+    store.runs.update(run.id, heartbeat_at=utcnow() - timedelta(seconds=600))
+    assert scheduler.is_stale(store.runs.get(run.id), 60)
     with Heartbeat(store, run.id, interval_s=0.05):
         time.sleep(0.3)
-    assert not scheduler.is_stale(store.get_training_run(run.id), 60)
+    assert not scheduler.is_stale(store.runs.get(run.id), 60)
+
+
+@pytest.mark.slow
+def test_four_train_commands_at_once_start_exactly_one_round(tmp_path, tiny_model_dir, db_url):
+    """Four `prefloop train --no-wait` processes on one database: one starts a round, three are told why not."""
+    import subprocess
+    import sys
+
+    from app.services.workdir import init_workdir
+
+    settings = {"training": {"min_pairs": 4, "max_steps": 1, "batch_size": 4, "probe_prompts": 1},
+                "generation": {"max_new_tokens": 8}, "model": {"device": "cpu"}}
+    app, _ = init_workdir(tmp_path / "race", base=str(tiny_model_dir), config_values=settings, database_url=db_url)
+    add_labelled_pairs(app.store, v0_id(app), short_long_pairs(8))
+    prefloop = Path(sys.executable).with_name("prefloop")
+    command = [str(prefloop), "--workdir", str(app.workdir), "train", "--no-wait"]
+    procs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for _ in range(4)]
+    outputs = [(p.wait(timeout=180), p.stdout.read()) for p in procs]
+    started = [out for code, out in outputs if code == 0]
+    refused = [out for code, out in outputs if code != 0]
+    assert len(started) == 1 and "training run 1 started" in started[0], outputs
+    assert len(refused) == 3 and all("training run 1 is" in out and "one round at a time" in out
+                                     for out in refused), outputs
+    assert "Traceback" not in "".join(out for _, out in outputs)
+    assert [run.id for run in app.store.runs.all()] == [1]
+    wait_for(lambda: training_rounds.round_status(app, 1)["status"] not in ("queued", "running"), timeout_s=300)

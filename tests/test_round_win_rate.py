@@ -1,10 +1,10 @@
-"""Issue #5: a round's win-rate against its parent with the configured judge (#6), when training.win_rate_judge."""
+"""A round's win-rate against its parent with the configured judge, when training.win_rate_judge."""
 
 import pytest
 from conftest import add_labelled_pairs, short_long_pairs
 
-from app import rounds as training_rounds
-from training.round import win_rate_report
+from app.services import rounds as training_rounds
+from training.evaluate import win_rate_report
 
 PROMPT = [{"role": "user", "content": "What does json do?"}]
 SHORTER = {"kind": "python", "function": "generation.judges:prefer_shorter"}
@@ -44,7 +44,7 @@ def test_a_round_reports_its_win_rate_against_the_parent(tiny_app, on):
     over = {"training__win_rate_judge": "true", "judge__kind": "python",
             "judge__function": "generation.judges:prefer_shorter"} if on else {}
     app = tiny_app(training__max_steps=2, training__probe_prompts=3, **over)
-    add_labelled_pairs(app.store, app.store.get_version("v0").id, short_long_pairs(24))
+    add_labelled_pairs(app.store, app.store.versions.get("v0").id, short_long_pairs(24))
     run_id = training_rounds.start_round(app, inline=True)
     status = training_rounds.round_status(app, run_id)
     assert status["status"] == "done", status["error"]
@@ -60,4 +60,4 @@ def test_a_round_reports_its_win_rate_against_the_parent(tiny_app, on):
     assert win["wins"] + win["losses"] + win["ties"] + win["abstains"] == probes
     decided = win["wins"] + win["losses"] + win["ties"]
     assert win["win_rate"] is None if not decided else 0 <= win["win_rate"] <= 1
-    assert app.store.get_version(status["version"]).metrics["win_rate"] == win
+    assert app.store.versions.get(status["version"]).metrics["win_rate"] == win

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, inspect
 
+from app.services.workdir import DB_NAME
 from data import schema
 from data.db import make_engine
 from data.store import Store
@@ -129,7 +130,8 @@ def test_upgraded_database_serves_the_queue_and_exports_its_pairs(tmp_path):
 
 def test_an_old_database_is_refused_with_what_to_run(tmp_path):
     url = _load_first_landing(tmp_path / "old.db")
-    with pytest.raises(schema.SchemaOutdated, match=r"revision 0001 .* needs 0002: run `prefloop db upgrade`"):
+    needs = rf"revision 0001 .* needs {schema.HEAD}: run `prefloop db upgrade`"
+    with pytest.raises(schema.SchemaOutdated, match=needs):
         Store(url)
 
 
@@ -164,7 +166,7 @@ def test_cli_refuses_an_old_schema_then_db_upgrade_migrates_it(tmp_path):
     base = tmp_path / "base"
     base.mkdir()
     assert _cli("init", "--base", base, workdir=workdir).returncode == 0
-    db = workdir / "prefloop.db"
+    db = workdir / DB_NAME
     db.unlink()
     _load_first_landing(db)
 

@@ -14,9 +14,11 @@ import pytest
 from conftest import TEST_PASSWORD
 from sqlmodel import select
 
-from app import rounds as training_rounds
-from app import service
 from app.server import create_app, running_server
+from app.services import accounts, console, transfer
+from app.services import rounds as training_rounds
+from app.services.workdir import init_workdir, open_app
+from app.services.workers import GenerationWorker
 from data.models import ApiToken, Comparison, Label
 
 
@@ -28,7 +30,7 @@ def server(web_app):
 
 def add_users(app, password_hash, names, role="annotator"):
     for name in names:
-        app.store.add_user(name, role, password_hash)
+        app.store.accounts.add_user(name, role, password_hash)
 
 
 def login(url: str, name: str) -> httpx.Client:
@@ -60,13 +62,13 @@ def test_expired_tokens_and_deleted_users_are_refused(web_app, password_hash):
     from data.models import utcnow
 
     add_users(web_app, password_hash, ["alice"])
-    token, user = service.issue_token(web_app, "alice", TEST_PASSWORD)
-    assert service.user_for_token(web_app, token).name == "alice"
-    assert service.user_for_token(web_app, token + "x") is None
-    assert service.issue_token(web_app, "alice", "wrong password") is None
+    token, user = accounts.issue_token(web_app, "alice", TEST_PASSWORD)
+    assert accounts.user_for_token(web_app, token).name == "alice"
+    assert accounts.user_for_token(web_app, token + "x") is None
+    assert accounts.issue_token(web_app, "alice", "wrong password") is None
     with web_app.store.write() as s:
         s.exec(update(ApiToken).values(expires_at=utcnow() - timedelta(seconds=1)))
-    assert service.user_for_token(web_app, token) is None
+    assert accounts.user_for_token(web_app, token) is None
 
 
 def test_next_label_progress_and_idempotent_submit(server, web_app, password_hash, seed):
@@ -246,18 +248,16 @@ def test_console_events_are_refused_to_annotators_over_http(web_app, password_ha
                     assert allowed["success"] is True, (name, allowed)
             started = call_event(operator, events["start_training"][0], [False])
             assert "Round not started: only 0 new labelled pair(s)" in json.dumps(started), started  # not a traceback
-            assert web_app.store.training_runs() == []
+            assert web_app.store.runs.all() == []
             with httpx.Client(base_url=url) as anonymous:
                 r = anonymous.post("/gradio_api/queue/join", json={"data": [], "fn_index": events["deploy"][0],
                                                                    "session_hash": "x", "trigger_id": None})
                 assert r.status_code in (401, 403)
-    assert web_app.store.deployed_version().name == "v0"
-    assert service.stats(web_app)["prompts"] == 2  # the seeded one and the operator's import, once
+    assert web_app.store.versions.deployed().name == "v0"
+    assert console.stats(web_app)["prompts"] == 2  # the seeded one and the operator's import, once
 
 
 def test_generation_worker_starts_and_stops(web_app):
-    from app.server import GenerationWorker
-
     worker = GenerationWorker(web_app)
     assert "stopped" in worker.status()
     assert worker.start() == "generation started"
@@ -267,7 +267,7 @@ def test_generation_worker_starts_and_stops(web_app):
     assert not worker.running and worker.error
     assert "not running" in worker.stop()
     assert threading.active_count() >= 1
-    assert service.stats(web_app)["prompts"] == 0
+    assert console.stats(web_app)["prompts"] == 0
 
 
 def test_serve_verb_prints_the_url_and_serves(web_app, password_hash):
@@ -295,12 +295,11 @@ def test_serve_verb_prints_the_url_and_serves(web_app, password_hash):
 
 
 def test_demo_creates_the_operator_once_and_shows_its_password_once(web_app):
-    from app.auth import authenticate
     from app.cli import _demo_operator
 
     first = _demo_operator(web_app)
     password = first.split("one-time password ")[1].split()[0]
-    assert authenticate(web_app, "operator", password).role == "operator"
+    assert accounts.authenticate(web_app, "operator", password).role == "operator"
     second = _demo_operator(web_app)
     assert password not in second and "operator" in second
 
@@ -312,13 +311,11 @@ def test_worker_starts_an_automatic_round_after_a_generation_batch(tiny_app, mon
 
     from conftest import add_labelled_pairs, short_long_pairs
 
-    from app.server import GenerationWorker
-
     app = tiny_app(training__auto_every=4, generation__queue_target=100, generation__samples_per_prompt=2,
                    generation__batch_size=1)
-    v0 = app.store.get_version("v0")
+    v0 = app.store.versions.get("v0")
     add_labelled_pairs(app.store, v0.id, short_long_pairs(12))
-    app.store.add_prompts(["A fresh prompt for the worker to sample."])
+    app.store.prompts.add(["A fresh prompt for the worker to sample."])
     launched = []
     monkeypatch.setattr("training.scheduler.launch", lambda workdir, run_id, *a, **k: launched.append(run_id))
     worker = GenerationWorker(app)
@@ -332,7 +329,7 @@ def test_worker_starts_an_automatic_round_after_a_generation_batch(tiny_app, mon
         worker.stop(wait=60)
     assert worker.error is None and worker.auto_error is None, worker.status()
     assert worker.batches >= 1 and worker.auto_rounds == launched and len(launched) == 1, worker.status()
-    run = app.store.get_training_run(launched[0])
+    run = app.store.runs.get(launched[0])
     assert run.status == "queued" and run.pairs_used >= 4
     assert "started run(s) 1" in worker.status()
     assert training_rounds.maybe_auto_round(app) is None  # one round at a time
@@ -341,15 +338,15 @@ def test_worker_starts_an_automatic_round_after_a_generation_batch(tiny_app, mon
 def test_demo_workdir_runs_automatic_rounds_unless_overridden(tmp_path):
     from app.cli import DEMO_TRAINING, _demo_rounds
 
-    app, created = service.init_workdir(tmp_path / "demo", base=str(tmp_path / "base"),
-                                        config_values={"training": DEMO_TRAINING})
+    app, created = init_workdir(tmp_path / "demo", base=str(tmp_path / "base"),
+                                config_values={"training": DEMO_TRAINING})
     try:
         t = app.settings.training
         assert created and (t.auto_every, t.min_pairs, t.auto_deploy) == (16, 16, True)
         assert "a DPO round starts every 16 new labelled pairs" in _demo_rounds(app)
     finally:
         app.close()
-    off = service.open_app(tmp_path / "demo", {"training.auto_every": "0"})  # the user's override wins
+    off = open_app(tmp_path / "demo", {"training.auto_every": "0"})  # the user's override wins
     try:
         assert "automatic DPO rounds are off" in _demo_rounds(off)
     finally:
@@ -380,12 +377,12 @@ def test_export_route_streams_the_same_bytes_as_the_cli_export(server, web_app, 
     from conftest import add_labelled_pairs, short_long_pairs
 
     add_users(web_app, password_hash, ["olivia"], role="operator")
-    v0 = web_app.store.get_version("v0")
+    v0 = web_app.store.versions.get("v0")
     add_labelled_pairs(web_app.store, v0.id, short_long_pairs(7))
     add_labelled_pairs(web_app.store, v0.id, short_long_pairs(2, offset=7), choice="tie", prompt_prefix="t")
     for fmt in ("trl", "openai"):
         out = tmp_path / fmt / "pairs.jsonl"
-        service.export_data(web_app, out, fmt=fmt, include_ties=True, metadata=True)  # what `prefloop export` does
+        transfer.export_data(web_app, out, fmt=fmt, include_ties=True, metadata=True)  # what `prefloop export` does
         files = {"pairs": out, "ties&metadata=true": out.with_name("pairs.ties.jsonl"),
                  "metadata": out.with_name("pairs.metadata.jsonl")}
         with closing(login(server, "olivia")) as client:
@@ -527,8 +524,6 @@ def test_serve_workers_reports_a_process_that_died_and_stops_the_rest(web_app):
 
 
 def test_only_the_first_process_samples(web_app):
-    from app.server import GenerationWorker
-
     worker = GenerationWorker(web_app, elsewhere="http://127.0.0.1:7860/")
     for message in (worker.start(), worker.status(), worker.stop()):
         assert "first server process only" in message and "http://127.0.0.1:7860/" in message

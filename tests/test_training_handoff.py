@@ -3,7 +3,7 @@
 import pytest
 from conftest import add_labelled_pairs, short_long_pairs
 
-from app import rounds as training_rounds
+from app.services import rounds as training_rounds
 from training.handoff import can_sleep, generator_asleep, serve, train_with_handoff
 
 
@@ -57,11 +57,11 @@ def test_nothing_deployed_anew_means_no_swap_and_a_failure_still_wakes():
 @pytest.mark.slow
 def test_service_round_with_an_in_process_generator(tiny_app):
     app = tiny_app(training__max_steps=2)
-    add_labelled_pairs(app.store, app.store.get_version("v0").id, short_long_pairs(10))
-    backend = SleepyBackend(app.store.get_version("v0").path)
+    add_labelled_pairs(app.store, app.store.versions.get("v0").id, short_long_pairs(10))
+    backend = SleepyBackend(app.store.versions.get("v0").path)
     run_id = training_rounds.start_round(app, deploy=True, generator=backend)
     assert training_rounds.round_status(app, run_id)["status"] == "done"
-    assert backend.calls == ["sleep", "wake", f"load {app.store.get_version('v1').path}"]
+    assert backend.calls == ["sleep", "wake", f"load {app.store.versions.get('v1').path}"]
 
 
 @pytest.mark.slow
@@ -69,7 +69,7 @@ def test_hf_backend_hand_off_is_a_load_version(tiny_app):
     from generation.backend import load_backend
 
     app = tiny_app(training__max_steps=2)
-    add_labelled_pairs(app.store, app.store.get_version("v0").id, short_long_pairs(10))
-    with load_backend("hf", app.store.get_version("v0").path, device="cpu") as backend:
+    add_labelled_pairs(app.store, app.store.versions.get("v0").id, short_long_pairs(10))
+    with load_backend("hf", app.store.versions.get("v0").path, device="cpu") as backend:
         training_rounds.start_round(app, deploy=True, generator=backend)
-        assert backend.path == app.store.get_version("v1").path
+        assert backend.path == app.store.versions.get("v1").path

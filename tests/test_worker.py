@@ -2,15 +2,14 @@
 
 import threading
 import time
-from dataclasses import fields, replace
+from dataclasses import replace
 from math import comb
 
 import pytest
 from sqlmodel import select
 
 from data.models import Comparison, Response
-from data.store import Sample
-from generation.backend import load_backend
+from generation.backend import Sample, load_backend
 from generation.config import SamplingConfig
 from generation.pairing import pairable
 from generation.worker import NoDeployedVersion, generate_once, watch
@@ -20,7 +19,6 @@ QUESTIONS = ["What does json.dumps do?", "Explain collections.Counter.", "What i
              "Briefly, what does os.path.join do?"]
 
 
-
 @pytest.fixture(scope="module")
 def backend(tiny_model_dir):
     b = load_backend("hf", str(tiny_model_dir), device="cpu")
@@ -28,17 +26,16 @@ def backend(tiny_model_dir):
     b.close()
 
 
-
 @pytest.fixture
 def v0(store, tiny_model_dir):
-    store.add_version("v0", str(tiny_model_dir))
-    store.deploy("v0")
-    return store.get_version("v0")
+    store.versions.add("v0", str(tiny_model_dir))
+    store.versions.deploy("v0")
+    return store.versions.get("v0")
 
 
 @pytest.fixture
 def prompt_ids(store):
-    return store.add_prompts(QUESTIONS, source="test").ids
+    return store.prompts.add(QUESTIONS, source="test").ids
 
 
 def responses(store, **where) -> list[Response]:
@@ -52,15 +49,6 @@ def responses(store, **where) -> list[Response]:
 def comparisons(store) -> list[Comparison]:
     with store.read() as s:
         return list(s.exec(select(Comparison)).all())
-
-
-def test_sampling_config_mirrors_the_generation_settings():
-    from app.settings import GenerationSettings, LabellingSettings
-
-    settings = GenerationSettings()
-    cfg = SamplingConfig(**settings.model_dump(), overlap=LabellingSettings().overlap)
-    assert {f.name for f in fields(SamplingConfig)} == set(GenerationSettings.model_fields) | {"overlap"}
-    assert cfg == SamplingConfig()  # the defaults agree too
 
 
 def test_every_response_knows_the_version_and_params_that_made_it(store, backend, v0, prompt_ids):
@@ -120,10 +108,10 @@ def test_drop_stores_truncated_samples_but_never_pairs_them(store, backend, v0, 
 
 
 def test_long_prompts_are_recorded_as_skipped_with_a_reason(store, backend, v0, prompt_ids):
-    [long_id] = store.add_prompts(["word " * (backend.context_length + 10)]).ids
+    [long_id] = store.prompts.add(["word " * (backend.context_length + 10)]).ids
     report = generate_once(store, backend, CFG)
     assert list(report.skipped) == [long_id]
-    assert "context" in store.get_prompt(long_id).skip_reason
+    assert "context" in store.prompts.get(long_id).skip_reason
     assert report.prompts_sampled == len(QUESTIONS)
     assert not responses(store, prompt_id=long_id)
     assert generate_once(store, backend, CFG).prompts_skipped == 0  # not retried
@@ -137,36 +125,37 @@ def test_generation_without_a_deployed_version_is_a_clear_error(store, backend, 
 def test_deploying_with_retire_retires_the_old_versions_open_comparisons(store, backend, v0, prompt_ids, v1_dir):
     cfg = replace(CFG, on_deploy="retire")
     generate_once(store, backend, cfg)
-    open_before = store.open_comparison_count(v0.id)
+    open_before = store.prompts.open_comparison_count(v0.id)
     assert open_before > 0
-    store.add_version("v1", str(v1_dir), parent_id=v0.id, round=1)
-    assert store.deploy("v1", retire_open=cfg.on_deploy == "retire") == open_before
-    assert store.open_comparison_count() == 0
+    store.versions.add("v1", str(v1_dir), parent_id=v0.id, round=1)
+    assert store.versions.deploy("v1", retire_open=cfg.on_deploy == "retire") == open_before
+    assert store.prompts.open_comparison_count() == 0
     report = generate_once(store, backend, cfg)
-    v1 = store.get_version("v1")
+    v1 = store.versions.get("v1")
     assert report.version == "v1" and report.versions_loaded == ["v1"]
     assert report.prompts_sampled == len(QUESTIONS)  # every prompt again, now on-policy for v1
-    assert store.open_comparison_count() == store.open_comparison_count(v1.id) == report.comparisons_created
+    open_now = store.prompts.open_comparison_count()
+    assert open_now == store.prompts.open_comparison_count(v1.id) == report.comparisons_created
 
 
 def test_deploying_with_keep_leaves_the_old_versions_comparisons_open(store, backend, v0, prompt_ids, v1_dir):
     cfg = replace(CFG, on_deploy="keep")
     generate_once(store, backend, cfg)
-    open_before = store.open_comparison_count(v0.id)
-    store.add_version("v1", str(v1_dir), parent_id=v0.id, round=1)
-    assert store.deploy("v1", retire_open=cfg.on_deploy == "retire") == 0
+    open_before = store.prompts.open_comparison_count(v0.id)
+    store.versions.add("v1", str(v1_dir), parent_id=v0.id, round=1)
+    assert store.versions.deploy("v1", retire_open=cfg.on_deploy == "retire") == 0
     generate_once(store, backend, cfg)
-    assert store.open_comparison_count(v0.id) == open_before
-    assert store.open_comparison_count(store.get_version("v1").id) > 0
+    assert store.prompts.open_comparison_count(v0.id) == open_before
+    assert store.prompts.open_comparison_count(store.versions.get("v1").id) > 0
 
 
 def test_watch_picks_up_a_newly_deployed_version_and_new_responses_carry_it(store, backend, v0, prompt_ids, v1_dir):
     cfg = replace(CFG, batch_size=2, queue_target=1000, watch_interval_s=0.01)
-    v1 = store.add_version("v1", str(v1_dir), parent_id=v0.id, round=1)
+    v1 = store.versions.add("v1", str(v1_dir), parent_id=v0.id, round=1)
 
     def deploy_v1_after_first_batch(report):
         if report.batches == 1:
-            store.deploy("v1", retire_open=False)
+            store.versions.deploy("v1", retire_open=False)
 
     report = watch(store, backend, cfg, threading.Event(), max_batches=2, on_batch=deploy_v1_after_first_batch)
     assert report.batches == 2
@@ -186,14 +175,14 @@ def test_watch_tops_the_queue_up_to_the_target_then_waits_until_stopped(store, b
     thread = threading.Thread(target=lambda: result.update(report=watch(store, backend, cfg, stop)))
     thread.start()
     deadline = time.monotonic() + 30
-    while store.open_comparison_count() < cfg.queue_target and time.monotonic() < deadline:
+    while store.prompts.open_comparison_count() < cfg.queue_target and time.monotonic() < deadline:
         time.sleep(0.05)
     time.sleep(0.3)  # several watch intervals with a full queue: no more sampling
     stop.set()
     thread.join(timeout=10)
     assert not thread.is_alive()
     report = result["report"]
-    assert store.open_comparison_count() >= cfg.queue_target
+    assert store.prompts.open_comparison_count() >= cfg.queue_target
     assert report.prompts_sampled < len(QUESTIONS)  # it stopped once the queue was full
     assert report.prompts_sampled == len({r.prompt_id for r in responses(store)})
 

@@ -1,12 +1,15 @@
-"""Step 4 of a round: held-out implicit-reward accuracy and margin, and what sampled answers look like.
+"""Step 4 of a round, what a new version is measured by: held-out implicit-reward accuracy and margin, probes of
+its sampled answers (length, EOS rate), and its win-rate against its parent with the configured judge."""
 
-The implicit reward of a response is beta * (log p_policy(y|x) - log p_ref(y|x)); a pair is "right" when the
-chosen response's reward is above the rejected one's. Probes sample a fixed set of held-out prompts and
-report mean response length (tokens) and the share of samples that ended with EOS."""
-
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
+
+from training.config import RoundConfig
+
+log = logging.getLogger(__name__)
 
 
 def _encode_pair(tokenizer, prompt: list[dict], response: str, max_length: int) -> tuple[list[int], int]:
@@ -59,7 +62,8 @@ def pair_logps(model, tokenizer, examples: Sequence[dict], max_length: int) -> t
 
 def reward_metrics(policy: tuple[list[float], list[float]], ref: tuple[list[float], list[float]],
                    beta: float) -> dict[str, float]:
-    """Implicit-reward accuracy (ties count half) and mean margin over held-out pairs."""
+    """Implicit-reward accuracy (ties count half) and mean margin over held-out pairs. The implicit reward of a
+    response is beta * (log p_policy(y|x) - log p_ref(y|x)); a pair is right when the chosen one's is higher."""
     margins = [beta * ((pc - rc) - (pr - rr)) for pc, pr, rc, rr in zip(*policy, *ref, strict=True)]
     if not margins:
         return {"accuracy": float("nan"), "margin": float("nan"), "pairs": 0}
@@ -109,3 +113,70 @@ def probe(path: str, prompts: Sequence[list[dict]], samples: int, params, device
         return summarize([])
     with load_backend("hf", path, device=device) as backend:
         return probe_backend(backend, prompts, samples, params)
+
+
+def run_probes(cfg: RoundConfig, parent_path: str, new_path: str, prompts: list[list[dict]]):
+    """Sample the parent and the new version on (at most cfg.probe_prompts distinct) held-out prompts:
+    (the prompts, the parent's ProbeResult, the new version's ProbeResult); the results keep the texts."""
+    from generation.config import SamplingConfig
+
+    unique, seen = [], set()
+    for p in prompts:
+        key = repr(p)
+        if key not in seen:
+            seen.add(key)
+            unique.append(p)
+    unique = unique[:cfg.probe_prompts]
+    if not unique:
+        return [], None, None
+    params = SamplingConfig(samples_per_prompt=max(2, cfg.probe_samples), temperature=cfg.temperature,
+                            top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed, batch_size=16)
+    before = probe(parent_path, unique, cfg.probe_samples, params, cfg.device)
+    after = probe(new_path, unique, cfg.probe_samples, params, cfg.device)
+    return unique, before, after
+
+
+def probe_summary(prompts: list[list[dict]], before, after) -> dict[str, Any]:
+    if not prompts:
+        return {"prompts": 0}
+    return {"prompts": len(prompts), "before": before.as_dict(), "after": after.as_dict()}
+
+
+def win_rate_report(judge_cfg: dict[str, Any], prompts: list[list[dict]], parent_texts: list[list[str]] | None,
+                    new_texts: list[list[str]] | None) -> dict[str, Any]:
+    """The new version's win-rate against its parent: per probe prompt, the first sample of each judged in both
+    orders (a position flip is a tie; see generation.judges.judge_both_orders). A prompt either side has no
+    sample for is an abstain. win_rate = (wins + ties / 2) / (wins + losses + ties), None when nothing was decided.
+    A judge that fails is recorded (`error`), never failing the round."""
+    from generation.judges import JudgeConfig, JudgeItem, judge_both_orders, make_judge
+
+    out: dict[str, Any] = {"judge": judge_cfg.get("name") or judge_cfg.get("kind"), "wins": 0, "losses": 0,
+                           "ties": 0, "abstains": 0, "win_rate": None}
+    if "error" in judge_cfg:
+        return {**out, "error": judge_cfg["error"]}
+    parent_texts, new_texts = parent_texts or [], new_texts or []
+    items, skipped = [], 0
+    for k, prompt in enumerate(prompts):
+        a = parent_texts[k] if k < len(parent_texts) else []
+        b = new_texts[k] if k < len(new_texts) else []
+        if a and b:
+            items.append(JudgeItem(prompt, a[0], b[0]))
+        else:
+            skipped += 1
+    try:
+        judge = make_judge(JudgeConfig(**judge_cfg))
+        out["judge"] = getattr(judge, "name", out["judge"])
+        try:
+            verdicts = judge_both_orders(judge, items) if items else []
+        finally:
+            judge.close()
+    except Exception as error:  # the round's other results stand without the win-rate
+        log.warning("win-rate judging failed: %s", error, exc_info=True)
+        return {**out, "error": f"{type(error).__name__}: {error}"}
+    counts = {"b": "wins", "a": "losses", "tie": "ties", "abstain": "abstains"}  # A: the parent, B: the new version
+    for v in verdicts:
+        out[counts[v.verdict.choice]] += 1
+    out["abstains"] += skipped
+    decided = out["wins"] + out["losses"] + out["ties"]
+    out["win_rate"] = (out["wins"] + 0.5 * out["ties"]) / decided if decided else None
+    return out

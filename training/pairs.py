@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from data.pairs import ResolvedRow, iter_resolved
-from data.store import prompt_hash
+from data.prompts import prompt_hash
 from training.config import RoundConfig
 
 
@@ -76,7 +76,7 @@ def all_resolved_pairs(store, cfg: RoundConfig) -> list[ResolvedRow]:
     if cfg.judge_labels == "never":
         return rows
     have = {r.comparison_id for r in rows}
-    human = store.human_labelled_comparison_ids() if cfg.judge_labels == "fill" else set()
+    human = store.runs.human_labelled_comparison_ids() if cfg.judge_labels == "fill" else set()
     rows += [r for r in iter_resolved(store, sources=("judge",)) if r.comparison_id not in have | human]
     rows.sort(key=lambda r: r.comparison_id)
     return rows
@@ -84,7 +84,7 @@ def all_resolved_pairs(store, cfg: RoundConfig) -> list[ResolvedRow]:
 
 def select_pairs(store, cfg: RoundConfig, seed: int | None = None) -> Selection:
     """New pairs + replayed older pairs for training, and the held-out pairs (at most eval_max_pairs)."""
-    trained = store.trained_comparison_ids()
+    trained = store.runs.trained_comparison_ids()
     sel, old = Selection(), []
     for row in all_resolved_pairs(store, cfg):
         if unusable(row) is not None:

@@ -12,7 +12,7 @@ VERSION_NAME = re.compile(r"^v(\d+)$")
 def next_version_name(store, models_dir: Path) -> str:
     """v(N+1) for the highest N among registered versions and folders (a folder without a row still counts)."""
     numbers = [0]
-    names = [v.name for v in store.versions()]
+    names = [v.name for v in store.versions.all()]
     if models_dir.is_dir():
         names += [p.name for p in models_dir.iterdir()]
         names += [p.name[1:-4] for p in models_dir.iterdir() if p.name.startswith(".") and p.name.endswith(".tmp")]
@@ -44,3 +44,28 @@ def promote(tmp: Path, final: Path) -> Path:
         raise FileExistsError(f"model folder {final} already exists")
     os.replace(tmp, final)
     return final
+
+
+class Staging:
+    """The temp folder a round writes its new version into: emptied when the round names it, removed on the way
+    out unless promoted, so a failed or cancelled round leaves no half-written folder behind."""
+
+    def __init__(self, models_dir: Path):
+        self.models_dir, self.path = models_dir, None
+
+    def folder(self, name: str) -> Path:
+        self.path = temp_dir(self.models_dir, name)
+        shutil.rmtree(self.path, ignore_errors=True)
+        return self.path
+
+    def promote(self, name: str) -> Path:
+        final = promote(self.path, self.models_dir / name)
+        self.path = None
+        return final
+
+    def __enter__(self) -> "Staging":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.path is not None:
+            shutil.rmtree(self.path, ignore_errors=True)

@@ -1,4 +1,4 @@
-"""The round process: `python -m training.run_round --workdir DIR --run-id N`, with the database URL in the
+"""The round process: `python -m training.run_round --models-dir DIR --run-id N`, with the database URL in the
 environment (DATABASE_URL_ENV), never on the command line where `ps` would show its password.
 
 Runs queued TrainingRun N (see training.round) and exits 0 when it is done, 1 when it failed or was cancelled."""
@@ -12,7 +12,7 @@ from pathlib import Path
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.run_round", description=__doc__)
-    parser.add_argument("--workdir", type=Path, required=True, help="the prefloop workdir")
+    parser.add_argument("--models-dir", type=Path, required=True, help="the model registry to train into")
     parser.add_argument("--run-id", type=int, required=True, help="the queued TrainingRun to run")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -21,9 +21,11 @@ def main(argv: list[str] | None = None) -> int:
     from training.round import run_round
     from training.scheduler import DATABASE_URL_ENV
 
-    store = Store(os.environ.get(DATABASE_URL_ENV) or f"sqlite:///{(args.workdir / 'prefloop.db').resolve()}")
+    if not os.environ.get(DATABASE_URL_ENV):
+        parser.error(f"{DATABASE_URL_ENV} must name the database")
+    store = Store(os.environ[DATABASE_URL_ENV])
     try:
-        result = run_round(store, args.workdir / "models", args.run_id)
+        result = run_round(store, args.models_dir, args.run_id)
     finally:
         store.close()
     print(f"training run {result.run_id}: {result.status}" + (f" -> {result.version}" if result.version else "")

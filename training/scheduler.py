@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from data.models import utcnow
-from data.store import RoundBusy
+from data.runs import RoundBusy
 from training.config import RoundConfig
 from training.pairs import NotEnoughPairs, is_held_out, resolved_pairs, select_pairs
 from training.registry import clean_temp_dirs
@@ -52,20 +52,20 @@ def is_stale(run, stale_after_s: float, now: datetime | None = None) -> bool:
 
 def recover_stale_runs(store, stale_after_s: float) -> list[int]:
     """Mark failed the rounds whose process died (e.g. kill -9); returns their ids."""
-    return store.recover_stale_runs(lambda run: is_stale(run, stale_after_s))
+    return store.runs.recover_stale(lambda run: is_stale(run, stale_after_s))
 
 
 def queue_round(store, models_dir: Path, cfg: RoundConfig, trigger: str = "manual") -> int:
     """Select the round's pairs and queue it (raises NotEnoughPairs, RoundBusy); returns the run id.
     `trigger`: 'manual' or 'auto' (maybe_start_round), kept in the run's config for the back-off."""
-    parent = store.deployed_version()
+    parent = store.versions.deployed()
     if parent is None:
         raise LookupError("no model version is deployed: a round trains on the deployed version")
     selection = select_pairs(store, cfg)
     config = {"round": cfg.to_dict(), "eval_ids": selection.eval_ids, "new_pairs": len(selection.new),
               "replay_pairs": len(selection.replay), "skipped_pairs": selection.skipped,
               "host": socket.gethostname(), "trigger": trigger}
-    run = store.create_training_run(parent.id, selection.train_ids, config,
+    run = store.runs.create(parent.id, selection.train_ids, config,
                                     is_stale=lambda r: is_stale(r, cfg.stale_after_s))
     clean_temp_dirs(models_dir)  # we hold the lock: whatever .tmp folder is there was left by a dead round
     return run.id
@@ -79,55 +79,55 @@ def log_path(workdir: Path, run_id: int) -> Path:
     return Path(workdir).resolve() / "logs" / f"round-{run_id}.log"
 
 
-def launch(workdir: Path, run_id: int, database_url: str | None = None, store=None) -> subprocess.Popen:
+def launch(workdir: Path, run_id: int, database_url: str, store=None, *, models_dir: Path) -> subprocess.Popen:
     """Start `python -m training.run_round` for a queued run, detached, logging to <workdir>/logs/round-N.log."""
     workdir = Path(workdir).resolve()
     log_path(workdir, run_id).parent.mkdir(exist_ok=True)
-    cmd = [sys.executable, "-m", "training.run_round", "--workdir", str(workdir), "--run-id", str(run_id)]
+    cmd = [sys.executable, "-m", "training.run_round", "--models-dir", str(Path(models_dir).resolve()),
+           "--run-id", str(run_id)]
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
-    env.pop(DATABASE_URL_ENV, None)
-    if database_url:
-        env[DATABASE_URL_ENV] = database_url  # the environment, not argv: `ps` shows argv to every user
+    env[DATABASE_URL_ENV] = database_url  # the environment, not argv: `ps` shows argv to every user
     with open(log_path(workdir, run_id), "ab") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                                 start_new_session=True)
     if store is not None:
         # The child writes its own pid when it starts; writing it here too covers a child that dies before that.
-        store.update_training_run(run_id, pid=proc.pid, heartbeat_at=utcnow())
+        store.runs.update(run_id, pid=proc.pid, heartbeat_at=utcnow())
     return proc
 
 
-def start_round(store, workdir: Path, cfg: RoundConfig, database_url: str | None = None, trigger: str = "manual"
-                ) -> tuple[int, subprocess.Popen]:
-    """Queue a round and start its process; returns (run id, process)."""
-    run_id = queue_round(store, Path(workdir) / "models", cfg, trigger)
-    return run_id, launch(workdir, run_id, database_url, store)
+def start_round(store, workdir: Path, cfg: RoundConfig, database_url: str | None = None, trigger: str = "manual",
+                *, models_dir: Path) -> tuple[int, subprocess.Popen]:
+    """Queue a round and start its process; returns (run id, process). The round trains into the registry
+    `models_dir` on the database `database_url` (default: the store's); its log goes under `workdir`."""
+    run_id = queue_round(store, models_dir, cfg, trigger)
+    return run_id, launch(workdir, run_id, database_url or store.url, store, models_dir=models_dir)
 
 
 def new_pairs_count(store, cfg: RoundConfig) -> int:
     """Resolved training-side pairs no finished round has used yet."""
-    trained = store.trained_comparison_ids()
+    trained = store.runs.trained_comparison_ids()
     return sum(1 for r in resolved_pairs(store, cfg)
                if r.comparison_id not in trained and not is_held_out(r.prompt_json, cfg.eval_fraction))
 
 
 def maybe_start_round(store, workdir: Path, cfg: RoundConfig, database_url: str | None = None,
-                      now: datetime | None = None) -> tuple[int, subprocess.Popen] | None:
+                      now: datetime | None = None, *, models_dir: Path) -> tuple[int, subprocess.Popen] | None:
     """Start a round when training.auto_every (> 0) new pairs have resolved since the last one, no round is
     active and the back-off allows it (auto_backoff at `now`); None otherwise. Safe to call from many processes
     at once: the lock lets one through."""
     if cfg.auto_every <= 0:
         return None
     recover_stale_runs(store, cfg.stale_after_s)
-    if any(r.status in store.ACTIVE_RUN_STATUSES for r in store.training_runs()):
+    if any(r.status in store.runs.ACTIVE_STATUSES for r in store.runs.all()):
         return None
     if not auto_backoff(store, cfg, now).may_start:
         return None
     if new_pairs_count(store, cfg) < max(cfg.auto_every, cfg.min_pairs):
         return None
     try:
-        return start_round(store, workdir, cfg, database_url, trigger="auto")
+        return start_round(store, workdir, cfg, database_url, trigger="auto", models_dir=models_dir)
     except (RoundBusy, NotEnoughPairs):
         return None
 
@@ -164,7 +164,7 @@ def auto_backoff(store, cfg: RoundConfig, now: datetime | None = None) -> AutoBa
     now = _aware(now or utcnow())
     resumed = last_resume_at(store)
     failed = []
-    for run in reversed(store.training_runs()):
+    for run in reversed(store.runs.all()):
         finished = _aware(run.finished_at) if run.finished_at else None
         if resumed is not None and finished is not None and finished <= resumed:
             break

@@ -1,29 +1,32 @@
-"""Curating the data, for every front end: operators discard and restore prompts, comparisons and labels and read
-the audit trail; annotators undo their own last label. Each function returns plain data with a sentence to show."""
+"""Curating the data, as an operator does it: discard and restore prompts, comparisons and labels, look up what
+an id stands for, and read the audit trail. Each function returns plain data with a sentence to show."""
 
 from typing import Any
 
-from app.service import App, LabelView, label_view
-from data import curation
+from app.services.errors import refusals
+from app.services.workdir import App
+from data import curation as data_curation
 
-KINDS = tuple(curation.KINDS)
+KINDS = tuple(data_curation.KINDS)  # what can be discarded: prompt, comparison, label
 
 
 def discard(app: App, kind: str, target_id: int, reason: str, actor: str) -> dict[str, Any]:
     """Discard a prompt, comparison or label (reason required): never labelled, trained on or exported again."""
-    change = curation.discard(app.store, kind, target_id, reason, actor,
-                              overlap_default=app.settings.labelling.overlap)
+    with refusals(data_curation.CurationConflict):
+        change = data_curation.discard(app.store, kind, target_id, reason, actor,
+                                  overlap_default=app.settings.labelling.overlap)
     return _result(change, f"Discarded {kind} {change.target_id}")
 
 
 def restore(app: App, kind: str, target_id: int, actor: str, reason: str | None = None) -> dict[str, Any]:
     """Bring a discarded prompt, comparison or label back."""
-    change = curation.restore(app.store, kind, target_id, actor, reason,
-                              overlap_default=app.settings.labelling.overlap)
+    with refusals(data_curation.CurationConflict):
+        change = data_curation.restore(app.store, kind, target_id, actor, reason,
+                                  overlap_default=app.settings.labelling.overlap)
     return _result(change, f"Restored {kind} {change.target_id}")
 
 
-def _result(change: curation.Change, head: str) -> dict[str, Any]:
+def _result(change, head: str) -> dict[str, Any]:
     parts = [head]
     if change.detail.get("leases_dropped"):
         parts.append(f"{change.detail['leases_dropped']} annotator lease(s) released")
@@ -32,9 +35,10 @@ def _result(change: curation.Change, head: str) -> dict[str, Any]:
             "statuses": {str(k): v for k, v in change.statuses.items()}, "message": "; ".join(parts) + "."}
 
 
+@refusals()
 def show(app: App, kind: str, target_id: int) -> dict[str, Any]:
     """What a prompt, comparison or label id stands for (texts, state, labels), before discarding it."""
-    return curation.describe(app.store, kind, target_id)
+    return data_curation.describe(app.store, kind, target_id)
 
 
 def show_text(item: dict[str, Any]) -> str:
@@ -59,25 +63,4 @@ def audit_trail(app: App, limit: int = 50) -> list[dict[str, Any]]:
     """The newest audit events as plain rows: when, who, action, target, id, reason, detail."""
     return [{"when": e.created_at.isoformat(timespec="seconds"), "actor": e.actor, "action": e.action,
              "target": e.target, "id": e.target_id, "reason": e.reason or "", "detail": e.detail}
-            for e in curation.audit_events(app.store, limit)]
-
-
-def undo_last_label(app: App, annotator: str, label_id: int | None = None) -> dict[str, Any]:
-    """Delete the annotator's own last label unless a round has taken it; they get that comparison back."""
-    labelling = app.settings.labelling
-    change = curation.undo_last_label(app.store, annotator, label_id, lease_seconds=labelling.lease_seconds,
-                                      overlap_default=labelling.overlap)
-    cid = change.detail["comparison_id"]
-    return {"label_id": change.target_id, "comparison_id": cid, "choice": change.detail["choice"],
-            "status": change.statuses.get(cid),
-            "message": f"Your label {change.detail['choice']!r} on comparison {cid} was undone; label it again."}
-
-
-def undo_and_view(app: App, annotator: str) -> LabelView:
-    """The label view's Undo: the comparison comes back to label again; when nothing can be undone, the
-    current view with a notice saying why."""
-    try:
-        notice = undo_last_label(app, annotator)["message"]
-    except (curation.NothingToUndo, curation.UndoRefused) as e:
-        notice = f"Nothing undone: {e}."
-    return label_view(app, annotator, notice)
+            for e in data_curation.audit_events(app.store, limit)]

@@ -1,33 +1,33 @@
-"""The LLM-judge worker as a person asks for it: run or watch a judge, its status, judge-human agreement.
-
-Thin wrappers over generation/judges.py, generation/judge_worker.py and data/agreement.py; take an `App`."""
+"""LLM judges, as an operator runs them: run or watch the configured judge, its runs, and its agreement with
+the humans. Thin over generation/judges/, generation/judge_worker.py and data/agreement.py."""
 
 from typing import Any
 
-from app.service import App
+from app.services.errors import refusals
+from app.services.workdir import App
 
 
 def judge_config(app: App, name: str | None = None):
     """The judge's config from the [judge] settings; `name` overrides judge.name. An llm judge without a
-    model_path judges with the deployed version."""
+    model_path judges with the deployed version (LookupError when none is)."""
     from generation.judges import JudgeConfig
 
-    fields = app.settings.judge.model_dump(exclude={"mode", "calibration_share", "batch_size", "watch_interval_s"})
-    if name:
-        fields["name"] = name
-    if fields["kind"] == "llm" and not fields["model_path"]:
-        version = app.store.deployed_version()
+    j, changes = app.settings.judge, {"name": name} if name else {}
+    if j.kind == "llm" and not j.model_path:
+        version = app.store.versions.deployed()
         if version is None:
             raise LookupError("an llm judge needs judge.model_path, or a deployed model version to judge with")
-        fields["model_path"] = version.path
-    return JudgeConfig(**fields)
+        changes["model_path"] = version.path
+    return JudgeConfig.from_settings(j, **changes)
 
 
 def open_judge(app: App, name: str | None = None):
     """Start the configured judge (loads its model, if it has one)."""
+    from generation.backend import ModelLoadError
     from generation.judges import make_judge
 
-    return make_judge(judge_config(app, name))
+    with refusals(unavailable=(ModelLoadError,)):
+        return make_judge(judge_config(app, name))
 
 
 def run_judge(app: App, name: str | None = None, limit: int | None = None, mode: str | None = None,
@@ -39,8 +39,9 @@ def run_judge(app: App, name: str | None = None, limit: int | None = None, mode:
     j = app.settings.judge
     opened = judge or open_judge(app, name)
     try:
-        return judge_once(app.store, opened, mode=mode or j.mode, limit=limit, batch_size=j.batch_size,
-                          calibration_share=j.calibration_share, progress=progress)
+        with refusals():
+            return judge_once(app.store, opened, mode=mode or j.mode, limit=limit, batch_size=j.batch_size,
+                              calibration_share=j.calibration_share, progress=progress)
     finally:
         if judge is None:
             opened.close()
@@ -54,9 +55,10 @@ def watch_judge(app: App, stop_event, name: str | None = None, mode: str | None 
     j = app.settings.judge
     opened = judge or open_judge(app, name)
     try:
-        return watch(app.store, opened, stop_event, mode=mode or j.mode, batch_size=j.batch_size,
-                     calibration_share=j.calibration_share, interval_s=j.watch_interval_s, max_rounds=max_rounds,
-                     on_report=on_report)
+        with refusals():
+            return watch(app.store, opened, stop_event, mode=mode or j.mode, batch_size=j.batch_size,
+                         calibration_share=j.calibration_share, interval_s=j.watch_interval_s,
+                         max_rounds=max_rounds, on_report=on_report)
     finally:
         if judge is None:
             opened.close()
@@ -75,8 +77,3 @@ def judge_agreement(app: App) -> dict[str, Any]:
     from data.agreement import judge_agreement as agreement
 
     return agreement(app.store)
-
-
-def judge_panel(app: App) -> dict[str, Any]:
-    """What the console's judges panel shows, in one call: agreement with the humans and the judge runs."""
-    return {"agreement": judge_agreement(app), "status": judge_status(app)}

@@ -1,21 +1,21 @@
-"""Training rounds as a person asks for them: start, watch, cancel, list, and the automatic trigger.
-
-Thin wrappers over training/ for the CLI and the console; every function takes an `App`."""
+"""Training rounds, as an operator runs them: start, follow, cancel and list DPO rounds, and the automatic
+trigger with its back-off after failures. Thin over training/."""
 
 from typing import Any
 
-from app.judging import judge_config
-from app.service import App
+from app.services.errors import NotFound, refusals
+from app.services.judging import judge_config
+from app.services.workdir import App
 
 
 def round_config(app: App, deploy: bool = False):
     """One round's config: the training settings, the probe sampling settings, and whether to deploy."""
     from training.config import RoundConfig
 
-    g = app.settings.generation
-    return RoundConfig(**app.settings.training.model_dump(), temperature=g.temperature, top_p=g.top_p,
-                       max_new_tokens=g.max_new_tokens, device=app.settings.model.device, deploy=deploy,
-                       retire_open=g.on_deploy == "retire", judge=_win_rate_judge(app))
+    s = app.settings
+    with refusals():  # settings the round refuses
+        return RoundConfig.from_settings(s.training, s.generation, s.model, deploy=deploy,
+                                         retire_open=s.generation.on_deploy == "retire", judge=_win_rate_judge(app))
 
 
 def _win_rate_judge(app: App) -> dict[str, Any] | None:
@@ -31,50 +31,64 @@ def _win_rate_judge(app: App) -> dict[str, Any] | None:
         return {"error": f"{type(error).__name__}: {error}"}
 
 
+def _round_refusals():
+    """A round refused now (one runs already, too few new pairs) is a Conflict."""
+    from training.scheduler import NotEnoughPairs, RoundBusy
+
+    return refusals(RoundBusy, NotEnoughPairs)
+
+
 def start_round(app: App, deploy: bool = False, inline: bool = False, generator=None) -> int:
     """Start a DPO round on the deployed version in its own process (or in this one with `inline`, which
     returns when it ends); returns the training run id. Refuses below training.min_pairs or while a round runs.
 
     `generator`: a backend in this process sharing the device; it sleeps during the round (when it can), then
     serves whatever is deployed after it (training.handoff). Implies `inline`."""
-    from training.round import run_round
     from training.scheduler import queue_round
     from training.scheduler import start_round as start
 
     cfg = round_config(app, deploy)
-    if inline or generator is not None:
-        run_id = queue_round(app.store, app.models_dir, cfg)
-        if generator is None:
-            run_round(app.store, app.models_dir, run_id)
+    here = inline or generator is not None
+    with _round_refusals():
+        if here:
+            run_id = queue_round(app.store, app.models_dir, cfg)
         else:
-            from training.handoff import train_with_handoff
-
-            def deployed_path():
-                version = app.store.deployed_version()
-                return version.path if version else None
-
-            train_with_handoff(generator, lambda: run_round(app.store, app.models_dir, run_id), deployed_path)
-        return run_id
-    run_id, _proc = start(app.store, app.workdir, cfg, app.settings.database_url or None)
+            run_id, _proc = start(app.store, app.workdir, cfg, app.database_url, models_dir=app.models_dir)
+    if here:
+        _run_here(app, run_id, generator)
     return run_id
+
+
+def _run_here(app: App, run_id: int, generator) -> None:
+    """Run queued round `run_id` in this process, handing the device over from `generator` when there is one."""
+    from training.round import run_round
+
+    if generator is None:
+        run_round(app.store, app.models_dir, run_id)
+        return
+    from training.handoff import train_with_handoff
+
+    def deployed_path():
+        version = app.store.versions.deployed()
+        return version.path if version else None
+
+    train_with_handoff(generator, lambda: run_round(app.store, app.models_dir, run_id), deployed_path)
 
 
 def round_status(app: App, run_id: int) -> dict[str, Any]:
     """A training run as plain data: status, progress (step of max_steps), last metrics, report, error."""
-    run = app.store.get_training_run(run_id)
+    run = app.store.runs.get(run_id)
     if run is None:
-        raise LookupError(f"no training run {run_id}")
+        raise NotFound(f"no training run {run_id}")
     return _run_dict(app, run)
 
 
 def _run_dict(app: App, run) -> dict[str, Any]:
     """`error` is one readable line (older rows kept a traceback after it); `log` the round process's log file,
     which has the traceback, when there is one (an inline round logs where its process logs)."""
-    from training.scheduler import log_path
-
-    names = {v.id: v.name for v in app.store.versions()}
+    names = {v.id: v.name for v in app.store.versions.all()}
     last = run.metrics[-1] if run.metrics else {}
-    log = log_path(app.workdir, run.id)
+    log = log_path(app, run.id)
     return {"id": run.id, "status": run.status, "parent": names.get(run.parent_version_id),
             "version": names.get(run.output_version_id), "pairs": run.pairs_used,
             "skipped_pairs": (run.config or {}).get("skipped_pairs", 0),
@@ -84,6 +98,13 @@ def _run_dict(app: App, run) -> dict[str, Any]:
             "error": error_line(run.error), "log": str(log) if log.exists() else None,
             "started_at": run.started_at.isoformat() if run.started_at else None,
             "finished_at": run.finished_at.isoformat() if run.finished_at else None}
+
+
+def log_path(app: App, run_id: int):
+    """Where round `run_id`'s process writes its output, the traceback of a failure included."""
+    from training.scheduler import log_path as path
+
+    return path(app.workdir, run_id)
 
 
 def error_line(error: str | None) -> str | None:
@@ -98,30 +119,13 @@ def list_rounds(app: App) -> list[dict[str, Any]]:
     from training.scheduler import recover_stale_runs
 
     recover_stale_runs(app.store, app.settings.training.stale_after_s)
-    return [_run_dict(app, run) for run in app.store.training_runs()]
+    return [_run_dict(app, run) for run in app.store.runs.all()]
 
 
+@refusals()
 def cancel_round(app: App, run_id: int) -> str:
     """Ask training run `run_id` to stop; returns its status ('cancelling' until the process stops)."""
-    return app.store.request_cancel(run_id)
-
-
-def training_panel(app: App, run_id: int | None = None) -> dict[str, Any]:
-    """What the console's training panel shows, in one call: every round (list_rounds), the round to follow
-    (`run_id`, else the active one, else the latest) with its per-step metrics, and the auto-round settings."""
-    rounds = list_rounds(app)
-    by_id = {r["id"]: r for r in rounds}
-    active = [r for r in rounds if r["status"] in app.store.ACTIVE_RUN_STATUSES]
-    chosen = by_id.get(run_id) if run_id is not None else None
-    chosen = chosen or (active[-1] if active else (rounds[-1] if rounds else None))
-    selected = None
-    if chosen is not None:
-        run = app.store.get_training_run(chosen["id"])
-        selected = {**chosen, "metrics": list(run.metrics or []) if run else []}
-    t, auto = app.settings.training, auto_state(app)
-    return {"rounds": rounds, "selected": selected, "active": active[-1]["id"] if active else None,
-            "auto_every": t.auto_every, "min_pairs": t.min_pairs, "auto_deploy": t.auto_deploy,
-            "auto_paused": auto.paused, "auto_notice": notice_text(auto) if t.auto_every > 0 else None}
+    return app.store.runs.request_cancel(run_id)
 
 
 def maybe_auto_round(app: App, now=None) -> int | None:
@@ -129,8 +133,8 @@ def maybe_auto_round(app: App, now=None) -> int | None:
     automatic rounds allows it (at `now`, default the clock); returns its run id or None."""
     from training.scheduler import maybe_start_round
 
-    started = maybe_start_round(app.store, app.workdir, round_config(app, deploy=False),
-                                app.settings.database_url or None, now=now)
+    started = maybe_start_round(app.store, app.workdir, round_config(app, deploy=False), app.database_url, now=now,
+                                models_dir=app.models_dir)
     return started[0] if started else None
 
 

@@ -1,0 +1,106 @@
+"""What the operator console and `prefloop stats` show, as plain data: the counts, labels per day, the training
+and judges panels. Plain dataclasses and dicts; a front end turns them into its tables and plots."""
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from app.services import rounds
+from app.services.judging import judge_agreement, judge_status
+from app.services.versions import list_versions
+from app.services.workdir import App
+
+
+@dataclass(frozen=True)
+class DayCount:
+    """Labels from one source on one day (UTC, 'YYYY-MM-DD')."""
+    day: str
+    source: str
+    labels: int
+
+
+@dataclass
+class ConsoleSnapshot:
+    """Everything the console shows on a refresh: the overview counts, labels per day, the versions."""
+    overview: dict[str, Any]
+    labels_per_day: list[DayCount]
+    versions: list[dict[str, Any]]
+
+
+@dataclass
+class TrainingPanel:
+    """The training panel: every round (rounds.list_rounds), the one to follow with its per-step metrics, the
+    active one's id, and the automatic-round settings with their notice."""
+    rounds: list[dict[str, Any]]
+    selected: dict[str, Any] | None
+    active: int | None
+    auto_every: int
+    min_pairs: int
+    auto_deploy: bool
+    auto_paused: bool
+    auto_notice: str | None
+
+
+@dataclass
+class JudgePanel:
+    """The judges panel: agreement with the humans per judge, and each judge's runs."""
+    agreement: dict[str, Any]
+    status: dict[str, Any]
+
+
+def stats(app: App) -> dict[str, Any]:
+    """Counts of prompts, responses, comparisons, labels by source and annotator, versions; judge agreement."""
+    data = app.store.stats.summary()
+    data["judges"] = judge_agreement(app)
+    return data
+
+
+def overview(app: App) -> dict[str, Any]:
+    """What the operator console shows at a glance: stats plus the queue's progress."""
+    from data.queue import queue_counts
+
+    data = stats(app)
+    data["queue"] = queue_counts(app.store, overlap_default=app.settings.labelling.overlap)
+    return data
+
+
+def labels_per_day(app: App, days: int = 30) -> list[DayCount]:
+    """Labels per day and source over the last `days` days, by day then source."""
+    from datetime import timedelta
+
+    from data.models import utcnow
+
+    since = (utcnow() - timedelta(days=days)).replace(hour=0, minute=0, second=0, microsecond=0)
+    times = app.store.stats.label_times(since)
+    counts = Counter((_day(created_at), source) for created_at, _annotator, source in times)
+    return [DayCount(day, source, n) for (day, source), n in sorted(counts.items())]
+
+
+def _day(created_at) -> str:
+    return created_at.strftime("%Y-%m-%d") if hasattr(created_at, "strftime") else str(created_at)[:10]
+
+
+def console_snapshot(app: App) -> ConsoleSnapshot:
+    """Everything the operator console shows on a refresh, in one call."""
+    return ConsoleSnapshot(overview(app), labels_per_day(app), list_versions(app))
+
+
+def training_panel(app: App, run_id: int | None = None) -> TrainingPanel:
+    """The training panel in one call; the round to follow is `run_id`, else the active one, else the latest."""
+    listed = rounds.list_rounds(app)
+    by_id = {r["id"]: r for r in listed}
+    active = [r for r in listed if r["status"] in app.store.runs.ACTIVE_STATUSES]
+    chosen = by_id.get(run_id) if run_id is not None else None
+    chosen = chosen or (active[-1] if active else (listed[-1] if listed else None))
+    selected = None
+    if chosen is not None:
+        run = app.store.runs.get(chosen["id"])
+        selected = {**chosen, "metrics": list(run.metrics or []) if run else []}
+    t, auto = app.settings.training, rounds.auto_state(app)
+    return TrainingPanel(listed, selected, active[-1]["id"] if active else None, t.auto_every, t.min_pairs,
+                         t.auto_deploy, auto.paused, rounds.notice_text(auto) if t.auto_every > 0 else None)
+
+
+def judge_panel(app: App) -> JudgePanel:
+    """The judges panel in one call: agreement with the humans and the judge runs."""
+    return JudgePanel(judge_agreement(app), judge_status(app))

@@ -1,0 +1,141 @@
+"""Labelling, as an annotator does it: the comparison to label now, a click (one write transaction, the same
+function for the web UI and the JSON API), an edit, undoing their last label, and their progress."""
+
+from dataclasses import dataclass
+from typing import Any
+
+from app.services.errors import BadInput, Conflict, NotFound, refusals
+from app.services.workdir import App
+
+
+@dataclass(frozen=True)
+class Labelled:
+    """A recorded click: the stored label (label_id, comparison_id, choice, created, done) and, when asked for,
+    the comparison to label next (None when nothing is left) and the annotator's progress after it."""
+    result: Any
+    next: Any = None
+    progress: dict[str, int] | None = None
+
+
+@dataclass
+class LabelView:
+    """What the label page shows an annotator: the comparison they hold (or None), their progress, a notice; and
+    what the request changed: the label it recorded (`labelled`, a SubmitResult) or the label id it undid."""
+    item: Any
+    progress: dict[str, int]
+    notice: str = ""
+    labelled: Any = None
+    undone: int | None = None
+
+
+def guidelines(app: App) -> str:
+    return app.settings.labelling.guidelines
+
+
+def next_for(app: App, annotator: str):
+    """The comparison `annotator` should label now (the one they hold, after a reload), or None when done."""
+    from data.queue import next_comparison
+
+    labelling = app.settings.labelling
+    return next_comparison(app.store, annotator, labelling.lease_seconds, overlap_default=labelling.overlap)
+
+
+def my_progress(app: App, annotator: str) -> dict[str, int]:
+    """open comparisons, those left for `annotator`, and their labels today."""
+    from data.queue import queue_counts
+
+    return queue_counts(app.store, annotator, overlap_default=app.settings.labelling.overlap)
+
+
+def label(app: App, annotator: str, comparison_id: int, shown_order: str, *, side: str | None = None,
+          choice: str | None = None, rationale: str | None = None, time_spent_s: float | None = None,
+          and_next: bool = False, progress: bool = False) -> Labelled:
+    """Record one click: `side` as shown (left|right|tie|both_bad|skip) or `choice` about responses A/B as stored.
+    With `and_next`, the label and the lease on the next comparison are one write transaction (one BEGIN/COMMIT,
+    one fsync), and so is the annotator's progress with `progress` too. The same label again is no change
+    (created: False); another choice on it is a Conflict."""
+    from data.queue import QueueError, choice_from_side, click, submit_and_next, submit_label
+
+    if (side is None) == (choice is None):
+        raise BadInput("give exactly one of side or choice")
+    labelling = app.settings.labelling
+    with refusals(QueueError):  # already labelled otherwise, retired, discarded, or full
+        if choice is None:
+            choice = choice_from_side(side, shown_order)
+        if not and_next:
+            return Labelled(submit_label(app.store, annotator, comparison_id, choice, shown_order,
+                                         rationale=rationale, time_spent_s=time_spent_s,
+                                         overlap_default=labelling.overlap))
+        step = click if progress else submit_and_next
+        done = step(app.store, annotator, comparison_id, choice, shown_order, labelling.lease_seconds,
+                    rationale=rationale, time_spent_s=time_spent_s, overlap_default=labelling.overlap)
+        return Labelled(done.result, done.next, done.counts) if progress else Labelled(*done)
+
+
+def label_view(app: App, annotator: str, notice: str = "") -> LabelView:
+    return LabelView(next_for(app, annotator), my_progress(app, annotator), notice)
+
+
+def label_and_next(app: App, annotator: str, comparison_id: int, side: str, shown_order: str,
+                   rationale: str | None = None, time_spent_s: float | None = None) -> LabelView:
+    """The label page's click: the label, the next comparison and the annotator's progress, in one transaction.
+    A refused label (taken meanwhile, already labelled differently, retired) is not an error for the annotator:
+    they get the next comparison and a notice saying why."""
+    try:
+        labelled = label(app, annotator, comparison_id, shown_order, side=side, rationale=rationale,
+                         time_spent_s=time_spent_s, and_next=True, progress=True)
+    except (Conflict, NotFound) as refused:
+        return label_view(app, annotator, str(refused))
+    return LabelView(labelled.next, labelled.progress, labelled=labelled.result)
+
+
+@refusals()
+def edit(app: App, annotator: str, comparison_id: int, edited_text: str, shown_order: str,
+         rationale: str | None = None, *, edited_from: str, original_choice: str = "skip",
+         time_spent_s: float | None = None) -> int:
+    """Store an annotator's rewrite of response `edited_from` as a new edit-vs-original pair; returns its id."""
+    from data.queue import add_edited_response
+
+    return add_edited_response(app.store, annotator, comparison_id, edited_text, shown_order, rationale,
+                               edited_from=edited_from, original_choice=original_choice, time_spent_s=time_spent_s)
+
+
+def edit_and_next(app: App, annotator: str, comparison_id: int, edited_text: str, edited_side: str,
+                  shown_order: str, rationale: str | None = None, time_spent_s: float | None = None) -> LabelView:
+    """The annotator rewrote the response shown on `edited_side` (left|right): store it as preferred, move on."""
+    from data.queue import choice_from_side
+
+    with refusals():
+        edited_from = choice_from_side(edited_side, shown_order)
+    if edited_from not in ("a", "b"):
+        raise BadInput("choose the left or the right response to edit")
+    edit(app, annotator, comparison_id, edited_text, shown_order, rationale, edited_from=edited_from,
+         time_spent_s=time_spent_s)
+    return label_view(app, annotator, "Thanks: your edit was saved as the preferred response.")
+
+
+def undo_last_label(app: App, annotator: str, label_id: int | None = None) -> dict[str, Any]:
+    """Delete the annotator's own last label unless a round has taken it; they get that comparison back.
+    NotFound when they have none, Conflict when it cannot be undone, Forbidden for someone else's label."""
+    from data import curation
+
+    labelling = app.settings.labelling
+    with refusals(curation.CurationConflict):
+        change = curation.undo_last_label(app.store, annotator, label_id, lease_seconds=labelling.lease_seconds,
+                                          overlap_default=labelling.overlap)
+    cid = change.detail["comparison_id"]
+    return {"label_id": change.target_id, "comparison_id": cid, "choice": change.detail["choice"],
+            "status": change.statuses.get(cid),
+            "message": f"Your label {change.detail['choice']!r} on comparison {cid} was undone; label it again."}
+
+
+def undo_and_view(app: App, annotator: str) -> LabelView:
+    """The label view's Undo: the comparison comes back to label again; when nothing can be undone, the
+    current view with a notice saying why."""
+    try:
+        undone = undo_last_label(app, annotator)
+    except (NotFound, Conflict) as e:
+        return label_view(app, annotator, f"Nothing undone: {e}.")
+    view = label_view(app, annotator, undone["message"])
+    view.undone = undone["label_id"]
+    return view

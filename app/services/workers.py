@@ -1,0 +1,216 @@
+"""The workers: sampling (one pass, or a loop that keeps the label queue topped up and follows deploys) and,
+beside the loop, automatic rounds. Written once: `prefloop generate --watch` runs it in the foreground, the
+server in a background thread started from the operator console."""
+
+import logging
+import threading
+from collections.abc import Callable
+
+from app.services import rounds
+from app.services.errors import NotFound, refusals
+from app.services.workdir import App
+
+log = logging.getLogger("prefloop.workers")
+
+
+def sampling_config(app: App, samples: int | None = None):
+    """The worker's sampling config from the settings; `samples` overrides samples_per_prompt."""
+    from generation.config import SamplingConfig
+
+    changes = {} if samples is None else {"samples_per_prompt": samples}
+    return SamplingConfig.from_settings(app.settings.generation, overlap=app.settings.labelling.overlap, **changes)
+
+
+def open_generator(app: App):
+    """Start the configured backend on the deployed version (the worker swaps versions itself later)."""
+    from generation.backend import ModelLoadError, load_backend
+
+    version = app.store.versions.deployed()
+    if version is None:
+        raise NotFound("no model version is deployed: run `prefloop deploy VERSION`")
+    m = app.settings.model
+    extra = {"gpu_memory_utilization": m.gpu_memory_utilization} if m.backend == "vllm" else {"device": m.device}
+    with refusals(unavailable=(ModelLoadError,)):
+        return load_backend(m.backend, version.path, dtype=m.dtype, **extra)
+
+
+def generate(app: App, limit: int | None = None, samples: int | None = None, progress: bool = False):
+    """Sample responses for prompts that still need comparisons under the deployed version."""
+    from generation.backend import ModelLoadError
+    from generation.worker import generate_once
+
+    with open_generator(app) as backend, refusals(unavailable=(ModelLoadError,)):
+        return generate_once(app.store, backend, sampling_config(app, samples), limit=limit, progress=progress)
+
+
+def watch_generation(app: App, stop_event: threading.Event, samples: int | None = None,
+                     max_batches: int | None = None, on_batch=None):
+    """Keep the label queue topped up until `stop_event` is set, following deploys without a restart."""
+    from generation.backend import ModelLoadError
+    from generation.worker import watch
+
+    with open_generator(app) as backend, refusals(unavailable=(ModelLoadError,)):
+        return watch(app.store, backend, sampling_config(app, samples), stop_event, max_batches=max_batches,
+                     on_batch=on_batch)
+
+
+class GenerationWorker:
+    """The sampling loop (watch_generation) and, with training.auto_every > 0, the automatic-round loop in a thread
+    beside it: a check (rounds.maybe_auto_round) after every generation batch, and every AUTO_ROUND_IDLE_S while no
+    batch comes (the queue is full, or every prompt is sampled under the deployed version). A round runs as its own
+    process; when it deploys, the sampling loop swaps to the new version before its next batch.
+
+    `run` samples in the calling thread until Ctrl-C; `start`/`stop` run it in a background thread. Callbacks (from
+    the worker's threads): `on_batch(report)` after every batch, `on_round(run_id)` when it starts an automatic
+    round, `on_notice(text)` once for each new state of failed automatic rounds (another failure, a pause).
+    Restartable like every worker: all it knows is in the database."""
+
+    AUTO_ROUND_IDLE_S = 30.0
+
+    def __init__(self, app: App, elsewhere: str | None = None, samples: int | None = None,
+                 on_batch: Callable | None = None, on_round: Callable[[int], None] | None = None,
+                 on_notice: Callable[[str], None] | None = None):
+        self.app = app
+        # With several server processes only the first samples (one model in memory, not N): the others' consoles
+        # name it (`elsewhere`, its URL) instead of starting a second sampler.
+        self.elsewhere = elsewhere
+        self.samples = samples
+        self.on_batch = on_batch
+        self.on_round = on_round
+        self.on_notice = on_notice
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._auto_thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._batch_done = threading.Event()
+        self._notice_shown = None
+        self.batches = 0
+        self.last_summary = ""
+        self.error: str | None = None
+        self.auto_rounds: list[int] = []  # training runs this worker started
+        self.auto_error: str | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def run(self) -> None:
+        """Sample in this thread until Ctrl-C (a KeyboardInterrupt, mid-batch) or an error, which is raised."""
+        stop = self._stop = threading.Event()
+        auto = self._start_auto(stop)
+        try:
+            watch_generation(self.app, stop, samples=self.samples, on_batch=self._on_batch)
+        finally:
+            self._end(stop)
+            if auto is not None:
+                auto.join(30)  # a check under way finishes before the caller closes the store
+
+    def start(self) -> str:
+        if self.elsewhere:
+            return self._elsewhere_note()
+        with self._lock:
+            if self.running:
+                return "generation is already running"
+            self._stop = threading.Event()
+            self.error = None
+            self._thread = threading.Thread(target=self._run, args=(self._stop,), name="prefloop-generation",
+                                            daemon=True)
+            self._thread.start()
+            self._auto_thread = self._start_auto(self._stop)
+            return "generation started"
+
+    def stop(self, wait: float | None = None) -> str:
+        if self.elsewhere:
+            return self._elsewhere_note()
+        with self._lock:
+            if not self.running:
+                return "generation is not running"
+            self._end(self._stop)
+            thread, auto = self._thread, self._auto_thread
+        if wait:
+            thread.join(wait)
+            if auto is not None:
+                auto.join(wait)
+        return "generation stopping (after the current batch)"
+
+    def status(self) -> str:
+        if self.elsewhere:
+            return self._elsewhere_note()
+        state = "running" if self.running else "stopped"
+        if self.error:
+            state += f"; last error: {self.error}"
+        if self.last_summary:
+            state += f"; last batch: {self.last_summary}"
+        auto = self.app.settings.training.auto_every
+        if auto > 0:
+            state += f"; a round starts every {auto} new labelled pairs"
+            if self.auto_rounds:
+                state += f" (started run(s) {', '.join(map(str, self.auto_rounds))})"
+            if self.auto_error:
+                state += f"; last automatic round error: {self.auto_error}"
+        return f"generation {state} ({self.batches} batch(es) this session)"
+
+    def _elsewhere_note(self) -> str:
+        return (f"generation and automatic rounds run in the first server process only: start, stop and watch them "
+                f"from its console at {self.elsewhere}")
+
+    def _run(self, stop: threading.Event) -> None:
+        try:
+            watch_generation(self.app, stop, samples=self.samples, on_batch=self._on_batch)
+        except Exception as e:  # the worker reports, the server stays up
+            log.exception("generation worker stopped")
+            self.error = str(e) or type(e).__name__
+        finally:
+            self._end(stop)  # generation stopped or failed: so do automatic rounds
+
+    def _end(self, stop: threading.Event) -> None:
+        stop.set()
+        self._batch_done.set()  # wakes the auto-round thread, which sees the stop
+
+    def _on_batch(self, report) -> None:
+        self.batches += 1
+        self.last_summary = report.summary()
+        if self.on_batch is not None:
+            self.on_batch(report)
+        self._batch_done.set()
+
+    # -- automatic rounds ---------------------------------------------------------------------------------------
+    def _start_auto(self, stop: threading.Event) -> threading.Thread | None:
+        if self.app.settings.training.auto_every <= 0:
+            return None
+        thread = threading.Thread(target=self._auto_rounds, args=(stop,), name="prefloop-auto-rounds", daemon=True)
+        thread.start()
+        return thread
+
+    def _auto_rounds(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            self._batch_done.wait(self.AUTO_ROUND_IDLE_S)
+            self._batch_done.clear()
+            if stop.is_set():
+                return
+            self.check_auto_round()
+
+    def check_auto_round(self) -> int | None:
+        """One automatic-round check (rounds.maybe_auto_round); the run id when it started one."""
+        try:
+            run_id = rounds.maybe_auto_round(self.app)
+        except Exception as e:  # a failed check is reported and retried; the worker goes on
+            log.exception("automatic round check failed")
+            self.auto_error = str(e) or type(e).__name__
+            return None
+        self.auto_error = None
+        if run_id is not None:
+            log.info("automatic training run %s started", run_id)
+            self.auto_rounds.append(run_id)
+            if self.on_round is not None:
+                self.on_round(run_id)
+        if self.on_notice is not None:
+            self._notice_failures()
+        return run_id
+
+    def _notice_failures(self) -> None:
+        """Failed automatic rounds: each new state (another failure, a pause) said once, not after every check."""
+        state = rounds.auto_state(self.app)
+        if state.failures and (state.run_id, state.paused) != self._notice_shown:
+            self.on_notice(rounds.notice_text(state))
+        self._notice_shown = (state.run_id, state.paused)

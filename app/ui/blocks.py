@@ -1,0 +1,22 @@
+"""The whole page: a header with who is logged in, the label tab and the operator console tab."""
+
+import gradio as gr
+
+from app.ui import console, label
+from app.ui.common import EVENT, bind, whoami
+
+
+def build_blocks(app, worker) -> gr.Blocks:
+    """The whole UI for `app`; `worker` is the in-server sampling worker (start/stop/status)."""
+    with gr.Blocks(title="prefloop", analytics_enabled=False) as blocks:
+        with gr.Row(elem_id="pf-header"):
+            who = gr.Markdown()
+            gr.Button("Log out", link="/logout", size="sm", scale=0)
+        with gr.Tab("Label", id="label") as label_tab:
+            label.build(blocks, app)
+        with gr.Tab("Console", id="console", visible=False, elem_id="pf-console") as console_tab:
+            timer = console.build(app, worker, console_tab)
+        blocks.load(bind(whoami, app), None, [who, console_tab], **EVENT)
+        label_tab.select(console.training.pause_timer, None, timer, **EVENT)
+    blocks.queue(default_concurrency_limit=None)
+    return blocks

@@ -1,0 +1,61 @@
+"""The console's data in and out: import a file of prompts, responses or labelled pairs; export the pairs as
+JSONL files to download."""
+
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+import gradio as gr
+
+from app.services import transfer
+from app.ui.common import EVENT, bind, operator_only
+
+IMPORT_FORMATS = ["auto", "prompts-jsonl", "prompts-csv", "responses-jsonl", "trl", "openai", "hh-rlhf",
+                  "llamafactory"]
+
+
+def build_import(app) -> None:
+    with gr.Accordion("Import", open=False):
+        upload = gr.File(label="File to import", type="filepath", elem_id="pf-upload")
+        import_format = gr.Dropdown(IMPORT_FORMATS, value="auto", label="Format")
+        import_button = gr.Button("Import", elem_id="pf-btn-import")
+        import_result = gr.Markdown()
+    import_button.click(bind(import_file, app), [upload, import_format], import_result, **EVENT)
+
+
+def build_export(app) -> None:
+    with gr.Accordion("Export", open=False):
+        export_format = gr.Radio(["trl", "openai"], value="trl", label="Format")
+        sources = gr.CheckboxGroup(["human", "import", "judge"], value=["human", "import"],
+                                   label="Label sources that may resolve a pair")
+        include_ties = gr.Checkbox(label="Include ties and both-bad (under a 'label' field)")
+        metadata = gr.Checkbox(label="Add metadata")
+        min_agreement = gr.Number(label="Minimum agreement (0-1, empty for any)", minimum=0, maximum=1)
+        export_button = gr.Button("Export", elem_id="pf-btn-export")
+        export_file = gr.File(label="Download", visible=False, elem_id="pf-export-file", file_count="multiple")
+        export_result = gr.Markdown()
+    export_button.click(bind(export, app), [export_format, sources, include_ties, metadata, min_agreement],
+                        [export_file, export_result], **EVENT)
+
+
+@operator_only
+def import_file(app, path: str | None, fmt: str, request: gr.Request):
+    if not path:
+        raise gr.Error("Choose a file to import first.", print_exception=False)
+    r = transfer.import_data(app, Path(path), fmt=None if fmt == "auto" else fmt)
+    return (f"Imported {Path(path).name} as {r.format}: prompts +{r.prompts_added} "
+            f"({r.prompts_duplicate} duplicate), comparisons +{r.comparisons_added} "
+            f"({r.comparisons_duplicate} duplicate), labels +{r.labels_added}")
+
+
+@operator_only
+def export(app, fmt: str, sources: list[str], include_ties: bool, metadata: bool, min_agreement: float | None,
+           request: gr.Request):
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    out = Path(tempfile.mkdtemp(prefix="prefloop-export-")) / f"prefloop-{fmt}-{stamp}.jsonl"
+    # A path, not an open file: ties and metadata are written as files of their own beside the pairs.
+    n = transfer.export_data(app, out, fmt=fmt, sources=tuple(sources) or transfer.SOURCES,
+                             include_ties=include_ties, metadata=metadata, min_agreement=min_agreement or None)
+    beside = (transfer.sidecar_path(out, "ties"), transfer.sidecar_path(out, "metadata"))
+    files = [str(p) for p in (out, *beside) if p.exists()]
+    return gr.update(value=files, visible=True), f"Exported {n} record(s)."

@@ -1,0 +1,194 @@
+"""The annotator's label view: the prompt, responses A and B in cards, the choice bar fixed to the bottom of the
+screen, undo and my recent labels, an edit. Each event is one request calling one service (app.services.labelling);
+a refusal shows once, as a notice beside the control that caused it."""
+
+import functools
+import time
+from typing import NamedTuple
+
+import gradio as gr
+
+from app.render import render_markdown, render_messages, render_notice
+from app.services import labelling
+from app.services.errors import BadInput, ServiceError
+from app.ui import label_parts as parts
+from app.ui.common import EVENT, SERVER_FAILED, bind, log, user_name
+
+# (side, button text, keyboard key, element id)
+CHOICE_BUTTONS = (
+    ("left", "A better", "a", "pf-btn-left"),
+    ("right", "B better", "b", "pf-btn-right"),
+    ("tie", "Tie", "t", "pf-btn-tie"),
+    ("both_bad", "Both bad", "x", "pf-btn-both-bad"),
+    ("skip", "Skip", "s", "pf-btn-skip"),
+)
+UNDO_KEY, RAW_KEY = "u", "r"
+EMPTY_QUEUE = "Nothing left to label right now. Thank you! New comparisons appear here as they are generated."
+# A click is tens of milliseconds: Gradio's loading overlay would only flash over the cards.
+QUIET = {**EVENT, "show_progress": "hidden"}
+
+
+class View(NamedTuple):
+    """The components every label-view event updates, in the order its handler returns them."""
+    state: gr.State
+    prompt: gr.HTML
+    cards: gr.HTML
+    progress: gr.HTML
+    rationale: gr.Textbox
+    edit_side: gr.Radio
+    edited: gr.Textbox
+    history: gr.State
+    recent: gr.HTML
+    bar_notice: gr.HTML
+    edit_notice: gr.HTML
+
+
+NOTICE_SLOTS = ("bar", "edit")
+
+
+# -- handlers: read the inputs, call one service, return the view ------------------------------------------------
+def shown(slot: str):
+    """A handler's refusal (a ServiceError) or failure becomes one notice in `slot`, next to the control that
+    caused it; nothing else on the page changes, so no error badge covers the prompt, the cards or the editor."""
+    def decorate(fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except ServiceError as e:
+                message = str(e)
+            except Exception:
+                log.exception("label view event failed")
+                message = SERVER_FAILED
+            skipped = [gr.skip()] * (len(View._fields) - len(NOTICE_SLOTS))
+            return (*skipped, *notices(slot, "warn", message))
+        return wrapper
+    return decorate
+
+
+@shown("bar")
+def load_view(app, request: gr.Request):
+    return updates(labelling.label_view(app, user_name(request)), [])
+
+
+@shown("bar")
+def label_click(app, side: str, state: dict | None, rationale: str, history: list | None, request: gr.Request):
+    """A choice button (or its key): the label, the next comparison and my progress, in one transaction."""
+    user = user_name(request)
+    if not state:
+        return updates(labelling.label_view(app, user, "Nothing to label right now."), history, "warn")
+    view = labelling.label_and_next(app, user, state["comparison_id"], side, state["shown_order"],
+                                    (rationale or "").strip() or None, time.time() - state["shown_at"])
+    if view.labelled is not None:
+        history = parts.remember(history, view.labelled.label_id, side, state.get("snippet", ""))
+    return updates(view, history, "warn")  # a notice here is a refusal: taken meanwhile, retired, ...
+
+
+@shown("bar")
+def undo_label(app, history: list | None, request: gr.Request):
+    """Undo my last label: its comparison comes back to label again."""
+    view = labelling.undo_and_view(app, user_name(request))
+    if view.undone is None:
+        return updates(view, history, "warn")
+    undone = next((h for h in history or [] if h["label_id"] == view.undone), None)
+    if undone:
+        view.notice = f"Undone: your “{undone['choice']}” on the comparison now shown; label it again."
+    return updates(view, parts.forget(history, view.undone), "info")
+
+
+@shown("edit")
+def submit_edit(app, state: dict | None, edit_side: str, edited: str, rationale: str, history: list | None,
+                request: gr.Request):
+    """The annotator's correction of response A or B becomes the preferred response of a new pair."""
+    user = user_name(request)
+    if not state:
+        raise BadInput("There is no comparison to edit right now.")
+    view = labelling.edit_and_next(app, user, state["comparison_id"], edited, "left" if edit_side == "A" else "right",
+                                   state["shown_order"], (rationale or "").strip() or None,
+                                   time.time() - state["shown_at"])
+    # Saved: said in the bar, like every outcome that brings the next comparison (the page scrolls up to it).
+    history = parts.remember(history, None, f"edited {edit_side}", state.get("snippet", ""))
+    return updates(view, history, "info")
+
+
+def edit_source(state: dict | None, edit_side: str):
+    # Prefills the editor with the response being corrected; reads the session state only.
+    if not state:
+        return ""
+    return state["left"] if edit_side == "A" else state["right"]
+
+
+# -- the view as updates ----------------------------------------------------------------------------------------------
+def updates(view: labelling.LabelView, history: list | None, kind: str = "info", slot: str = "bar") -> tuple:
+    """Every View component's new value for `view`, its notice (if any) shown in `slot`."""
+    history = history or []
+    item = view.item
+    progress = parts.progress_html(view.progress)
+    tail = (history, parts.history_html(history), *notices(slot, kind, view.notice))
+    if item is None:
+        return None, render_notice(EMPTY_QUEUE), "", progress, "", "A", "", *tail
+    state = {"comparison_id": item.comparison_id, "shown_order": item.shown_order, "left": item.left_text,
+             "right": item.right_text, "shown_at": time.time(), "snippet": parts.snippet(item.messages)}
+    cards = parts.cards_html(item.comparison_id, item.left_text, item.right_text)
+    return state, render_messages(item.messages), cards, progress, "", "A", item.left_text, *tail
+
+
+def notices(slot: str, kind: str, message: str) -> tuple[str, ...]:
+    """The notice slots' HTML: `message` in `slot`, the others cleared (a notice shows once)."""
+    return tuple(parts.notice_html(message, kind) if name == slot else "" for name in NOTICE_SLOTS)
+
+
+# -- layout and wiring ------------------------------------------------------------------------------------------
+def build(blocks: gr.Blocks, app) -> None:
+    """The label tab's contents and events (inside the tab's context)."""
+    view, buttons, undo, raw, edit_button = _layout(app)
+    blocks.load(bind(load_view, app), None, view, **QUIET)
+    for button, (side, *_rest) in zip(buttons, CHOICE_BUTTONS, strict=True):
+        button.click(bind(label_click, app, side), [view.state, view.rationale, view.history], view, **QUIET)
+    undo.click(bind(undo_label, app), view.history, view, **QUIET)
+    edit_button.click(bind(submit_edit, app), [view.state, view.edit_side, view.edited, view.rationale,
+                                               view.history], view, **QUIET)
+    # .input, not .change: a new comparison resets the radio without a second request.
+    view.edit_side.input(edit_source, [view.state, view.edit_side], view.edited, **QUIET)
+    # Raw text or rendered: both are in the page already, so the toggle is a class on <body>, with no request.
+    raw.change(None, raw, None, js="(raw) => { document.body.classList.toggle('pf-show-raw', raw); return []; }",
+               **EVENT)
+
+
+def _layout(app):
+    state, history = gr.State(None), gr.State([])
+    with gr.Row(elem_id="pf-toolbar", equal_height=True):
+        progress = gr.HTML(elem_id="pf-progress", js_on_load=None)
+        raw = gr.Checkbox(label=f"Raw text [{RAW_KEY.upper()}]", elem_id="pf-raw", container=False, scale=0,
+                          min_width=130)
+    prompt = gr.HTML(elem_id="pf-prompt", js_on_load=None)
+    cards = gr.HTML(elem_id="pf-cards", js_on_load=None)
+    bar_notice, rationale, buttons, undo = _choice_bar()
+    recent = gr.HTML(elem_id="pf-recent", js_on_load=None)
+    with gr.Accordion("Edit a response (your correction becomes a new preferred response)", open=False,
+                      elem_id="pf-edit"):
+        edit_side = gr.Radio(["A", "B"], value="A", label="Response to correct", elem_id="pf-edit-side")
+        edited = gr.Textbox(label="Corrected text (starts as the response chosen above)", lines=8,
+                            elem_id="pf-edit-text")
+        with gr.Row(elem_id="pf-edit-row"):
+            edit_button = gr.Button("Save edit as preferred", elem_id="pf-btn-edit")
+            edit_notice = gr.HTML(elem_id="pf-edit-notice", js_on_load=None)
+    with gr.Accordion("Guidelines", open=False, elem_id="pf-guidelines"):
+        gr.HTML(render_markdown(labelling.guidelines(app)), js_on_load=None)
+    view = View(state, prompt, cards, progress, rationale, edit_side, edited, history, recent, bar_notice,
+                edit_notice)
+    return view, buttons, undo, raw, edit_button
+
+
+def _choice_bar():
+    """The bar fixed to the bottom of the screen: notices, the rationale, the choice buttons and Undo."""
+    with gr.Column(elem_id="pf-bar"):
+        bar_notice = gr.HTML(elem_id="pf-bar-notice", js_on_load=None)
+        with gr.Row(elem_id="pf-bar-row"):
+            rationale = gr.Textbox(show_label=False, placeholder="Rationale (optional)", lines=1, max_lines=3,
+                                   container=False, elem_id="pf-rationale")
+            buttons = [gr.Button(f"{text} [{key.upper()}]", elem_id=elem, size="md",
+                                 variant="primary" if side in ("left", "right") else "secondary")
+                       for side, text, key, elem in CHOICE_BUTTONS]
+            undo = gr.Button(f"Undo [{UNDO_KEY.upper()}]", elem_id="pf-btn-undo", size="md", variant="secondary")
+    return bar_notice, rationale, buttons, undo

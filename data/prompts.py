@@ -1,0 +1,112 @@
+"""Prompts and what was sampled for them: adding prompts (deduplicated by content hash), the prompts a version
+still has to sample, and storing samples with the comparisons paired from them."""
+
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import func, update
+from sqlmodel import col, select
+
+from data.models import Comparison, Prompt, Response
+from data.rules import live_comparison
+
+
+def normalize_messages(messages: str | Sequence[dict[str, Any]]) -> list[dict[str, str]]:
+    """A plain string becomes one user message; messages keep only role and content."""
+    if isinstance(messages, str):
+        return [{"role": "user", "content": messages}]
+    return [{"role": str(m["role"]), "content": str(m["content"])} for m in messages]
+
+
+def prompt_hash(messages: Sequence[dict[str, str]], tools: list[dict[str, Any]] | None = None,
+                parallel_tool_calls: bool | None = None) -> str:
+    """The content hash of a prompt: its messages, plus its tool definitions when it has any.
+
+    Tools enter the hash only when present, so every prompt without tools keeps the hash it always had; the same
+    messages offered with other tools are another prompt (a model may answer them differently)."""
+    canonical: Any = [[m["role"], m["content"]] for m in messages]
+    if tools:
+        canonical = {"messages": canonical, "tools": tools, "parallel_tool_calls": parallel_tool_calls}
+    return hashlib.sha256(json.dumps(canonical, ensure_ascii=False, sort_keys=True).encode()).hexdigest()
+
+
+@dataclass
+class AddedCounts:
+    added: int = 0
+    duplicates: int = 0
+    ids: list[int] = field(default_factory=list)
+
+
+class Prompts:
+    """store.prompts: every method runs one short session of the store's."""
+
+    def __init__(self, store):
+        self.store = store
+
+    def add(self, prompts: Iterable[str | Sequence[dict]], source: str = "") -> AddedCounts:
+        """Add prompts in one transaction; a prompt whose content hash is already stored is counted, not added.
+        A prompt with no text is refused (ValueError) and nothing is added: nothing could sample or train on it."""
+        counts = AddedCounts()
+        with self.store.write() as s:
+            seen = set()
+            for raw in prompts:
+                messages = normalize_messages(raw)
+                if not any(m["content"].strip() for m in messages):
+                    raise ValueError(f"prompt {len(seen) + counts.duplicates + 1} has no text: nothing can be "
+                                     "sampled from it or trained on it")
+                h = prompt_hash(messages)
+                if h in seen or s.exec(select(Prompt.id).where(Prompt.content_hash == h)).first():
+                    counts.duplicates += 1
+                    continue
+                seen.add(h)
+                p = Prompt(messages=messages, source=source, content_hash=h)
+                s.add(p)
+                s.flush()
+                counts.added += 1
+                counts.ids.append(p.id)
+        return counts
+
+    def get(self, prompt_id: int) -> Prompt | None:
+        with self.store.read() as s:
+            return s.get(Prompt, prompt_id)
+
+    def skip(self, prompt_id: int, reason: str) -> None:
+        with self.store.write() as s:
+            s.exec(update(Prompt).where(Prompt.id == prompt_id).values(skip_reason=reason))
+
+    def to_sample(self, version_id: int, limit: int) -> list[Prompt]:
+        """Prompts not skipped nor discarded that have no generated response from `version_id` yet, oldest first."""
+        sampled = select(Response.prompt_id).where(
+            Response.model_version_id == version_id, Response.source == "generated")
+        with self.store.read() as s:
+            q = (select(Prompt).where(col(Prompt.skip_reason).is_(None), col(Prompt.discarded_at).is_(None),
+                                      col(Prompt.id).not_in(sampled))
+                 .order_by(Prompt.id).limit(limit))
+            return list(s.exec(q).all())
+
+    def add_samples(self, prompt_id: int, version_id: int, samples: Sequence[Any],
+                    pairs: Sequence[tuple[int, int]], params: dict[str, Any], overlap: int) -> list[int]:
+        """Store every sample (text, finish_reason, token_count: a generation.backend.Sample) with its version and
+        params, and one open comparison per (i, j) pair of samples."""
+        with self.store.write() as s:
+            rows = [Response(prompt_id=prompt_id, model_version_id=version_id, text=x.text,
+                             finish_reason=x.finish_reason, token_count=x.token_count,
+                             sampling_params=params) for x in samples]
+            s.add_all(rows)
+            s.flush()
+            comps = [Comparison(prompt_id=prompt_id, response_a_id=rows[i].id, response_b_id=rows[j].id,
+                                model_version_id=version_id, overlap=overlap) for i, j in pairs]
+            s.add_all(comps)
+            s.flush()
+            return [c.id for c in comps]
+
+    def open_comparison_count(self, version_id: int | None = None) -> int:
+        """Open comparisons an annotator can get (not discarded): what the generator keeps topped up."""
+        q = select(func.count()).select_from(Comparison).where(Comparison.status == "open", live_comparison())
+        if version_id is not None:
+            q = q.where(Comparison.model_version_id == version_id)
+        with self.store.read() as s:
+            return s.exec(q).one()

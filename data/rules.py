@@ -1,0 +1,36 @@
+"""The rules of the labelling data, each stated once: what a label may say and where it comes from, which labels
+count toward a pair, which fill a comparison's overlap, and which comparisons are live."""
+
+from sqlalchemy import and_, text
+from sqlmodel import col
+
+CHOICES = ("a", "b", "tie", "both_bad", "skip")
+COUNTED_CHOICES = ("a", "b", "tie", "both_bad")  # a skip says "not me", never a preference
+# Also the precedence order: when a comparison resolves under several allowed sources, the first one speaks.
+SOURCES = ("human", "import", "judge")
+
+# What fills a comparison's overlap: not skips, not judges (advisory extras), not labels an operator discarded.
+# Unqualified on purpose: inside a subquery over `label x` the names resolve to x.
+FILLING_SQL = "choice != 'skip' AND source != 'judge' AND discarded_at IS NULL"
+
+# A comparison is live unless it, or its prompt, was discarded: only live ones are handed out, labelled or paired.
+LIVE_COMPARISON_SQL = ("c.discarded_at IS NULL AND NOT EXISTS"
+                       " (SELECT 1 FROM prompt p WHERE p.id = c.prompt_id AND p.discarded_at IS NOT NULL)")
+
+
+def persons_label():
+    """What counts as a person's work in progress and per-annotator counts: their human labels that say something
+    (not skips), not discarded. Judge and import labels have no person behind them."""
+    from data.models import Label
+
+    return and_(Label.source == "human", Label.choice != "skip", col(Label.discarded_at).is_(None))
+
+
+def fills_overlap(choice: str, source: str) -> bool:
+    """FILLING_SQL for a label being added (never discarded yet)."""
+    return choice != "skip" and source != "judge"
+
+
+def live_comparison():
+    """LIVE_COMPARISON_SQL as a clause over the `comparison` table itself (for ORM queries)."""
+    return text(LIVE_COMPARISON_SQL.replace("c.", "comparison."))

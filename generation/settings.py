@@ -1,0 +1,48 @@
+"""The [model] and [generation] settings sections, declared once with help on every field.
+
+SamplingConfig (generation/config.py) is the generation section as plain data; app/settings.py composes both."""
+
+from typing import Literal
+
+from pydantic import Field
+
+from generation.sections import Section
+
+
+class ModelSettings(Section):
+    """[model]: the base model (v0) and the generator backend that serves the deployed version."""
+
+    base: str = Field("tiny", description="Base model (v0): a local folder, a Hugging Face Hub id, or 'tiny' for "
+                                          "the offline tiny model that prefloop builds itself.")
+    backend: Literal["hf", "vllm"] = Field("hf", description="Generator backend: 'hf' (transformers, CPU or GPU) "
+                                                             "or 'vllm' (GPU only, install the vllm extra).")
+    device: str = Field("auto", description="Device for the hf backend: 'auto', 'cpu' or 'cuda[:N]'.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="Weights dtype for generation; 'auto' is float32 on CPU and bfloat16 on GPU.")
+    gpu_memory_utilization: float = Field(0.45, gt=0, le=1, description="vLLM: share of GPU memory the engine "
+                                                                         "may take (the trainer needs the rest).")
+
+
+class GenerationSettings(Section):
+    """[generation]: sampling n responses per prompt, and which of them make a comparison."""
+
+    samples_per_prompt: int = Field(4, ge=2, le=64, description="Responses sampled per prompt (n).")
+    temperature: float = Field(0.8, gt=0, le=2, description="Sampling temperature; must be > 0 so samples differ.")
+    top_p: float = Field(0.95, gt=0, le=1, description="Nucleus sampling threshold.")
+    max_new_tokens: int = Field(64, ge=1, description="Longest response in tokens; longer ones end with "
+                                                      "finish reason 'length'.")
+    seed: int = Field(0, description="Seed for sampling; a run with the same seed and model repeats itself.")
+    batch_size: int = Field(8, ge=1, description="Prompts per generation batch (the hf backend halves it when "
+                                                 "memory runs out).")
+    pairing: Literal["random", "diverse", "all"] = Field(
+        "random", description="Which samples make a comparison: 'random' distinct pair, 'diverse' (the most "
+                              "different pair by text distance), or 'all' pairs up to max_pairs_per_prompt.")
+    max_pairs_per_prompt: int = Field(6, ge=1, description="Cap on comparisons per prompt with pairing='all'.")
+    bad_samples: Literal["drop", "keep"] = Field(
+        "drop", description="Empty or truncated (finish reason 'length') samples: 'drop' stores them but never "
+                            "pairs them; 'keep' pairs them like any other.")
+    on_deploy: Literal["retire", "keep"] = Field(
+        "retire", description="When a new version is deployed, open unlabelled comparisons of older versions are "
+                              "'retire'd (labels stay on-policy) or kept in the queue.")
+    queue_target: int = Field(32, ge=1, description="generate --watch keeps this many open comparisons queued.")
+    watch_interval_s: float = Field(5.0, gt=0, description="Seconds between queue checks in generate --watch.")

@@ -1,0 +1,103 @@
+"""The labelling service: the settings reach the queue, a click is one transaction, and the web UI and the
+JSON API record a click through the one same function."""
+
+from contextlib import closing, contextmanager
+from datetime import timedelta
+
+import httpx
+import pytest
+from conftest import TEST_PASSWORD, seed_comparisons
+from sqlalchemy import event
+
+from app.server import create_app, running_server
+from app.services import labelling
+from app.services.errors import BadInput, Conflict
+from app.services.workdir import init_workdir
+from data.models import Comparison, utcnow
+
+
+def status_of(app, comparison_id: int) -> str:
+    with app.store.read() as s:
+        return s.get(Comparison, comparison_id).status
+
+
+@contextmanager
+def transactions(app):
+    """Counts the transactions begun on the app's database meanwhile (reads and writes)."""
+    began = []
+    listener = lambda conn: began.append(conn)  # noqa: E731
+    event.listen(app.store.engine, "begin", listener)
+    try:
+        yield began
+    finally:
+        event.remove(app.store.engine, "begin", listener)
+
+
+def test_service_functions_pass_the_labelling_settings(workdir, tmp_path, db_url, backend):
+    app, _ = init_workdir(workdir, base=str(tmp_path / "base"), overrides={"labelling.lease_seconds": "30"},
+                          database_url=db_url if backend == "postgresql" else None)
+    try:
+        [cid] = seed_comparisons(app.store, 1)
+        item = labelling.next_for(app, "alice")
+        assert item.expires_at - utcnow() <= timedelta(seconds=30)
+        assert labelling.next_for(app, "alice") == item
+        assert labelling.label(app, "alice", cid, item.shown_order, choice="a", time_spent_s=3.5).result.done
+        assert labelling.my_progress(app, "alice") == {"open": 0, "left": 0, "labelled_today": 1}
+        pair = labelling.edit(app, "alice", cid, "A0 fixed", item.shown_order, edited_from="a")
+        assert status_of(app, pair) == "done"
+    finally:
+        app.close()
+
+
+def test_a_click_is_one_transaction_with_the_next_comparison_and_the_progress(web_app):
+    first, second = seed_comparisons(web_app.store, 2)
+    item = labelling.next_for(web_app, "ann")
+    with transactions(web_app) as began:
+        labelled = labelling.label(web_app, "ann", item.comparison_id, item.shown_order, side="left", and_next=True)
+    assert len(began) == 1
+    assert labelled.result.created and labelled.result.done and labelled.next.comparison_id != item.comparison_id
+    assert {item.comparison_id, labelled.next.comparison_id} == {first, second}
+    with transactions(web_app) as began:
+        view = labelling.label_and_next(web_app, "ann", labelled.next.comparison_id, "right",
+                                        labelled.next.shown_order)
+    assert len(began) == 1  # the label, the next comparison and the progress shown beside it: one commit
+    assert view.item is None and view.notice == "" and view.progress["labelled_today"] == 2
+
+
+def test_a_refused_click_shows_the_next_comparison_and_why(web_app):
+    cids = seed_comparisons(web_app.store, 2)
+    item = labelling.next_for(web_app, "ann")
+    labelling.label(web_app, "ann", item.comparison_id, item.shown_order, choice="a")
+    with pytest.raises(Conflict, match="first label stands"):
+        labelling.label(web_app, "ann", item.comparison_id, item.shown_order, choice="b", and_next=True)
+    view = labelling.label_and_next(web_app, "ann", item.comparison_id, "tie", item.shown_order)
+    assert "first label stands" in view.notice and view.item.comparison_id in cids
+    assert view.item.comparison_id != item.comparison_id
+    with pytest.raises(BadInput, match="exactly one of side or choice"):
+        labelling.label(web_app, "ann", item.comparison_id, item.shown_order, side="left", choice="a")
+    with pytest.raises(BadInput, match="side must be one of"):
+        labelling.label_and_next(web_app, "ann", item.comparison_id, "up", item.shown_order)
+
+
+def test_the_api_and_the_label_page_record_a_click_through_one_function(web_app, password_hash, monkeypatch):
+    seed_comparisons(web_app.store, 3)
+    web_app.store.accounts.add_user("alice", "annotator", password_hash)
+    calls = []
+    real = labelling.label
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs["and_next"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(labelling, "label", spy)
+    with running_server(create_app(web_app, ui=False)) as url, closing(httpx.Client(base_url=url)) as client:
+        token = client.post("/api/v1/login", json={"name": "alice", "password": TEST_PASSWORD}).json()["token"]
+        client.headers["Authorization"] = f"Bearer {token}"
+        item = client.get("/api/v1/next").json()["comparison"]
+        body = {"comparison_id": item["comparison_id"], "side": "left", "shown_order": item["shown_order"]}
+        answer = client.post("/api/v1/labels?next=true", json=body).json()
+        assert answer["created"] and answer["next"]["comparison_id"] != item["comparison_id"]
+        assert client.post("/api/v1/labels", json={**body, "side": None}).status_code == 422
+    view = labelling.label_view(web_app, "alice")
+    labelling.label_and_next(web_app, "alice", view.item.comparison_id, "right", view.item.shown_order)
+    assert calls == [True, False, True]

@@ -1,0 +1,177 @@
+"""The web UI without a browser: how it is built (one module per tab, handlers at module level bound to the App,
+Gradio only when serving), the label view's handlers (one service call each; a refusal is a notice beside its
+control, never an error over the page), and the safe HTML of cards, raw text, tables, progress and history."""
+
+import ast
+import inspect
+import re
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from test_render import LIVE_ATTRS, LIVE_TAGS, PAYLOADS
+
+from app.render import render_both, render_markdown, render_raw, render_response
+from app.services import labelling
+from app.ui import label_parts
+
+UI = Path(__file__).resolve().parents[1] / "app" / "ui"
+
+
+# -- structure -----------------------------------------------------------------------------------------------------
+def test_importing_the_cli_does_not_import_gradio():
+    code = "import app.cli, sys; assert 'gradio' not in sys.modules and 'app.ui' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=UI.parents[1])
+
+
+def test_every_event_handler_is_a_module_level_function_of_app_ui(web_app):
+    from app.services.workers import GenerationWorker
+    from app.ui import build_blocks
+
+    blocks = build_blocks(web_app, GenerationWorker(web_app))
+    handlers = [inspect.unwrap(fn.fn) for fn in blocks.fns.values() if fn.fn is not None]
+    assert len(handlers) > 20
+    for handler in handlers:
+        assert handler.__module__.startswith("app.ui"), handler
+        assert "<locals>" not in handler.__qualname__, handler.__qualname__  # not a closure over the App
+    assert all(fn.api_visibility == "private" for fn in blocks.fns.values())
+
+
+def test_ui_modules_say_what_they_own_and_keep_functions_short():
+    for path in [*UI.rglob("*.py"), UI.parent / "render.py"]:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        assert ast.get_docstring(tree), f"{path} has no docstring"
+        for node in ast.walk(tree):
+            if isinstance(node, ast.FunctionDef):
+                assert node.end_lineno - node.lineno < 40, f"{path}:{node.lineno} {node.name} is long"
+
+
+# -- the label view's handlers, called as Gradio calls them ----------------------------------------------------------
+def request(name: str = "alice"):
+    return SimpleNamespace(username=name)
+
+
+@pytest.fixture
+def counted(monkeypatch):
+    """Calls of the labelling service's functions, by name, in order."""
+    calls: list[str] = []
+    for name in ("label_and_next", "label_view", "undo_and_view", "edit_and_next", "label", "next_for",
+                 "my_progress"):
+        real = getattr(labelling, name)
+        monkeypatch.setattr(labelling, name, lambda *a, _real=real, _name=name, **k: calls.append(_name) or
+                            _real(*a, **k))
+    return calls
+
+
+def view_of(result: tuple) -> dict:
+    from app.ui.label import View
+
+    assert len(result) == len(View._fields)
+    return dict(zip(View._fields, result, strict=True))
+
+
+def test_a_click_is_one_service_call_and_returns_the_next_comparison(web_app, seed, counted):
+    from app.ui.label import label_click, load_view
+
+    seed(web_app.store, 2, texts=lambda i: (f"prompt {i}", f"a{i}", f"b{i}"))
+    shown = view_of(load_view(web_app, request()))
+    assert shown["state"]["comparison_id"] and "pf-left" in shown["cards"] and "pf-right" in shown["cards"]
+    counted.clear()
+    after = view_of(label_click(web_app, "left", shown["state"], "  because  ", shown["history"], request()))
+    assert counted[0] == "label_and_next" and counted.count("label_and_next") == 1
+    assert not {"label_view", "my_progress", "next_for"} & set(counted)  # all inside the one transaction
+    assert after["state"]["comparison_id"] != shown["state"]["comparison_id"]
+    assert after["history"][0]["choice"] == "A better" and "prompt" in after["history"][0]["prompt"]
+    assert "My labels today: <strong>1</strong>" in after["progress"]
+    assert after["bar_notice"] == after["edit_notice"] == ""
+
+
+def test_a_refusal_is_one_notice_beside_its_control_and_nothing_else_changes(web_app, seed):
+    import gradio as gr
+
+    from app.ui.label import submit_edit
+
+    seed(web_app.store, 1)
+    refused = view_of(submit_edit(web_app, None, "A", "better text", "", [], request()))
+    assert "no comparison to edit" in refused["edit_notice"] and refused["bar_notice"] == ""
+    skipped = [k for k, v in refused.items() if isinstance(v, dict) and v.get("__type__") == "update"]
+    assert set(skipped) == set(refused) - {"edit_notice", "bar_notice"}, refused
+    assert all(refused[k] == gr.skip() for k in skipped)
+
+
+def test_a_bug_in_a_handler_is_a_plain_sentence_not_a_traceback(web_app, monkeypatch):
+    from app.ui.label import load_view
+
+    def broken(*_a, **_k):
+        raise RuntimeError("secret internals")
+
+    monkeypatch.setattr(labelling, "label_view", broken)
+    shown = view_of(load_view(web_app, request()))
+    assert "Something went wrong" in shown["bar_notice"] and "secret" not in shown["bar_notice"]
+
+
+def test_undo_names_the_choice_as_shown_and_forgets_it(web_app, seed, counted):
+    from app.ui.label import label_click, load_view, undo_label
+
+    seed(web_app.store, 2)
+    shown = view_of(load_view(web_app, request()))
+    after = view_of(label_click(web_app, "right", shown["state"], "", [], request()))
+    counted.clear()
+    undone = view_of(undo_label(web_app, after["history"], request()))
+    assert counted[0] == "undo_and_view" and counted.count("undo_and_view") == 1
+    assert "B better" in undone["bar_notice"] and undone["history"] == []
+    assert undone["state"]["comparison_id"] == shown["state"]["comparison_id"]
+    again = view_of(undo_label(web_app, [], request()))
+    assert "Nothing undone" in again["bar_notice"] and "pf-inline-warn" in again["bar_notice"]
+
+
+# -- the HTML of the view ----------------------------------------------------------------------------------------
+def test_tables_render_with_alignment_as_a_class():
+    out = render_markdown("| a | b | c |\n|:-|:-:|--:|\n| 1 | <b>2</b> | [x](javascript:alert(1)) |")
+    assert "<table>" in out and "style" not in out
+    assert out.count('class="pf-align-left"') == 2 and out.count('class="pf-align-right"') == 2
+    assert "&lt;b&gt;2&lt;/b&gt;" in out and "<a " not in out  # a cell is as safe as a paragraph
+
+
+@pytest.mark.parametrize("payload", PAYLOADS)
+def test_raw_and_both_are_inert(payload):
+    for out in (render_raw(payload), render_both(payload), render_response("A", payload, "pf-left"),
+                render_markdown(f"| x |\n|--|\n| {payload} |")):
+        assert not LIVE_TAGS.search(out), out
+        assert not LIVE_ATTRS.search(out), out
+
+
+def test_raw_text_is_exactly_the_text_escaped():
+    text = "(2+2)*3 = 12, because 4*3 = 12\n  <b>&amp;</b>"
+    out = render_raw(text)
+    assert out == '<pre class="pf-raw">(2+2)*3 = 12, because 4*3 = 12\n  &lt;b&gt;&amp;amp;&lt;/b&gt;</pre>'
+    both = render_both(text)
+    assert both.index('class="pf-md"') < both.index('class="pf-raw"') and "<em>" in both
+
+
+def test_a_card_is_headed_by_its_letter():
+    card = render_response("B", "hello", "pf-right")
+    assert 'id="pf-right"' in card and ">B</span>" in card and "Response B" in card
+
+
+def test_history_keeps_five_newest_first_and_one_entry_per_label():
+    history: list = []
+    for i in range(7):
+        history = label_parts.remember(history, i, "left" if i % 2 else "tie", f"prompt {i}")
+    history = label_parts.remember(history, 6, "tie", "prompt 6")  # a repeated click is the same label
+    assert [h["label_id"] for h in history] == [6, 5, 4, 3, 2]
+    assert label_parts.forget(history, 6)[0]["label_id"] == 5
+    html_out = label_parts.history_html(label_parts.remember([], 1, "both_bad", "<script>x</script>"))
+    assert "Both bad" in html_out and "<script>" not in html_out and "&lt;script&gt;" in html_out
+
+
+def test_progress_notice_and_snippet_are_plain_and_escaped():
+    progress = label_parts.progress_html({"labelled_today": 3, "left": 1, "open": 9})
+    assert re.search(r'<progress [^>]*value="3" max="4"', progress) and "style" not in progress
+    assert label_parts.notice_html("") == ""
+    assert "&lt;img" in label_parts.notice_html("<img src=x onerror=1>", "warn")
+    long_prompt = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "word " * 100}]
+    snippet = label_parts.snippet(long_prompt)
+    assert snippet.startswith("word word") and snippet.endswith("…") and len(snippet) == label_parts.SNIPPET_CHARS

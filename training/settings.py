@@ -1,0 +1,60 @@
+"""The [training] settings section, declared once with help on every field.
+
+RoundConfig (training/config.py) carries it into a round; app/settings.py composes it."""
+
+from typing import Literal
+
+from pydantic import Field
+
+from generation.sections import Section
+
+
+class TrainingSettings(Section):
+    """[training]: DPO rounds: which pairs, how to train, when to run and when to deploy."""
+
+    judge_labels: Literal["never", "fill", "always"] = Field(
+        "never", description="LLM-judge labels in training pairs: 'never'; 'fill' only comparisons no human has "
+                             "labelled; 'always' any comparison that human and imported labels leave unresolved.")
+    min_pairs: int = Field(16, ge=1, description="A round refuses to start with fewer new training pairs than this.")
+    replay_fraction: float = Field(0.25, ge=0, le=10, description="Older, already trained-on pairs replayed in a "
+                                                                  "round, as a share of its new pairs.")
+    eval_fraction: float = Field(0.1, ge=0, lt=1, description="Share of prompts held out for evaluation (chosen "
+                                                              "by a hash of the prompt, so fixed across rounds).")
+    beta: float = Field(0.1, gt=0, description="DPO beta: how far the policy may move from the reference.")
+    loss_type: str = Field("sigmoid", description="TRL DPO loss type ('sigmoid', 'ipo', 'hinge', 'robust', ...).")
+    learning_rate: float = Field(5e-6, gt=0, description="Peak learning rate of the round.")
+    epochs: float = Field(1.0, gt=0, description="Epochs over the round's pairs (ignored when max_steps > 0).")
+    max_steps: int = Field(0, ge=0, description="Optimizer steps per round; 0 means train for `epochs`.")
+    batch_size: int = Field(8, ge=1, description="Pairs per optimizer step.")
+    max_length: int = Field(512, ge=8, description="Longest prompt + response in tokens; longer ones are cut.")
+    lora: bool = Field(False, description="Train a LoRA adapter (peft) on the parent instead of all weights.")
+    lora_rank: int = Field(16, ge=1, description="LoRA rank r (used when lora is true).")
+    lora_alpha: int = Field(32, ge=1, description="LoRA alpha scaling (used when lora is true).")
+    reference: Literal["parent", "initial"] = Field(
+        "parent", description="DPO reference model: 'parent' (the round's starting version) or 'initial' (v0). "
+                              "LoRA rounds always use the parent (the adapter switched off).")
+    precompute_ref_log_probs: bool = Field(
+        True, description="Compute the reference log-probs once before training, so the reference model is not "
+                          "kept in memory while training.")
+    eval_max_pairs: int = Field(256, ge=0, description="Most held-out pairs scored before and after a round.")
+    probe_prompts: int = Field(16, ge=0, description="Held-out prompts sampled before and after a round to measure "
+                                                     "response length and EOS rate (0 skips the probes).")
+    probe_samples: int = Field(2, ge=1, description="Samples per probe prompt.")
+    auto_every: int = Field(0, ge=0, description="Start a round automatically after this many newly resolved "
+                                                 "pairs (0 turns automatic rounds off).")
+    auto_retry_s: float = Field(60.0, ge=0, description="After a failed automatic round, wait this long before the "
+                                                        "next automatic try; the wait doubles with each failure "
+                                                        "in a row.")
+    auto_retry_max_s: float = Field(3600.0, ge=0, description="The longest wait between failed automatic rounds.")
+    auto_max_failures: int = Field(3, ge=0, description="Pause automatic rounds after this many failures in a row, "
+                                                        "until an operator resumes them (console, or `prefloop "
+                                                        "rounds --resume-auto`); 0 never pauses.")
+    auto_deploy: bool = Field(False, description="Deploy a round's version automatically when it passes the gate.")
+    deploy_min_accuracy: float = Field(0.0, ge=0, le=1, description="Gate for automatic deploys: the held-out "
+                                                                    "implicit-reward accuracy after the round must "
+                                                                    "reach this (0 means no gate).")
+    stale_after_s: float = Field(120.0, gt=0, description="A running round whose heartbeat is older than this (or "
+                                                          "whose process is gone) is marked failed.")
+    seed: int = Field(0, description="Seed for replay sampling and training.")
+    win_rate_judge: bool = Field(False, description="Evaluate each round's win-rate against its parent with the "
+                                                    "[judge] settings (both orders, ties count half).")
