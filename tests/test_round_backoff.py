@@ -129,16 +129,16 @@ def test_auto_max_failures_zero_never_pauses(auto_app):
 
 
 def test_the_rounds_table_and_progress_show_the_error_in_one_line(auto_app):
-    from app.ui import _rounds_frame, _training_progress
+    from app.ui.console.training_parts import progress_text, rounds_frame
 
     app = auto_app
     run_id = training_rounds.maybe_auto_round(app)
     fail(app, run_id, utcnow())
     panel = console.training_panel(app)
-    table = _rounds_frame(panel.rounds)
+    table = rounds_frame(panel.rounds)
     assert table.loc[0, "error"] == EMPTY_CONVERSATION and table.loc[0, "trigger"] == "auto"
     assert table.loc[0, "status"] == "failed"
-    progress = _training_progress(panel)
+    progress = progress_text(panel)
     assert f"**Round {run_id}:** failed; error: {EMPTY_CONVERSATION}" in progress and "Traceback" not in progress
 
 
