@@ -26,6 +26,14 @@ class Context:
     def open(self) -> workdir.App:
         return workdir.open_app(self.workdir, self.overrides)
 
+    def call(self, fn, *args):
+        """Open the workdir, call one service function with it, close it."""
+        app = self.open()
+        try:
+            return fn(app, *args)
+        finally:
+            app.close()
+
 
 def _parse_sets(values: tuple[str, ...]) -> dict[str, str]:
     out = {}
@@ -411,7 +419,7 @@ def users_revoke_tokens(obj: Context, name: str):
 def users_reset_password(obj: Context, name: str, password_stdin: bool):
     """Give account NAME a new password; its API tokens are revoked. Audited (never the password)."""
     password = sys.stdin.readline().rstrip("\r\n") if password_stdin else None
-    generated = _on_app(obj, accounts.reset_password, name, _cli_actor(), password)
+    generated = obj.call(accounts.reset_password, name, _cli_actor(), password)
     click.echo(f"new password for {name}" + (f" (shown once): {generated}" if generated else " set"))
 
 
@@ -421,7 +429,7 @@ def users_reset_password(obj: Context, name: str, password_stdin: bool):
 @click.pass_obj
 def users_role(obj: Context, name: str, role: str):
     """Make account NAME an annotator or an operator (the last enabled operator stays one). Audited."""
-    _on_app(obj, accounts.set_role, name, role, _cli_actor())
+    obj.call(accounts.set_role, name, role, _cli_actor())
     click.echo(f"{name} is now an {role}")
 
 
@@ -430,7 +438,7 @@ def users_role(obj: Context, name: str, role: str):
 @click.pass_obj
 def users_disable(obj: Context, name: str):
     """Disable account NAME: no login, API tokens revoked, labels kept (`users enable` undoes it). Audited."""
-    _on_app(obj, accounts.set_disabled, name, True, _cli_actor())
+    obj.call(accounts.set_disabled, name, True, _cli_actor())
     click.echo(f"disabled {name}")
 
 
@@ -439,17 +447,8 @@ def users_disable(obj: Context, name: str):
 @click.pass_obj
 def users_enable(obj: Context, name: str):
     """Let a disabled account NAME log in again. Audited."""
-    _on_app(obj, accounts.set_disabled, name, False, _cli_actor())
+    obj.call(accounts.set_disabled, name, False, _cli_actor())
     click.echo(f"enabled {name}")
-
-
-def _on_app(obj: Context, fn, *args):
-    """Open the workdir, call one service function, close it."""
-    app = obj.open()
-    try:
-        return fn(app, *args)
-    finally:
-        app.close()
 
 
 # -- curation -------------------------------------------------------------------------------------------------------

@@ -106,12 +106,8 @@ def locks_rows(engine: Engine) -> bool:
 
 @contextmanager
 def queue_connection(engine: Engine, annotator: str):
-    """One annotator's label-queue transaction. SQLite: write_connection (its write lock serialises everyone).
-    PostgreSQL: a transaction that waits only for the same annotator's other queue transactions."""
-    if not locks_rows(engine):
-        with write_connection(engine) as conn:
-            yield conn
-        return
+    """One annotator's label-queue transaction on PostgreSQL: it waits only for the same annotator's other queue
+    transactions (on SQLite, queue transactions are write_connection's, which serialises everyone)."""
     with engine.begin() as conn:
         conn.execute(text("SELECT pg_advisory_xact_lock(:key, hashtext(:annotator))"),
                      {"key": PG_QUEUE_LOCK, "annotator": annotator})

@@ -27,7 +27,7 @@ from sqlalchemy import (
 )
 from sqlmodel import Session, col, select
 
-from data.db import ROW_LOCK, SKIP_LOCKED
+from data.db import ROW_LOCK, SKIP_LOCKED, locks_rows
 from data.models import Comparison, Label, Lease, Prompt, Response, utcnow
 from data.rules import CHOICES, FILLING_SQL, LIVE_COMPARISON_SQL, SOURCES, fills_overlap, live_comparison, persons_label
 from data.store import Store
@@ -103,7 +103,6 @@ def _sql(statement: str, result_types: dict | None = None, **bind_types) -> Text
 
 
 _WANTED = "CASE WHEN c.overlap >= 1 THEN c.overlap ELSE :overlap_default END"
-_FILLING = FILLING_SQL
 _EXPIRE = _sql("DELETE FROM lease WHERE expires_at <= :now", now=_TS)
 _HELD = _sql(
     # CROSS JOIN: SQLite's way to say "lease first" (a handful of rows), not a walk over every open comparison.
@@ -114,11 +113,10 @@ _HELD = _sql(
 _DROP_MINE = text("DELETE FROM lease WHERE annotator = :annotator")
 # Walks ix_comparison_queue (open rows in priority DESC, id order) and stops at the first one with room.
 # Discarded comparisons, and those of discarded prompts (a primary-key probe per row walked), are never handed out.
-_LIVE = LIVE_COMPARISON_SQL
 _FIRST_SQL = (
-    f"SELECT c.id, c.overlap FROM comparison c WHERE c.status = 'open' AND {_LIVE} AND NOT EXISTS"
+    f"SELECT c.id, c.overlap FROM comparison c WHERE c.status = 'open' AND {LIVE_COMPARISON_SQL} AND NOT EXISTS"
     " (SELECT 1 FROM label x WHERE x.comparison_id = c.id AND x.annotator = :annotator)"
-    f" AND {_WANTED} > (SELECT count(*) FROM label x WHERE x.comparison_id = c.id AND {_FILLING})"
+    f" AND {_WANTED} > (SELECT count(*) FROM label x WHERE x.comparison_id = c.id AND {FILLING_SQL})"
     " + (SELECT count(*) FROM lease y WHERE y.comparison_id = c.id AND y.expires_at > :now)")
 _FIRST_ORDER = " ORDER BY c.priority DESC, c.id LIMIT 1"
 _FIRST = _sql(_FIRST_SQL + _FIRST_ORDER, now=_TS)
@@ -150,7 +148,7 @@ def next_comparison(store: Store, annotator: str, lease_seconds: float,
 def _next(conn: Connection, annotator: str, lease_seconds: float, overlap_default: int | None) -> QueueItem | None:
     now = utcnow()
     # Expired leases must not hold places; clearing them here keeps the table small too.
-    _run(conn, _EXPIRE_LOCKED if _locks_rows(conn) else _EXPIRE, {"now": now})
+    _run(conn, _EXPIRE_LOCKED if locks_rows(conn.engine) else _EXPIRE, {"now": now})
     held = _row(conn, _HELD, {"annotator": annotator})
     if held is not None:
         lease_id, comparison_id, shown_order, expires_at = held
@@ -174,7 +172,7 @@ def _next(conn: Connection, annotator: str, lease_seconds: float, overlap_defaul
 def _take_first(conn: Connection, annotator: str, now: datetime, overlap_default: int) -> int | None:
     """The first comparison with room for `annotator`, locked against other queue transactions on PostgreSQL."""
     params = {"annotator": annotator, "now": now, "overlap_default": overlap_default}
-    if not _locks_rows(conn):
+    if not locks_rows(conn.engine):
         first = _row(conn, _FIRST, params)  # SQLite: the write lock already excludes every other writer
         return first[0] if first else None
     tried: list[int] = []
@@ -185,14 +183,10 @@ def _take_first(conn: Connection, annotator: str, now: datetime, overlap_default
         comparison_id, overlap = first
         labels, others, mine = _row(conn, _ROOM, {"comparison_id": comparison_id, "annotator": annotator,
                                                   "now": now})
-        if labels + others + mine < (overlap if overlap and overlap >= 1 else overlap_default):
+        if labels + others + mine < _wanted(overlap, overlap_default):
             return comparison_id
         tried.append(comparison_id)
     return None
-
-
-def _locks_rows(conn: Connection) -> bool:
-    return conn.dialect.name == "postgresql"
 
 
 def _run(conn: Connection, statement: TextClause | TextualSelect, params: dict[str, Any]):
@@ -244,17 +238,18 @@ def expire_leases(store: Store) -> int:
 
 
 # -- taking labels back ----------------------------------------------------------------------------------------
-_COMPARISON = text(f"SELECT c.status, c.overlap, NOT ({_LIVE}) FROM comparison c WHERE c.id = :comparison_id")
+_COMPARISON = text(f"SELECT c.status, c.overlap, NOT ({LIVE_COMPARISON_SQL}) FROM comparison c"
+                   " WHERE c.id = :comparison_id")
 # Every lease or label added to a comparison is added under its row lock (PostgreSQL; SQLite's write lock is wider).
 _COMPARISON_LOCKED = text(_COMPARISON.text + ROW_LOCK)
 _MY_LABEL = text("SELECT id, choice FROM label WHERE comparison_id = :comparison_id AND annotator = :annotator")
 _ROOM = _sql(
-    f"SELECT (SELECT count(*) FROM label WHERE comparison_id = :comparison_id AND {_FILLING}),"
+    f"SELECT (SELECT count(*) FROM label WHERE comparison_id = :comparison_id AND {FILLING_SQL}),"
     " (SELECT count(*) FROM lease WHERE comparison_id = :comparison_id AND expires_at > :now"
     " AND annotator != :annotator),"
     " (SELECT count(*) FROM lease WHERE comparison_id = :comparison_id AND expires_at > :now"
     " AND annotator = :annotator)", now=_TS)
-_FILLED = text(f"SELECT count(*) FROM label WHERE comparison_id = :comparison_id AND {_FILLING}")
+_FILLED = text(f"SELECT count(*) FROM label WHERE comparison_id = :comparison_id AND {FILLING_SQL}")
 _LABEL = _sql("INSERT INTO label (comparison_id, annotator, source, choice, shown_order, rationale, time_spent_s,"
               " created_at) VALUES (:comparison_id, :annotator, :source, :choice, :shown_order, :rationale,"
               " :time_spent_s, :created_at) RETURNING id", created_at=_TS)
@@ -263,7 +258,7 @@ _DONE = text("UPDATE comparison SET status = 'done' WHERE id = :comparison_id AN
 # After labels stop or start counting (discard, restore, undo): done exactly when the filling labels reach the overlap.
 _SETTLE = text(
     "UPDATE comparison SET status = CASE WHEN (SELECT count(*) FROM label x WHERE x.comparison_id = comparison.id"
-    f" AND {_FILLING}) >= {_WANTED.replace('c.', 'comparison.')} THEN 'done' ELSE 'open' END"
+    f" AND {FILLING_SQL}) >= {_WANTED.replace('c.', 'comparison.')} THEN 'done' ELSE 'open' END"
     " WHERE id = :comparison_id AND status IN ('open', 'done')")
 
 
@@ -316,7 +311,7 @@ def click(store: Store, annotator: str, comparison_id: int, choice: str, shown_o
 def _submit(conn: Connection, comparison_id: int, annotator: str, choice: str, shown_order: str,
             rationale: str | None, time_spent_s: float | None, source: str,
             overlap_default: int | None) -> SubmitResult:
-    found = _row(conn, _COMPARISON_LOCKED if _locks_rows(conn) else _COMPARISON, {"comparison_id": comparison_id})
+    found = _row(conn, _COMPARISON_LOCKED if locks_rows(conn.engine) else _COMPARISON, {"comparison_id": comparison_id})
     if found is None:
         raise LookupError(f"no comparison with id {comparison_id}")
     status, overlap, discarded = found
@@ -331,7 +326,7 @@ def _submit(conn: Connection, comparison_id: int, annotator: str, choice: str, s
         raise ComparisonUnavailable(f"comparison {comparison_id} was retired and takes no more labels")
     if discarded:
         raise ComparisonUnavailable(f"comparison {comparison_id} was discarded by an operator and takes no labels")
-    wanted = overlap if overlap and overlap >= 1 else (overlap_default or 1)
+    wanted = _wanted(overlap, overlap_default)
     filled = None
     if fills_overlap(choice, source):
         # Labels + other people's live leases never exceed the overlap, so each comparison gets exactly that many.
@@ -367,7 +362,7 @@ def has_room(conn: Connection, comparison_id: int, annotator: str, overlap_defau
     found = _row(conn, _COMPARISON, {"comparison_id": comparison_id})
     if found is None or found[0] != "open" or found[2]:
         return False
-    wanted = found[1] if found[1] and found[1] >= 1 else (overlap_default or 1)
+    wanted = _wanted(found[1], overlap_default)
     labels, others, _mine = _row(conn, _ROOM, {"comparison_id": comparison_id, "annotator": annotator,
                                                "now": utcnow()})
     return labels + others < wanted
@@ -441,12 +436,17 @@ def _counts(conn: Connection, annotator: str | None, overlap_default: int | None
 
 # -- shared pieces ---------------------------------------------------------------------------------------------
 def _label_count(comparison_id):
-    """Labels that fill the overlap (_FILLING)."""
-    return select(func.count()).select_from(Label).where(Label.comparison_id == comparison_id, text(_FILLING))
+    """Labels that fill the overlap (FILLING_SQL)."""
+    return select(func.count()).select_from(Label).where(Label.comparison_id == comparison_id, text(FILLING_SQL))
 
 
 def _labelled_by(annotator: str):
     return exists().where(Label.comparison_id == Comparison.id, Label.annotator == annotator)
+
+
+def _wanted(overlap: int | None, overlap_default: int | None) -> int:
+    """_WANTED in Python: a comparison's own overlap, else the settings' default."""
+    return overlap if overlap and overlap >= 1 else (overlap_default or 1)
 
 
 def _wanted_sql(overlap_default: int | None):
