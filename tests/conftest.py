@@ -9,6 +9,8 @@ import pytest
 from app.services.workdir import DB_NAME
 from data.store import Store
 
+pytest_plugins = ["browsing"]  # the browser harness: browser, site, session
+
 SHARED_DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 
 

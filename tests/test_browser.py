@@ -3,30 +3,17 @@ edit; hostile prompts and responses that must not run, load or restyle anything;
 an annotator who cannot see the console. Skipped only when Chromium is absent and CI is not set."""
 
 import json
-import os
 import re
-from pathlib import Path
-from urllib.parse import urlparse
 
 import pytest
-from conftest import TEST_PASSWORD, seed_comparisons
+from browsing import BROWSER
+from conftest import seed_comparisons
 from sqlmodel import select
 
-from app.server import create_app, running_server
 from app.services import console, labelling
 from data.models import Comparison, Label
 
-CHROMIUM = Path(os.environ.get("PREFLOOP_CHROMIUM", "/usr/bin/chromium"))
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
-
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists() and os.environ.get("CI") != "true",
-                       reason=f"no Chromium at {CHROMIUM} (apt-get install chromium); CI requires it"),
-]
-
-LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
+pytestmark = BROWSER
 
 # Hostile text for prompts and responses: none of it may run, fetch from elsewhere or restyle the page.
 PAYLOADS = [
@@ -49,85 +36,6 @@ PAYLOADS = [
     "<details open ontoggle=\"window.__pwned='toggle'\">x</details>",
     "<video><source onerror=\"window.__pwned='video'\"></video>",
 ]
-
-
-def _launch(p):
-    return p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = _launch(p)
-        yield b
-        b.close()
-
-
-@pytest.fixture
-def site(web_app, password_hash):
-    web_app.store.accounts.add_user("alice", "annotator", password_hash)
-    web_app.store.accounts.add_user("olivia", "operator", password_hash)
-    with running_server(create_app(web_app)) as url:
-        yield url, web_app
-
-
-class Session:
-    """One logged-in browser page that records every request to a non-loopback host (and blocks it)."""
-
-    def __init__(self, browser, url: str, name: str, tmp_path: Path, width: int = 1280, height: int = 800):
-        self.context = browser.new_context(accept_downloads=True, viewport={"width": width, "height": height})
-        self.remote: list[str] = []
-        self.dialogs: list[str] = []
-        self.context.route("**/*", self._route)
-        self.page = self.context.new_page()
-        self.page.on("dialog", self._dialog)
-        self.page.goto(url)
-        self.page.get_by_label("username").fill(name)
-        self.page.get_by_label("password").fill(TEST_PASSWORD)
-        self.page.get_by_role("button", name="Login").click()
-        self.page.wait_for_selector("#pf-progress strong", timeout=30_000)
-
-    def _route(self, route):
-        host = urlparse(route.request.url).hostname or ""
-        if route.request.url.startswith(("data:", "blob:")) or host in LOOPBACK:
-            return route.continue_()
-        self.remote.append(route.request.url)
-        return route.abort()
-
-    def _dialog(self, dialog):
-        self.dialogs.append(dialog.message)
-        dialog.dismiss()
-
-    def labels_today(self) -> int:
-        text = self.page.inner_text("#pf-progress")
-        return int(re.search(r"My labels today:\s*(\d+)", text).group(1))
-
-    def wait_labels_today(self, n: int) -> None:
-        self.page.wait_for_function(
-            f"() => /My labels today:\\s*{n}\\b/.test((document.querySelector('#pf-progress')?.innerText || ''))",
-            timeout=20_000)
-
-    def pane_texts(self) -> tuple[str, str]:
-        return self.page.inner_text("#pf-left .pf-pane-body"), self.page.inner_text("#pf-right .pf-pane-body")
-
-    def close(self):
-        self.context.close()
-
-
-@pytest.fixture
-def session(browser, site, tmp_path):
-    opened = []
-
-    def open_as(name: str, width: int = 1280, height: int = 800) -> Session:
-        s = Session(browser, site[0], name, tmp_path, width, height)
-        opened.append(s)
-        return s
-
-    yield open_as
-    for s in opened:
-        s.close()
 
 
 def labels(app) -> list[Label]:
@@ -243,7 +151,7 @@ def test_operator_exports_a_download(site, session, tmp_path):
     page.get_by_role("tab", name="Console").click()
     page.wait_for_function("() => (document.querySelector('#pf-summary')?.innerText || '').includes('Prompts')")
     assert "Prompts:" in page.inner_text("#pf-summary")
-    page.get_by_text("Export", exact=True).first.click()
+    page.get_by_role("tab", name="Data").click()
     page.click("#pf-btn-export")
     link = page.locator("#pf-export-file a").first
     link.wait_for(timeout=20_000)
@@ -280,7 +188,7 @@ def test_operator_follows_rounds_and_a_refused_round_is_a_plain_message(site, se
     s = session("olivia")
     page = s.page
     page.get_by_role("tab", name="Console").click()
-    page.get_by_text("Training", exact=True).first.click()
+    page.get_by_role("tab", name="Models and rounds").click()
     page.wait_for_function("() => (document.querySelector('#pf-rounds')?.innerText || '').includes('0.500 → 0.750')",
                            timeout=20_000)
     table = page.inner_text("#pf-rounds")
@@ -307,7 +215,7 @@ def test_operator_follows_rounds_and_a_refused_round_is_a_plain_message(site, se
                            ".includes('cancelling')",
                            timeout=20_000)
     assert app.store.runs.get(running.id).status == "cancelling"
-    page.get_by_text("Judges", exact=True).first.click()
+    page.get_by_role("tab", name="Judges").click()
     page.wait_for_function("() => (document.querySelector('#pf-judge-status')?.innerText || '').includes('No judge')",
                            timeout=20_000)
     assert not s.remote and not s.dialogs
@@ -336,7 +244,7 @@ def test_operator_discards_a_label_in_the_console_and_an_annotator_undoes_theirs
     olivia = session("olivia")
     page = olivia.page
     page.get_by_role("tab", name="Console").click()
-    page.get_by_text("Discard or restore data", exact=True).first.click()
+    page.get_by_role("tab", name="Data").click()
     page.fill("#pf-curate-id input", str(mine.id))
     page.click("#pf-btn-show")  # what the id stands for, before discarding it
     page.wait_for_function("() => (document.querySelector('#pf-curate-show')?.innerText || '').includes('chose')",

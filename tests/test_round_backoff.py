@@ -200,7 +200,7 @@ def test_an_empty_prompt_pair_does_not_break_a_real_round(tiny_app):
 # -- the console: the failed round, the pause notice, the resume button ----------------------------------------------
 @pytest.mark.browser
 def test_console_shows_the_pause_and_resumes(web_app, password_hash, tmp_path, shots):
-    from test_browser import CHROMIUM, Session, _launch
+    from browsing import CHROMIUM, Session, _launch
 
     if not CHROMIUM.exists():
         pytest.skip(f"no Chromium at {CHROMIUM}")
@@ -220,7 +220,7 @@ def test_console_shows_the_pause_and_resumes(web_app, password_hash, tmp_path, s
         s = Session(browser, url, "olivia", tmp_path)
         page = s.page
         page.get_by_role("tab", name="Console").click()
-        page.get_by_text("Training", exact=True).first.click()
+        page.get_by_role("tab", name="Models and rounds").click()
         page.wait_for_function("() => (document.querySelector('#pf-auto-notice')?.innerText || '')"
                                ".includes('paused')", timeout=20_000)
         page.wait_for_function("() => (document.querySelector('#pf-rounds')?.innerText || '')"

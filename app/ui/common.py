@@ -1,6 +1,7 @@
 """What every tab's handlers share: binding a handler to the App without a closure, the logged-in user, the
 operator check, and turning errors into a sentence for the person (never a traceback)."""
 
+import contextlib
 import functools
 import inspect
 import logging
@@ -63,6 +64,14 @@ def operator_only(fn):
             raise gr.Error("Only operators can use the console.", print_exception=False)
         return fn(app, *args, **kwargs)
     return friendly(wrapper)
+
+
+@contextlib.contextmanager
+def section(title: str, elem_id: str | None = None):
+    """One titled part of a console tab: a heading over its controls (the tab itself is the navigation)."""
+    with gr.Column(elem_id=elem_id, elem_classes="pf-section") as column:
+        gr.Markdown(f"### {title}", elem_classes="pf-section-title")
+        yield column
 
 
 def whoami(app, request: gr.Request):

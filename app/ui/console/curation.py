@@ -9,11 +9,11 @@ import gradio as gr
 from app.render import render_messages, render_response
 from app.services import curation
 from app.services.errors import BadInput
-from app.ui.common import EVENT, bind, operator_only, user_name
+from app.ui.common import EVENT, bind, operator_only, section, user_name
 
 
 def build(app, triggers) -> None:
-    with gr.Accordion("Discard or restore data", open=False, elem_id="pf-curation"):
+    with section("Discard or restore data", elem_id="pf-curation"):
         gr.Markdown("Discarded prompts, comparisons and labels are never shown to annotators, trained on "
                     "or exported; a discarded label stops counting, so its comparison may reopen.")
         with gr.Row():

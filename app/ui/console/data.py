@@ -8,14 +8,14 @@ from pathlib import Path
 import gradio as gr
 
 from app.services import transfer
-from app.ui.common import EVENT, bind, operator_only
+from app.ui.common import EVENT, bind, operator_only, section
 
 IMPORT_FORMATS = ["auto", "prompts-jsonl", "prompts-csv", "responses-jsonl", "trl", "openai", "hh-rlhf",
                   "llamafactory"]
 
 
 def build_import(app) -> None:
-    with gr.Accordion("Import", open=False):
+    with section("Import"):
         upload = gr.File(label="File to import", type="filepath", elem_id="pf-upload")
         import_format = gr.Dropdown(IMPORT_FORMATS, value="auto", label="Format")
         import_button = gr.Button("Import", elem_id="pf-btn-import")
@@ -24,7 +24,7 @@ def build_import(app) -> None:
 
 
 def build_export(app) -> None:
-    with gr.Accordion("Export", open=False):
+    with section("Export"):
         export_format = gr.Radio(["trl", "openai"], value="trl", label="Format")
         sources = gr.CheckboxGroup(["human", "import", "judge"], value=["human", "import"],
                                    label="Label sources that may resolve a pair")

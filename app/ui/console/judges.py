@@ -7,12 +7,12 @@ import gradio as gr
 
 from app.services import console as console_views
 from app.services import judging
-from app.ui.common import EVENT, bind, operator_only
+from app.ui.common import EVENT, bind, operator_only, section
 from app.ui.console.training_parts import num
 
 
 def build(app, triggers) -> None:
-    with gr.Accordion("Judges", open=False, elem_id="pf-judges"):
+    with section("Judges", elem_id="pf-judges"):
         status = gr.Markdown(elem_id="pf-judge-status")
         judges = gr.Dataframe(label="Judge-human agreement", interactive=False, elem_id="pf-judges-table")
         per_round = gr.Dataframe(label="Cohen's kappa per round", interactive=False)

@@ -4,12 +4,12 @@ or roll back."""
 import gradio as gr
 
 from app.services import versions as model_versions
-from app.ui.common import EVENT, bind, operator_only
+from app.ui.common import EVENT, bind, operator_only, section
 
 
 def build_generation(app, worker) -> gr.Markdown:
     """The generation panel; returns its status line (the overview's refresh updates it)."""
-    with gr.Accordion("Generation", open=False):
+    with section("Generation"):
         status = gr.Markdown(worker.status())
         with gr.Row():
             start = gr.Button("Start generation", elem_id="pf-btn-gen-start")
@@ -19,15 +19,16 @@ def build_generation(app, worker) -> gr.Markdown:
     return status
 
 
-def build_versions(app) -> tuple[gr.Dataframe, gr.Dropdown]:
-    """The versions panel; returns its table and dropdown (the overview's refresh fills them)."""
-    with gr.Accordion("Model versions", open=False):
+def build_versions(app):
+    """The versions panel; returns its (table, dropdown), which the overview's refresh fills, and the deploy
+    event, after which it refreshes."""
+    with section("Model versions"):
         versions = gr.Dataframe(label="Versions", interactive=False)
         version = gr.Dropdown(label="Version to deploy (or roll back to)", choices=[], allow_custom_value=True)
         deploy_button = gr.Button("Deploy", elem_id="pf-btn-deploy")
         deploy_result = gr.Markdown()
-    deploy_button.click(bind(deploy, app), version, deploy_result, **EVENT)
-    return versions, version
+    deployed = deploy_button.click(bind(deploy, app), version, deploy_result, **EVENT)
+    return (versions, version), deployed
 
 
 @operator_only

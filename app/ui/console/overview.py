@@ -24,9 +24,14 @@ def layout() -> Overview:
     return Overview(summary, annotators, plot)
 
 
-def wire(app, worker, top: Overview, versions, generation_status, triggers) -> None:
-    """`versions` is the models panel's (table, dropdown)."""
-    gr.on(triggers, bind(refresh_console, app, worker), None, [*top, *versions, generation_status], **EVENT)
+def wire(app, worker, top: Overview, versions, generation_status, triggers, after=()) -> None:
+    """`versions` is the models panel's (table, dropdown); `after`: events (a deploy) that change what the
+    overview shows, so it refreshes when they finish rather than on the next Refresh."""
+    refreshed = {"fn": bind(refresh_console, app, worker), "inputs": None,
+                 "outputs": [*top, *versions, generation_status], **EVENT}
+    gr.on(triggers, **refreshed)
+    for event in after:
+        event.then(**refreshed)
 
 
 @operator_only

@@ -8,7 +8,7 @@ import gradio as gr
 from app.services import console as console_views
 from app.services import rounds as training_rounds
 from app.services.errors import Conflict
-from app.ui.common import EVENT, bind, operator_only, user_name
+from app.ui.common import EVENT, bind, operator_only, section, user_name
 from app.ui.console import training_parts as parts
 
 LATEST_ROUND = "running or latest"
@@ -27,7 +27,7 @@ class Panel(NamedTuple):
 
 def build(app, triggers) -> gr.Timer:
     """The panel and its events; returns its timer (refreshes a running round every 2 s while it is active)."""
-    with gr.Accordion("Training", open=False, elem_id="pf-training"):
+    with section("Training", elem_id="pf-training"):
         panel, controls, result, timer = _layout()
     deploy_when_done, start, cancel = controls
     refreshed = {"fn": bind(refresh_training, app), "inputs": panel.round_choice, "outputs": list(panel), **EVENT}
