@@ -68,6 +68,7 @@ class TokenCache:
         self.app = app
         self._lock = threading.Lock()
         self._users: dict[str, tuple[float, User]] = {}
+        app.accounts_seen.watch_tokens(self)  # an account changed in this process forgets its tokens here at once
 
     def cached(self, token: str) -> User | None:
         """The user when this token was looked up less than TTL_S ago, else None (look it up with `user`)."""

@@ -264,23 +264,31 @@ def deploy(obj: Context, version: str):
 @click.option("--no-serve", is_flag=True, help="Stop after sampling instead of starting the web UI (for scripts).")
 @click.pass_obj
 def demo(obj: Context, no_serve: bool):
-    """Run the loop offline on the embedded default: tiny model, SQLite, demo prompts, sampled comparisons, then
-    the web UI with the sampling worker running (an `operator` account is created on first run)."""
+    """Run the loop offline on the embedded default: tiny model, SQLite, demo prompts, then the web UI at once with
+    the sampling worker filling the label queue in the background (an `operator` account is created on first run).
+    With --no-serve it samples in the foreground instead, and stops."""
     app, _ = workdir.init_workdir(obj.workdir, overrides=obj.overrides, progress=True,
                                   config_values={"training": DEMO_TRAINING})
     r = transfer.import_demo_prompts(app)
     click.echo(f"demo prompts: +{r.prompts_added} ({r.prompts_duplicate} already there)")
-    report = workers.generate(app, progress=True)
-    click.echo(report.summary())
+    if no_serve:
+        click.echo(workers.generate(app, progress=True).summary())
     st = console.stats(app)
     click.echo(f"workdir {app.workdir}: {st['prompts']} prompts, {st['responses']} responses, "
                f"comparisons {st['comparisons']}, deployed {st['deployed_version']}")
     click.echo(f"next: `prefloop --workdir {app.workdir} export pairs.jsonl` once labels are in; "
                "`prefloop stats` to look around")
     click.echo(_demo_rounds(app))
-    if not no_serve:  # end on the running UI
-        _serve(app, None, None, with_worker=True, extra=_demo_operator(app))
+    if not no_serve:  # serve first: sampling must not keep the UI waiting (it is minutes after a new deploy)
+        notes = (_demo_sampling(app), _demo_operator(app))
+        _serve(app, None, None, with_worker=True, extra="\n".join(n for n in notes if n))
     app.close()
+
+
+def _demo_sampling(app) -> str:
+    progress = workers.sampling_progress(app)
+    where = "the console's Models and rounds tab and the label view follow it"
+    return f"the sampling worker runs in the background ({progress.text()}); {where}" if progress else ""
 
 
 # The demo runs the whole loop: written into a new demo workdir's prefloop.toml (edit it, or --set, to change).
@@ -554,11 +562,14 @@ def _train(app, deploy: bool, wait: bool) -> None:
     if not wait:
         return
     status = _follow_round(app, run_id)
+    if status["status"] == "done":
+        click.echo(_round_line(status))
+    if status["phases"]:
+        click.echo(_phases_line(status["phases"]))
     if status["status"] != "done":  # the reason in one line; the traceback stays in the log
         reason = f": {status['error']}" if status["error"] else ""
         where = f" (the log, with the traceback: {log})" if status["status"] == "failed" else ""
         raise click.ClickException(f"training run {run_id} {status['status']}{reason}{where}")
-    click.echo(_round_line(status))
 
 
 def _follow_round(app, run_id: int, poll_s: float = 0.5) -> dict:
@@ -600,6 +611,12 @@ def _round_line(r: dict) -> str:
     return "  ".join(parts)
 
 
+def _phases_line(phases: list[tuple[str, float]]) -> str:
+    """Where a round's time went: '    time 41.2 s: loading 3.1 s, training 30.0 s, ...'."""
+    total = sum(seconds for _, seconds in phases)
+    return f"    time {total:.1f} s: " + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in phases)
+
+
 @cli.command()
 @click.option("--resume-auto", is_flag=True, help="Resume automatic rounds paused (or waiting) after failed "
                                                   "automatic rounds (training.auto_max_failures).")
@@ -617,6 +634,8 @@ def rounds(obj: Context, resume_auto: bool):
             click.echo("no training rounds yet: `prefloop train` starts one")
         for r in listed:
             click.echo(_round_line(r))
+            if r["phases"]:
+                click.echo(_phases_line(r["phases"]))
         notice = training_rounds.auto_notice(app)
         if notice:
             click.echo(notice)
@@ -644,22 +663,32 @@ def cancel(obj: Context, run_id: int):
               help="Which comparisons: all open ones, unseen by humans, or the calibration share humans label "
                    "too (default: judge.mode).")
 @click.option("--watch", is_flag=True, help="Keep running: judge new comparisons as they appear, until Ctrl-C.")
+@click.option("--run-id", type=int, hidden=True, help="Carry out judge run RUN that the console started "
+                                                       "(its settings are in its row); what its process runs.")
 @click.pass_obj
-def judge_cmd(obj: Context, name, limit, mode, watch):
+def judge_cmd(obj: Context, name, limit, mode, watch, run_id):
     """Label open comparisons with the configured judge ([judge] settings), each pair in both orders."""
     app = obj.open()
-    if watch:
-        import threading
+    try:
+        if run_id is not None:
+            click.echo(judging.carry_out(app, run_id).summary())
+        elif watch:
+            _judge_watch(app, name, mode)
+        else:
+            click.echo(judging.run_judge(app, name=name, limit=limit, mode=mode, progress=True).summary())
+    finally:
+        app.close()
 
-        stop = threading.Event()
-        click.echo("judging new comparisons as they appear (Ctrl-C stops)")
-        try:
-            judging.watch_judge(app, stop, name=name, mode=mode, on_report=lambda r: click.echo(r.summary()))
-        except KeyboardInterrupt:
-            stop.set()
-    else:
-        click.echo(judging.run_judge(app, name=name, limit=limit, mode=mode, progress=True).summary())
-    app.close()
+
+def _judge_watch(app, name, mode) -> None:
+    import threading
+
+    stop = threading.Event()
+    click.echo("judging new comparisons as they appear (Ctrl-C stops)")
+    try:
+        judging.watch_judge(app, stop, name=name, mode=mode, on_report=lambda r: click.echo(r.summary()))
+    except KeyboardInterrupt:
+        stop.set()
 
 
 @cli.group("db")

@@ -41,13 +41,14 @@ def create_app(app: App, worker: GenerationWorker | None = None, ui: bool = True
     import gradio as gr
 
     from app.ui import CSS, KEYBOARD_JS, build_blocks
+    from app.ui.assets import theme
 
     server.add_middleware(ClientAddress)
     blocks = build_blocks(app, server.state.worker)
     return gr.mount_gradio_app(server, blocks, path="/", auth=gradio_login(app, throttle),
                                auth_message=LOGIN_MESSAGE, footer_links=[],
                                show_error=False, ssr_mode=False, mcp_server=False, run_history=False,
-                               enable_monitoring=False, pwa=False, css=CSS, js=KEYBOARD_JS,
+                               enable_monitoring=False, pwa=False, css=CSS, js=KEYBOARD_JS, theme=theme(),
                                max_file_size="200mb")
 
 

@@ -1,4 +1,5 @@
-"""Judge-human agreement: on comparisons labelled by both a judge and humans, how often they agree.
+"""Agreement: judge-human (on comparisons labelled by both a judge and humans, how often they agree) and
+between people (on comparisons two or more people labelled, how often each agrees with the others).
 
 Per judge (label annotator 'judge:<name>'): raw agreement and Cohen's kappa against the humans' majority choice,
 overall and per round (the round of the comparison's model version; 0 without one), plus, from the judge's runs,
@@ -11,9 +12,11 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from sqlalchemy import func
 from sqlmodel import col, select
 
 from data.models import Comparison, Label, ModelVersion
+from data.rules import persons_label
 
 CATEGORIES = ("a", "b", "tie")
 _AS_CATEGORY = {"a": "a", "b": "b", "tie": "tie", "both_bad": "tie"}
@@ -87,3 +90,28 @@ def judge_agreement(store) -> dict[str, dict[str, Any]]:
                      "consistency_rate": runs["consistent"] / answered if answered else None,
                      "abstain_rate": runs["abstained"] / runs["judged"] if runs.get("judged") else None}
     return out
+
+
+def annotator_agreement(store) -> dict[str, dict[str, Any]]:
+    """Per person, over the comparisons that two or more people labelled (rules.persons_label): `comparisons`
+    shared, `pairs` (their label with each other person's label on the same comparison; with three labels on a
+    comparison each person has two pairs there), `agreed`, `agreement` (agreed / pairs) and `kappa` (Cohen's,
+    over those pairs: agreement beyond what both sides' choice frequencies give by chance). Categories as for
+    judges: a, b and tie, with both_bad as tie. People whose labels nobody else shared are absent."""
+    shared = (select(Label.comparison_id).where(persons_label()).group_by(Label.comparison_id)
+              .having(func.count() >= 2))
+    q = (select(Label.comparison_id, Label.annotator, Label.choice)
+         .where(persons_label(), col(Label.comparison_id).in_(shared)))
+    by_comparison: dict[int, list[tuple[str, str]]] = defaultdict(list)
+    with store.read() as s:
+        for cid, annotator, choice in s.exec(q):
+            by_comparison[cid].append((annotator, _AS_CATEGORY[choice]))
+    pairs: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    comparisons: Counter[str] = Counter()
+    for labels in by_comparison.values():
+        for name, mine in labels:
+            comparisons[name] += 1
+            pairs[name] += [(mine, theirs) for other, theirs in labels if other != name]
+    return {name: {"comparisons": comparisons[name], "pairs": len(p), "agreed": sum(x == y for x, y in p),
+                   "agreement": raw_agreement(p), "kappa": cohen_kappa(p)}
+            for name, p in sorted(pairs.items())}

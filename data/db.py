@@ -3,6 +3,7 @@ PostgreSQL, one advisory lock that serialises writers as SQLite's write lock doe
 queue transactions run side by side. Dialect-specific SQL lives here."""
 
 import json
+import math
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -14,7 +15,21 @@ from data import models  # noqa: F401  (registers the tables on SQLModel.metadat
 
 def _dumps(obj) -> str:
     # Non-ASCII stays readable in the database and in exports that splice stored JSON.
-    return json.dumps(obj, ensure_ascii=False)
+    try:
+        return json.dumps(obj, ensure_ascii=False, allow_nan=False)
+    except ValueError:  # NaN or infinity (an empty held-out split): not JSON, and PostgreSQL refuses it
+        return json.dumps(_finite(obj), ensure_ascii=False, allow_nan=False)
+
+
+def _finite(obj):
+    """`obj` with every NaN or infinite float as None (JSON null), on both backends alike."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(v) for v in obj]
+    return obj
 
 
 def make_engine(url: str, busy_timeout_ms: int = 30_000) -> Engine:

@@ -417,9 +417,14 @@ def _store_edit(s: Session, c: Comparison, rejected: Response, text: str, annota
 # -- progress --------------------------------------------------------------------------------------------------
 def queue_counts(store: Store, annotator: str | None = None, overlap_default: int | None = None) -> dict[str, int]:
     """open: open comparisons; left: those still wanting a label (and, given an annotator, not yet seen by them);
-    labelled_today: people's labels (rules.persons_label) since 00:00 UTC (the annotator's, when given)."""
+    labelled_today: people's labels (rules.persons_label) since 00:00 UTC (the annotator's, when given); without
+    an annotator (the console) also leased: comparisons in someone's hands now (unexpired leases)."""
     with store.read() as s:
-        return _counts(s.connection(), annotator, overlap_default)
+        counts = _counts(s.connection(), annotator, overlap_default)
+        if annotator is None:  # not on the per-click path: one more query only for the console
+            leased = select(func.count()).select_from(Lease).where(col(Lease.expires_at) > utcnow())
+            counts["leased"] = s.exec(leased).one()
+        return counts
 
 
 def _counts(conn: Connection, annotator: str | None, overlap_default: int | None) -> dict[str, int]:
@@ -432,6 +437,63 @@ def _counts(conn: Connection, annotator: str | None, overlap_default: int | None
         today_q = today_q.where(Label.annotator == annotator)
     return {"open": conn.execute(open_q).scalar_one(), "left": conn.execute(left_q).scalar_one(),
             "labelled_today": conn.execute(today_q).scalar_one()}
+
+
+def sampling_counts(store: Store, version_id: int) -> dict[str, int]:
+    """The label queue's supply under version `version_id`: sampled (live prompts with generated responses from
+    it), total (those plus the prompts still to sample: not skipped, not discarded) and open comparisons."""
+    from_version = select(Response.prompt_id).where(Response.model_version_id == version_id,
+                                                    Response.source == "generated")
+    live = select(func.count()).select_from(Prompt).where(col(Prompt.discarded_at).is_(None))
+    sampled_q = live.where(col(Prompt.id).in_(from_version))
+    waiting_q = live.where(col(Prompt.skip_reason).is_(None), col(Prompt.id).not_in(from_version))
+    open_q = select(func.count()).select_from(Comparison).where(Comparison.status == "open", live_comparison())
+    with store.read() as s:
+        sampled, waiting = s.exec(sampled_q).one(), s.exec(waiting_q).one()
+        return {"sampled": sampled, "total": sampled + waiting, "open": s.exec(open_q).one()}
+
+
+# -- my recent labels ------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RecentLabel:
+    """One of a person's labels as they gave it: `side` is what they clicked (left is response A as shown) or
+    'edit' for the pair their rewrite made; `discarded` when an operator discarded it since."""
+    label_id: int
+    comparison_id: int
+    side: str
+    created_at: datetime
+    prompt: str  # the prompt's last user turn, shortened
+    discarded: bool
+
+
+PREVIEW_CHARS = 90
+
+
+def recent_labels(store: Store, annotator: str, limit: int = 5) -> list[RecentLabel]:
+    """`annotator`'s last `limit` human labels, newest first, discarded ones included (and marked)."""
+    q = (select(Label, Comparison.source, Prompt.messages)
+         .join(Comparison, col(Comparison.id) == Label.comparison_id)
+         .join(Prompt, col(Prompt.id) == Comparison.prompt_id)
+         .where(Label.annotator == annotator, Label.source == "human")
+         .order_by(col(Label.created_at).desc(), col(Label.id).desc()).limit(limit))
+    with store.read() as s:
+        rows = s.exec(q).all()
+    return [RecentLabel(label.id, label.comparison_id, "edit" if source == "edit" else _side(label),
+                        _aware(label.created_at), prompt_preview(messages), label.discarded_at is not None)
+            for label, source, messages in rows]
+
+
+def _side(label: Label) -> str:
+    if label.choice not in ("a", "b"):
+        return label.choice
+    return "left" if (label.choice == "a") == (label.shown_order == "ab") else "right"
+
+
+def prompt_preview(messages: list[dict[str, Any]], chars: int = PREVIEW_CHARS) -> str:
+    """A prompt's last user turn on one line, shortened: enough to recognise it."""
+    users = [m for m in messages or [] if m.get("role") == "user"] or messages or []
+    text_ = " ".join(str(users[-1].get("content", "")).split()) if users else ""
+    return text_ if len(text_) <= chars else text_[:chars - 1] + "…"
 
 
 # -- shared pieces ---------------------------------------------------------------------------------------------

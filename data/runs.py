@@ -1,5 +1,5 @@
 """Training runs (DPO rounds) as rows: the lock that keeps one round at a time across processes, their progress,
-heartbeats and cancellation, and which comparisons rounds have trained on."""
+heartbeats and cancellation, which comparisons rounds have trained on, and the prompts every round probes."""
 
 from collections.abc import Sequence
 from typing import Any
@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import update
 from sqlmodel import col, select
 
-from data.models import Label, TrainingRun, utcnow
+from data.models import Label, Prompt, TrainingRun, utcnow
 
 
 class RoundBusy(ValueError):
@@ -119,3 +119,18 @@ class TrainingRuns:
         with self.store.read() as s:
             return set(s.exec(select(Label.comparison_id).where(Label.source == "human",
                                                                 col(Label.discarded_at).is_(None)).distinct()).all())
+
+    def probe_prompts(self) -> list[list[dict[str, Any]]]:
+        """The probe prompts the latest round that kept them was queued with (run.config['probe_prompts'])."""
+        with self.store.read() as s:
+            configs = s.exec(select(TrainingRun.config).order_by(col(TrainingRun.id).desc())).all()
+        return next((c["probe_prompts"] for c in configs if (c or {}).get("probe_prompts")), [])
+
+    def draw_probe_prompts(self, limit: int) -> list[list[dict[str, Any]]]:
+        """`limit` live prompts in content-hash order: the held-out split (a hash below eval_fraction) comes first,
+        and the draw is the same on every machine."""
+        with self.store.read() as s:
+            rows = s.exec(select(Prompt.messages).where(col(Prompt.discarded_at).is_(None),
+                                                        col(Prompt.skip_reason).is_(None))
+                          .order_by(Prompt.content_hash).limit(limit)).all()
+        return [list(messages) for messages in rows]

@@ -2,7 +2,7 @@
 
 from typing import Any
 
-from sqlalchemy import func
+from sqlalchemy import case, func
 from sqlmodel import col, select
 
 from data.models import Comparison, Label, ModelVersion, Prompt, Response, TrainingRun, User, utcnow
@@ -57,3 +57,31 @@ class Stats:
             if since is not None:
                 q = q.where(col(Label.created_at) >= since)
             return list(s.exec(q).all())
+
+    def people(self, today, week) -> dict[str, dict[str, Any]]:
+        """Per person who labelled (source 'human'): `labels` (rules.persons_label: not skips, not discarded),
+        those since `today` and since `week`, `skips` (not discarded), `last_at` (their newest label of any kind)
+        and `times`: the time_spent_s of their counted labels that carry one, for a median."""
+        def when(since):
+            return func.sum(case((col(Label.created_at) >= since, 1), else_=0))
+
+        counted = (select(Label.annotator, func.count(), when(today), when(week))
+                   .where(persons_label()).group_by(Label.annotator))
+        skips = (select(Label.annotator, func.count()).where(Label.source == "human", Label.choice == "skip",
+                                                              col(Label.discarded_at).is_(None))
+                 .group_by(Label.annotator))
+        last = select(Label.annotator, func.max(Label.created_at)).where(Label.source == "human") \
+            .group_by(Label.annotator)
+        timed = select(Label.annotator, Label.time_spent_s).where(persons_label(),
+                                                                  col(Label.time_spent_s).is_not(None))
+        out: dict[str, dict[str, Any]] = {}
+        with self.store.read() as s:
+            for name, last_at in s.exec(last):
+                out[name] = {"labels": 0, "today": 0, "week": 0, "skips": 0, "last_at": last_at, "times": []}
+            for name, n, n_today, n_week in s.exec(counted):
+                out[name].update(labels=n, today=int(n_today or 0), week=int(n_week or 0))
+            for name, n in s.exec(skips):
+                out[name]["skips"] = n
+            for name, seconds in s.exec(timed):
+                out[name]["times"].append(seconds)
+        return out

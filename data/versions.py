@@ -1,7 +1,7 @@
 """Model versions: registering them, finding them, and which one is deployed (deploying retires the open
 comparisons other versions left unlabelled)."""
 
-from sqlalchemy import update
+from sqlalchemy import func, update
 from sqlmodel import col, select
 
 from data.models import Comparison, Label, ModelVersion, utcnow
@@ -50,9 +50,20 @@ class Versions:
             s.exec(update(ModelVersion).where(ModelVersion.id == v.id).values(deployed=True, deployed_at=utcnow()))
             if not retire_open:
                 return 0
-            labelled = select(Label.comparison_id)
-            result = s.exec(update(Comparison).where(
-                Comparison.status == "open", Comparison.source == "generated",
-                Comparison.model_version_id != v.id, col(Comparison.id).not_in(labelled),
-            ).values(status="retired"))
+            result = s.exec(update(Comparison).where(*_retired_by_deploying(v.id)).values(status="retired"))
             return result.rowcount
+
+    def count_retired_by_deploying(self, name: str) -> int:
+        """How many comparisons deploying `name` now would retire (when generation.on_deploy = retire)."""
+        with self.store.read() as s:
+            v = s.exec(select(ModelVersion).where(ModelVersion.name == name)).first()
+            if v is None:
+                raise LookupError(f"no model version named {name!r}")
+            return s.exec(select(func.count()).select_from(Comparison).where(*_retired_by_deploying(v.id))).one()
+
+
+def _retired_by_deploying(version_id: int) -> tuple:
+    """The one rule of what a deploy retires: open generated comparisons of other versions with no label yet (one
+    already labelled stays open, so the labels it has are not wasted)."""
+    return (Comparison.status == "open", Comparison.source == "generated", Comparison.model_version_id != version_id,
+            col(Comparison.id).not_in(select(Label.comparison_id)))

@@ -5,15 +5,23 @@ in both orders, store the labels (annotator `judge:<name>`), record the run's co
 fill the human overlap (data.queue); training uses them only as training.judge_labels allows.
 
 Modes: `all` (open comparisons), `unseen` (open ones no human holds or has labelled), `calibration` (a fixed
-share that humans label too, to measure judge-human agreement; see data.agreement)."""
+share that humans label too, to measure judge-human agreement; see data.agreement).
+
+A run that labels nothing (or nothing both orders agreed on) says why in its report and row (`reason`). A run's
+row records the process doing it (pid, host) and is refreshed while it works, so a run whose process died is
+marked failed (is_stale) instead of staying "running"."""
 
 import json
 import logging
+import os
+import socket
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from data.heartbeat import Heartbeat
+from data.judge_runs import split_choices
 from data.models import utcnow
 from data.queue import LabelConflict, QueueError, submit_label
 from data.store import Store
@@ -41,9 +49,13 @@ class JudgeReport:
     flipped: int = 0
     abstained: int = 0
     choices: Counter = field(default_factory=Counter)
+    reason: str | None = None  # why nothing (consistent) was labelled, as a sentence; None when something was
+    abstain_example: str | None = None  # the first abstain's rationale (why the judge gave no verdict)
 
-    def add(self, outcome: str, choice: str | None) -> None:
+    def add(self, outcome: str, choice: str | None, rationale: str | None = None) -> None:
         self.judged += 1
+        if outcome == "abstain" and self.abstain_example is None:
+            self.abstain_example = " ".join((rationale or "").split())[:160] or None
         counter = {"consistent": "consistent", "flipped": "flipped", "abstain": "abstained"}[outcome]
         setattr(self, counter, getattr(self, counter) + 1)
         if choice is not None:
@@ -56,8 +68,42 @@ class JudgeReport:
 
     def summary(self) -> str:
         choices = ", ".join(f"{k} {v}" for k, v in sorted(self.choices.items())) or "none"
-        return (f"{self.judge} ({self.mode}): judged {self.judged}, labelled {self.labelled} ({choices}); "
+        line = (f"{self.judge} ({self.mode}): judged {self.judged}, labelled {self.labelled} ({choices}); "
                 f"both orders agreed {self.consistent}, flipped to tie {self.flipped}, abstained {self.abstained}")
+        return f"{line}\n{self.reason}" if self.reason else line
+
+    def outcome_reason(self) -> str | None:
+        """Why a run that judged something labelled nothing, or nothing both orders agreed on; None otherwise."""
+        n, why = self.judged, f" (first: {self.abstain_example})" if self.abstain_example else ""
+        if not n or self.consistent and self.labelled > self.flipped:
+            return None
+        if self.abstained == n:
+            return f"Nothing was labelled: the judge abstained on all {n} comparison(s) it judged{why}."
+        if self.labelled == 0:
+            return (f"Nothing was labelled: the judge abstained on {self.abstained} of {n}, and the others were "
+                    f"resolved or retired while it judged.")
+        if self.labelled == self.flipped:
+            rest = f"; it abstained on {self.abstained}" if self.abstained else ""
+            return (f"No verdict held in both orders: all {self.flipped} labelled comparison(s) flipped with the "
+                    f"order of the responses and were stored as ties{rest}.")
+        return None
+
+
+def nothing_left_reason(store: Store, annotator: str, mode: str, calibration_share: float) -> str:
+    """Why judge `annotator` finds nothing to judge in `mode`, as a sentence."""
+    left = store.judge_runs.left_counts(annotator, mode, calibration_share)
+    covered = "comparisons of the calibration share" if mode == "calibration" else "open comparisons"
+    if not left["candidates"]:
+        if mode == "calibration":
+            return (f"Nothing was labelled: no comparison falls in the calibration share "
+                    f"(judge.calibration_share = {calibration_share}).")
+        return "Nothing was labelled: there are no open comparisons (generate or import some first)."
+    if not left["unjudged"]:
+        return f"Nothing was labelled: {annotator} has already labelled all {left['candidates']} {covered}."
+    if mode == "unseen" and not left["free"]:
+        return (f"Nothing was labelled: the {left['unjudged']} open comparison(s) {annotator} has not labelled are "
+                f"all held or labelled by people (mode 'unseen' leaves those to them; mode 'all' judges them too).")
+    return "Nothing was labelled: nothing was left to judge (the comparisons left were skipped after an abstain)."
 
 
 def rationale_text(pv: PairVerdict) -> str:
@@ -69,11 +115,14 @@ def rationale_text(pv: PairVerdict) -> str:
 
 def judge_once(store: Store, judge: Judge, mode: str = "unseen", limit: int | None = None,
                batch_size: int = 16, calibration_share: float = 0.1, progress: bool = False,
-               exclude: set[int] | None = None, should_stop: Callable[[], bool] | None = None) -> JudgeReport:
+               exclude: set[int] | None = None, should_stop: Callable[[], bool] | None = None,
+               run_id: int | None = None) -> JudgeReport:
     """Judge up to `limit` comparisons (all that are left when None) in batches; returns the run's report.
 
     Abstained comparisons get no label; their ids are added to `exclude` (when given) so a watching worker does
-    not ask again in the same process. The run's counts are written to its JudgeRun row after every batch."""
+    not ask again in the same process. The run's counts are written to its JudgeRun row after every batch.
+    `run_id`: a run already started (store.judge_runs.claim) to carry out; it is finished even when nothing is left
+    to judge, with the reason. Without it a run is started only when there is something to judge."""
     annotator = judge_annotator(judge.name)
     skip = exclude if exclude is not None else set()
 
@@ -83,10 +132,20 @@ def judge_once(store: Store, judge: Judge, mode: str = "unseen", limit: int | No
         want = batch_size if limit is None else min(batch_size, limit - done)
         return store.judge_runs.to_judge(annotator, mode, want, calibration_share, exclude=sorted(skip))
 
+    here = {"pid": os.getpid(), "host": socket.gethostname()}
+    if run_id is not None:
+        store.judge_runs.record(run_id, **here)
     rows = next_rows(0)
-    if not rows:  # nothing to do: no run row, so an idle watcher leaves no trace
-        return JudgeReport(None, annotator, mode)
-    report = JudgeReport(store.judge_runs.start(annotator, judge.kind, mode), annotator, mode)
+    if not rows:  # nothing to do: an idle watcher leaves no trace; a started run says why
+        report = JudgeReport(run_id, annotator, mode)
+        if run_id is not None:
+            report.reason = nothing_left_reason(store, annotator, mode, calibration_share)
+            store.judge_runs.record(run_id, reason=report.reason)
+            store.judge_runs.finish(run_id, "done")
+        return report
+    if run_id is None:
+        run_id = store.judge_runs.start(annotator, judge.kind, mode, record={**here, "limit": limit})
+    report = JudgeReport(run_id, annotator, mode)
     bar = _progress_bar(progress, limit, annotator)
     try:
         while rows:
@@ -95,7 +154,7 @@ def judge_once(store: Store, judge: Judge, mode: str = "unseen", limit: int | No
                 stored = _store_label(store, annotator, cid, pv)
                 if stored is None:
                     skip.add(cid)
-                report.add(pv.outcome, stored)
+                report.add(pv.outcome, stored, pv.verdict.rationale)
             store.judge_runs.update(report.run_id, **report.counts())
             if bar is not None:
                 bar.update(len(rows))
@@ -103,12 +162,16 @@ def judge_once(store: Store, judge: Judge, mode: str = "unseen", limit: int | No
             rows = next_rows(report.judged)
     except BaseException as error:
         store.judge_runs.update(report.run_id, status="failed", finished_at=utcnow(),
-                               error=f"{type(error).__name__}: {error}", **report.counts())
+                               error=" ".join(f"{type(error).__name__}: {error}".split()), **report.counts())
         raise
     finally:
         if bar is not None:
             bar.close()
-    store.judge_runs.update(report.run_id, status="done", finished_at=utcnow(), **report.counts())
+    report.reason = report.outcome_reason()
+    if report.reason:
+        store.judge_runs.record(report.run_id, reason=report.reason)
+    store.judge_runs.update(report.run_id, **report.counts())
+    store.judge_runs.finish(report.run_id, "done")
     return report
 
 
@@ -164,13 +227,48 @@ def judge_status(store: Store, judge: str | None = None, recent: int = 5) -> dic
         if judge and name != judge_annotator(judge):
             continue
         mine = [r for r in runs if r.judge == name][:recent]
-        out[name] = {**counts, "runs": [_run_dict(r) for r in mine]}
+        out[name] = {**counts, "runs": [run_dict(r) for r in mine]}
     return out
 
 
-def _run_dict(run) -> dict[str, Any]:
-    return {"id": run.id, "kind": run.kind, "mode": run.mode, "status": run.status, "judged": run.judged,
-            "labelled": run.labelled, "consistent": run.consistent, "flipped": run.flipped,
-            "abstained": run.abstained, "choices": run.choices, "error": run.error,
+def run_dict(run) -> dict[str, Any]:
+    """A JudgeRun as plain data: its counts, `limit` (None: all there were), `reason` (why nothing was labelled)."""
+    choices, record = split_choices(run.choices)
+    return {"id": run.id, "judge": run.judge, "kind": run.kind, "mode": run.mode, "status": run.status,
+            "judged": run.judged, "limit": record.get("limit"), "labelled": run.labelled,
+            "consistent": run.consistent, "flipped": run.flipped, "abstained": run.abstained, "choices": choices,
+            "reason": record.get("reason"), "error": run.error,
             "started_at": run.started_at.isoformat() if run.started_at else None,
+            "updated_at": run.updated_at.isoformat() if run.updated_at else None,
             "finished_at": run.finished_at.isoformat() if run.finished_at else None}
+
+
+# -- a run's process: alive, or stale --------------------------------------------------------------------------------
+def pid_alive(pid: int) -> bool:
+    """Is process `pid` running on this machine (a zombie, killed but not reaped, is not)?"""
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def is_stale(run, stale_after_s: float, now=None) -> bool:
+    """A running run whose process is gone (checked on the machine that runs it) or that has not reported (its
+    updated_at, refreshed by Heartbeat) for stale_after_s."""
+    from datetime import UTC, timedelta
+
+    _choices, record = split_choices(run.choices)
+    if record.get("pid") and record.get("host") == socket.gethostname() and not pid_alive(record["pid"]):
+        return True
+    beat = run.updated_at or run.started_at
+    beat = beat if beat.tzinfo else beat.replace(tzinfo=UTC)  # SQLite hands datetimes back without their zone
+    return (now or utcnow()) - beat > timedelta(seconds=stale_after_s)
+
+
+def judge_heartbeat(store: Store, run_id: int, interval_s: float) -> Heartbeat:
+    """Refreshes a run's updated_at from a thread while its judge works (a model may take minutes a batch)."""
+    return Heartbeat(lambda: store.judge_runs.update(run_id), interval_s, f"judge-{run_id}")
+
+

@@ -16,12 +16,20 @@ CHROMIUM = Path(os.environ.get("PREFLOOP_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
 
-# Every browser test module: `pytestmark = BROWSER`.
+# A browser test module: `pytestmark = BROWSER`; a browser test in a module of other tests: `@browser_test`.
+# On SQLite only: the data and service tests beside them cover PostgreSQL.
 BROWSER = [
     pytest.mark.browser,
+    pytest.mark.sqlite_only,
     pytest.mark.skipif(not CHROMIUM.exists() and os.environ.get("CI") != "true",
                        reason=f"no Chromium at {CHROMIUM} (apt-get install chromium); CI requires it"),
 ]
+
+
+def browser_test(fn):
+    for mark in BROWSER:
+        fn = mark(fn)
+    return fn
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
 

@@ -27,7 +27,9 @@ def workdir(tmp_path: Path) -> Path:
 # schema of its own in it and drops it afterwards.
 BOTH_BACKENDS = {"test_store", "test_queue", "test_pairs", "test_export", "test_importing", "test_agreement",
                  "test_curation", "test_server", "test_round", "test_round_process", "test_round_backoff",
-                 "test_roundtrip", "test_judge_worker", "test_worker", "test_labelling", "test_api"}
+                 "test_roundtrip", "test_judge_worker", "test_worker", "test_labelling", "test_api",
+                 "test_console_annotators", "test_console_models", "test_console_overview",
+                 "test_console_judges"}
 TEST_PG_ENV = "PREFLOOP_TEST_DATABASE_URL"
 
 

@@ -55,19 +55,21 @@ def test_a_success_forgets_the_name_and_the_address(clock):
     throttle = LoginThrottle(free_per_name=2, free_per_address=2, clock=clock)
     for _ in range(2):
         throttle.attempt("alice", "10.0.0.1")
+        throttle.failed("alice", "10.0.0.1")
     assert refusal(throttle, "alice", "10.0.0.1") is not None
     clock.now += 1
     throttle.attempt("alice", "10.0.0.1")
     throttle.succeeded("alice", "10.0.0.1")
     for _ in range(2):
         assert refusal(throttle, "alice", "10.0.0.1") is None
-    assert throttle.tracked() == 2
+    assert throttle.tracked() == 1  # the name's tries; the address has no failures to remember
 
 
 def test_an_address_trying_many_names_backs_off_with_more_free_tries_than_a_name(clock):
     throttle = LoginThrottle(free_per_name=2, free_per_address=4, clock=clock)
     for i in range(4):
         assert refusal(throttle, f"user{i}", "10.0.0.1") is None
+        throttle.failed(f"user{i}", "10.0.0.1")
     refused = refusal(throttle, "user9", "10.0.0.1")
     assert refused is not None and "this address" in str(refused) and refused.retry_after_s == 1.0
     assert refusal(throttle, "user9", "10.0.0.2") is None  # another address, a fresh name
@@ -91,6 +93,7 @@ def test_records_are_forgotten_after_a_quiet_spell_and_memory_stays_bounded(cloc
     assert refusal(throttle, "alice") is None  # forgotten: free tries again
     for i in range(1000):
         throttle.attempt(f"guess{i}", "10.9.9.9")
+        throttle.failed(f"guess{i}", "10.9.9.9")
     assert throttle.tracked() <= 100
     clock.now += 61
     throttle.attempt("carol")
@@ -112,6 +115,18 @@ def test_tries_sent_side_by_side_cannot_slip_past_the_free_ones(clock):
     for t in threads:
         t.join()
     assert outcomes.count(True) == 5
+
+
+def test_an_office_logging_in_together_from_one_address_is_not_held_back(clock):
+    throttle = LoginThrottle(free_per_name=5, free_per_address=20, clock=clock)
+    for i in range(64):  # 64 people's tries in flight at once, before any has finished
+        assert refusal(throttle, f"person{i}", "10.0.0.1") is None
+    for i in range(64):
+        throttle.succeeded(f"person{i}", "10.0.0.1")
+    for i in range(20):  # failures are what an address is held to
+        throttle.attempt(f"guess{i}", "10.0.0.1")
+        throttle.failed(f"guess{i}", "10.0.0.1")
+    assert "this address" in str(refusal(throttle, "person0", "10.0.0.1"))
 
 
 def test_check_login_checks_no_password_while_refused(web_app, password_hash, clock, monkeypatch):

@@ -149,8 +149,8 @@ def test_operator_exports_a_download(site, session, tmp_path):
     s = session("olivia")
     page = s.page
     page.get_by_role("tab", name="Console").click()
-    page.wait_for_function("() => (document.querySelector('#pf-summary')?.innerText || '').includes('Prompts')")
-    assert "Prompts:" in page.inner_text("#pf-summary")
+    page.wait_for_function("() => (document.querySelector('#pf-summary')?.innerText || '').includes('Queue:')")
+    assert "2 prompts" in page.inner_text("#pf-summary")
     page.get_by_role("tab", name="Data").click()
     page.click("#pf-btn-export")
     link = page.locator("#pf-export-file a").first
@@ -184,7 +184,7 @@ def test_operator_follows_rounds_and_a_refused_round_is_a_plain_message(site, se
     app.store.runs.finish(run.id, "done", report={
         "eval": {"before": {"accuracy": 0.5, "margin": 0.0}, "after": {"accuracy": 0.75, "margin": 0.25}},
         "probe": {"before": {"mean_tokens": 12.0, "eos_rate": 0.5}, "after": {"mean_tokens": 10.0, "eos_rate": 1.0}},
-        "deploy": "not deployed: run `prefloop deploy VERSION`"})
+        "deploy": "not deployed: run `prefloop deploy VERSION`", "phases": [["loading", 1.5], ["training", 3.25]]})
     s = session("olivia")
     page = s.page
     page.get_by_role("tab", name="Console").click()
@@ -195,6 +195,7 @@ def test_operator_follows_rounds_and_a_refused_round_is_a_plain_message(site, se
     assert "done" in table and "0.000 → 0.250" in table and "12.0 → 10.0" in table and "0.50 → 1.00" in table
     progress = page.inner_text("#pf-training-progress")
     assert f"Round {run.id}:" in progress and "step 2 of 2" in progress and "automatic rounds are off" in progress
+    assert "Time 4.8 s: loading 1.5 s, training 3.2 s" in progress  # where the round's time went
     assert page.locator("#pf-round-plot").is_visible()
     page.click("#pf-btn-round-start")  # no labelled pairs: refused, with a plain message
     page.wait_for_function("() => (document.querySelector('#pf-training-result')?.innerText || '')"
@@ -451,3 +452,71 @@ def test_a_click_is_one_request_one_service_call_and_one_transaction(site, sessi
     assert len(joins) == 1 and "/queue/join" in joins[0], joins
     assert calls[0] == "label_and_next" and "label_view" not in calls and "my_progress" not in calls, calls
     assert len(begins) == 1, begins
+
+
+def _turns(i: int) -> list[dict]:
+    return [{"role": "user", "content": f"First **turn** {i}"}, {"role": "assistant", "content": "An *earlier* answer"},
+            {"role": "user", "content": f"Question number {i}, *again*"}]
+
+
+def test_my_recent_labels_survive_a_reload_and_raw_text_covers_every_turn(site, session, shots):
+    url, app = site
+    seed_comparisons(app.store, 4, texts=lambda i: (_turns(i), f"**bold** answer {i}", f"*slanted* answer {i}"))
+    s = session("alice", width=1400, height=900)
+    page = s.page
+    page.keyboard.press("a")
+    s.wait_labels_today(1)
+    page.keyboard.press("t")
+    s.wait_labels_today(2)
+    page.reload()
+    page.wait_for_selector("#pf-progress strong", timeout=30_000)
+    s.wait_text("#pf-recent", "Question number")
+    recent = page.inner_text("#pf-recent")
+    assert recent.index("Tie") < recent.index("A better") and recent.count("Question number") == 2
+    assert "*again*" in recent  # the prompt's last user turn, as text
+    prompt = page.inner_text("#pf-prompt")
+    assert "First turn" in prompt and "**" not in prompt and "*earlier*" not in prompt  # rendered
+    page.screenshot(path=str(shots / "label-1400-recent-after-reload.png"), full_page=True)
+    page.keyboard.press("r")
+    page.wait_for_function("() => document.body.classList.contains('pf-show-raw')")
+    prompt = page.inner_text("#pf-prompt")
+    assert "First **turn**" in prompt and "An *earlier* answer" in prompt and "*again*" in prompt  # every turn
+    assert "**bold** answer" in "".join(s.pane_texts()) and "*slanted* answer" in "".join(s.pane_texts())
+    page.screenshot(path=str(shots / "label-1400-raw.png"), full_page=True)
+    page.keyboard.press("s")  # the next comparison is raw too: the toggle belongs to the view
+    s.wait_text("#pf-recent", "Skip")
+    assert "First **turn**" in page.inner_text("#pf-prompt") and "**bold** answer" in "".join(s.pane_texts())
+    assert page.locator("#pf-raw input").is_checked()
+    narrow = session("alice", width=420, height=900)
+    narrow.wait_text("#pf-recent", "Skip")
+    narrow.page.screenshot(path=str(shots / "label-420-recent-after-reload.png"), full_page=True)
+    narrow.page.keyboard.press("r")
+    narrow.page.wait_for_function("() => document.body.classList.contains('pf-show-raw')")
+    narrow.page.screenshot(path=str(shots / "label-420-raw.png"), full_page=True)
+    assert not s.remote and not s.dialogs and not narrow.remote
+
+
+def test_the_generation_status_after_stop_promises_no_automatic_rounds(site, session, shots):
+    url, app = site
+    app.settings.training.auto_every = 16
+    s = session("olivia", width=1400)
+    s.console("Models and rounds")
+    page = s.page
+    page.click("#pf-btn-gen-start")
+    s.wait_text("body", "generation started")
+    page.click("#pf-btn-gen-stop")
+    status = page.get_by_text(re.compile(r"^Generation is (stopped|stopping)")).first
+    status.wait_for(timeout=20_000)
+    text = status.inner_text()
+    assert "A round starts every" not in text and "none starts until generation is started again" in text
+    page.screenshot(path=str(shots / "console-generation-after-stop.png"), full_page=True)
+    assert not s.remote and not s.dialogs
+
+
+def test_an_empty_label_view_shows_new_comparisons_as_they_arrive(site, session):
+    url, app = site
+    s = session("alice")
+    s.wait_text("#pf-prompt", "Nothing left to label")
+    seed_comparisons(app.store, 1, texts=lambda i: ("A prompt sampled meanwhile", "first", "second"))
+    s.wait_text("#pf-prompt", "A prompt sampled meanwhile", timeout=30_000)  # no reload: the view looks again
+    assert not s.remote and not s.dialogs

@@ -218,3 +218,80 @@ def test_users_revoke_tokens_revokes_and_is_audited(initialised):
     assert "tokens_revoked  user" in run("audit", workdir=initialised).stdout
     missing = run("users", "revoke-tokens", "nobody", workdir=initialised)
     assert missing.returncode == 1 and "no user named 'nobody'" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _sampled(workdir: Path) -> dict[int, int]:
+    """Generated responses per prompt, straight from the demo's SQLite file."""
+    import sqlite3
+
+    with sqlite3.connect(workdir / DB_NAME) as db:
+        rows = db.execute("SELECT prompt_id, count(*) FROM response WHERE source = 'generated' GROUP BY prompt_id")
+        return dict(rows.fetchall())
+
+
+@pytest.mark.slow
+def test_a_restarted_demo_serves_at_once_and_samples_only_what_is_new_in_the_background(workdir, tiny_model_dir,
+                                                                                         tmp_path):
+    import re
+    import signal
+    import threading
+    import time
+
+    import httpx
+
+    fast = ["--set", "generation.max_new_tokens=4", "--set", "generation.samples_per_prompt=2",
+            "--set", "generation.queue_target=10000"]
+    assert run("init", "--base", tiny_model_dir, workdir=workdir).returncode == 0
+    first = run(*fast, "demo", "--no-serve", workdir=workdir)  # the first run, sampled to the end
+    assert first.returncode == 0 and "46 prompts sampled from v0" in first.stdout, first.stderr
+    before = _sampled(workdir)
+    many = tmp_path / "many.jsonl"
+    many.write_text("".join(json.dumps({"prompt": f"Explain idea number {i} in one line."}) + "\n" for i in range(400)))
+    assert run("import", many, workdir=workdir).returncode == 0
+    port = _free_port()
+    cmd = [PREFLOOP, "--workdir", str(workdir), *fast, "--set", f"server.port={port}", "demo"]
+    env = {k: v for k, v in os.environ.items() if k != "PREFLOOP_WORKDIR"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True).start()
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                login_page = httpx.get(url, timeout=2)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        else:
+            pytest.fail(f"the demo never served: {''.join(lines)}")
+        answered = _sampled(workdir)
+        assert login_page.status_code == 200
+        output = "".join(lines)
+        assert "sampling 46 of 446 prompts from v0" in output, output
+        password = re.search(r"one-time password (\S+)", output).group(1)
+        with httpx.Client(base_url=url, timeout=10) as client:  # the label view answers too, while sampling goes on
+            assert client.post("login", data={"username": "operator", "password": password}).status_code == 200
+            assert client.get("").status_code == 200
+        assert len(answered) < 446, "the server waited for sampling"
+        deadline = time.monotonic() + 120  # then the worker samples the new prompts in the background
+        while len(_sampled(workdir)) <= len(before) and time.monotonic() < deadline:
+            time.sleep(0.5)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(45)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+    after = _sampled(workdir)
+    assert len(after) > len(before)
+    assert {p: n for p, n in after.items() if p in before} == before  # nothing sampled twice under v0

@@ -101,6 +101,39 @@ def test_python_judge_loads_module_function():
         make_judge(JudgeConfig(kind="oracle"))
 
 
+def test_a_python_rule_is_found_in_the_current_folder_and_a_wrong_one_is_named_in_one_line(tmp_path, monkeypatch):
+    import uuid
+
+    module = f"rule_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{module}.py").write_text("def longer(prompt, a, b):\n    return 'a' if len(a) > len(b) else 'b'\n")
+    (tmp_path / f"{module}_broken.py").write_text("import no_such_module_here\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.path", list(__import__("sys").path))  # the folder added for this test goes after it
+    judge = make_judge(JudgeConfig(kind="python", function=f"{module}:longer"))
+    assert judge.judge(PROMPT, "twenty", "2").choice == "a"
+    with pytest.raises(ValueError, match=rf"^judge.function '{module}:shorter': module {module} has no 'shorter'$"):
+        load_function(f"{module}:shorter")
+    with pytest.raises(ValueError, match=r"no module named 'mymod_missing' on the Python path or in the current"):
+        load_function("mymod_missing:rule")
+    with pytest.raises(ValueError, match=r"no module named 'no_such_module_here'"):
+        load_function(f"{module}_broken:rule")
+
+
+def test_the_judge_verb_says_a_missing_rule_in_one_line(tiny_app, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from app.cli import cli
+
+    app = tiny_app()
+    monkeypatch.chdir(tmp_path)
+    for function, says in (("nosuchmod_q:rule", "no module named 'nosuchmod_q'"),
+                           ("generation.judges:prefer_shortr", "has no 'prefer_shortr'")):
+        result = CliRunner().invoke(cli, ["--workdir", str(app.workdir), "--set", "judge.kind=python",
+                                          "--set", f"judge.function={function}", "judge"])
+        assert result.exit_code != 0 and says in result.output, result.output
+        assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+
+
 # -- llm: the tiny model through the hf backend ------------------------------------------------------------------
 def test_llm_judge_runs_the_tiny_model_in_both_orders(tiny_model_dir):
     from generation.backend import load_backend

@@ -101,3 +101,17 @@ def test_the_api_and_the_label_page_record_a_click_through_one_function(web_app,
     view = labelling.label_view(web_app, "alice")
     labelling.label_and_next(web_app, "alice", view.item.comparison_id, "right", view.item.shown_order)
     assert calls == [True, False, True]
+
+
+def test_the_label_page_opens_with_my_recent_labels_as_i_clicked_them(web_app):
+    seed_comparisons(web_app.store, 3, texts=lambda i: (f"Question {i}", f"a{i}", f"b{i}"))
+    assert labelling.open_view(web_app, "ann").recent == []
+    item = labelling.next_for(web_app, "ann")
+    view = labelling.label_and_next(web_app, "ann", item.comparison_id, "right", item.shown_order)
+    labelling.label_and_next(web_app, "ann", view.item.comparison_id, "tie", view.item.shown_order)
+    opened = labelling.open_view(web_app, "ann")  # a reload: what the session knew comes from the database
+    assert [(r.comparison_id, r.side) for r in opened.recent] == [(view.item.comparison_id, "tie"),
+                                                                  (item.comparison_id, "right")]
+    assert all(r.prompt.startswith("Question ") and not r.discarded for r in opened.recent)
+    assert opened.item is not None and opened.progress["labelled_today"] == 2
+    assert labelling.open_view(web_app, "someone else").recent == []

@@ -509,3 +509,39 @@ def test_four_processes_label_every_comparison_exactly_overlap_times(store, over
         seen = merged(work.get(timeout=300))
     assert len({who for _, who, _, _ in seen["acked"]}) > 1, "the processes took turns, not one took everything"
     assert_exactly_overlap(store, ids, overlap, seen)
+
+
+# -- my recent labels ---------------------------------------------------------------------------------------------
+def test_recent_labels_are_the_persons_last_ones_as_they_clicked_them_with_discards_marked(store):
+    from data.curation import discard
+    from data.queue import recent_labels
+
+    ids = make_comparisons(store, 5)
+    clicked = []
+    for side in ("left", "right", "tie"):
+        item = next_comparison(store, "alice", LEASE)
+        clicked.append((item.comparison_id, side))
+        submit_label(store, "alice", item.comparison_id, choice_from_side(side, item.shown_order), item.shown_order)
+    other = next_comparison(store, "bob", LEASE)
+    submit_label(store, "bob", other.comparison_id, "a", other.shown_order)  # someone else's: never listed
+    item = next_comparison(store, "alice", LEASE)
+    add_edited_response(store, "alice", item.comparison_id, "a better answer", item.shown_order, edited_from="a")
+    mine = [x for x in labels_of_all(store) if x.annotator == "alice"]
+    discard(store, "label", next(x.id for x in mine if x.comparison_id == clicked[0][0]), "spam", actor="olivia")
+
+    recent = recent_labels(store, "alice", limit=5)
+    assert len(recent) == 5 and all(r.comparison_id != other.comparison_id for r in recent)
+    edit = next(r for r in recent[:2] if r.side == "edit")  # the pair the rewrite made, and the original, skipped
+    assert edit.comparison_id not in ids
+    edited = {(edit.comparison_id, "edit"), (item.comparison_id, "skip")}
+    assert {(r.comparison_id, r.side) for r in recent[:2]} == edited
+    assert [(r.comparison_id, r.side) for r in recent[2:]] == clicked[::-1]  # newest first, as clicked
+    assert [r.discarded for r in recent] == [False, False, False, False, True]
+    assert all(r.prompt.startswith("prompt ") and r.created_at.tzinfo for r in recent)
+    assert [r.label_id for r in recent_labels(store, "alice", limit=2)] == [r.label_id for r in recent[:2]]
+    assert recent_labels(store, "carol") == []
+
+
+def labels_of_all(store: Store) -> list[Label]:
+    with store.read() as s:
+        return list(s.exec(select(Label).order_by(Label.id)).all())

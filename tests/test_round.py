@@ -2,6 +2,7 @@
 
 import json
 import math
+import time
 
 import pytest
 from conftest import add_labelled_pairs, short_long_pairs
@@ -35,6 +36,23 @@ def test_select_refuses_below_min_pairs_with_a_clear_message(store):
         select_pairs(store, RoundConfig(min_pairs=10, eval_fraction=0))
 
 
+def test_a_refusal_names_the_judge_labels_left_out_and_the_setting_that_trains_on_them(store):
+    from data.models import Label
+
+    add_labelled_pairs(store, None, short_long_pairs(3))
+    add_labelled_pairs(store, None, short_long_pairs(40), source="judge", annotator="judge:rule", prompt_prefix="j")
+    with pytest.raises(NotEnoughPairs, match=r"only 3 new .*; 40 pair\(s\) labelled by a judge are not used: "
+                                             r"training.judge_labels = never; set it to 'fill' .* or 'always'"):
+        select_pairs(store, RoundConfig(min_pairs=10, eval_fraction=0))
+    assert len(select_pairs(store, RoundConfig(min_pairs=10, eval_fraction=0, judge_labels="fill")).new) == 43
+    # 'fill' leaves out a judge's label where a human tied
+    tied = add_labelled_pairs(store, None, short_long_pairs(2), choice="tie", prompt_prefix="t")
+    with store.write() as s:
+        s.add_all(Label(comparison_id=cid, annotator="judge:rule", source="judge", choice="a") for cid in tied)
+    with pytest.raises(NotEnoughPairs, match=r"; 2 pair\(s\) .* training.judge_labels = fill; set it to 'always'"):
+        select_pairs(store, RoundConfig(min_pairs=50, eval_fraction=0, judge_labels="fill"))
+
+
 def test_select_new_pairs_replay_share_and_eval_split(store):
     ids = add_labelled_pairs(store, None, short_long_pairs(40))
     cfg = RoundConfig(min_pairs=1, eval_fraction=0.25, replay_fraction=0.5)
@@ -53,6 +71,23 @@ def test_select_new_pairs_replay_share_and_eval_split(store):
     assert set(second.eval_ids) >= set(first.eval_ids)  # the held-out split stays fixed
 
 
+def test_a_round_with_max_steps_takes_only_the_pairs_its_steps_consume_and_leaves_the_rest_new(store):
+    ids = add_labelled_pairs(store, None, short_long_pairs(30))
+    cfg = RoundConfig(min_pairs=1, eval_fraction=0, max_steps=2, batch_size=4, replay_fraction=0.25)
+    first = select_pairs(store, cfg)
+    assert len(first.train_ids) == 8 and set(first.train_ids) < set(ids) and first.deferred == 22
+    assert first.train_ids != ids[:8] and first.train_ids == select_pairs(store, cfg).train_ids  # drawn, seeded
+    run = store.runs.create(None, first.train_ids, {})
+    store.runs.finish(run.id, "done")
+    second = select_pairs(store, cfg)
+    # the deferred pairs are new now; replay keeps its share within the 8 the steps consume
+    assert len(second.new) == 6 and not {r.comparison_id for r in second.new} & set(first.train_ids)
+    assert len(second.replay) == 2 and {r.comparison_id for r in second.replay} <= set(first.train_ids)
+    assert second.deferred == 16 and len(second.train_ids) == 8
+    # without max_steps the round trains `epochs` over every new pair
+    assert len(select_pairs(store, RoundConfig(min_pairs=1, eval_fraction=0)).new) == 22
+
+
 @pytest.mark.parametrize(("mode", "expected"), [("never", {"h"}), ("fill", {"h", "j"}), ("always", {"h", "j", "x"})])
 def test_judge_labels_never_fill_always(store, mode, expected):
     from data.models import Label
@@ -69,6 +104,22 @@ def test_judge_labels_never_fill_always(store, mode, expected):
     groups = {"h": set(human), "j": set(judged), "x": set(mixed)}
     got = {name for name, ids in groups.items() if ids & set(sel.train_ids)}
     assert got == expected
+
+
+def test_every_round_probes_the_same_prompts_drawn_once_held_out_ones_first(store):
+    from training.scheduler import probe_set
+
+    store.prompts.add([f"question {i}: what does module {i} do?" for i in range(60)], source="test")
+    drawn = probe_set(store, RoundConfig(probe_prompts=12))
+    assert len(drawn) == 12
+    held = [is_held_out(json.dumps(p), 0.1) for p in drawn]
+    assert any(held) and held == sorted(held, reverse=True)  # the held-out split first
+    store.runs.create(None, [1], {"probe_prompts": drawn})
+    store.prompts.add([f"another question {i}?" for i in range(60)], source="test")
+    assert probe_set(store, RoundConfig(probe_prompts=12)) == drawn  # new prompts do not move it
+    assert probe_set(store, RoundConfig(probe_prompts=5)) == drawn[:5]
+    assert len(probe_set(store, RoundConfig(probe_prompts=20))) == 20  # asked for more: drawn again
+    assert probe_set(store, RoundConfig(probe_prompts=0)) == []
 
 
 def test_registry_names_and_temp_folders(store, tmp_path):
@@ -96,10 +147,19 @@ def test_one_round_at_a_time(store):
 def test_a_round_trains_registers_evaluates_and_deploys(tiny_app):
     app = tiny_app(training__max_steps=4, training__learning_rate="5e-4")
     add_labelled_pairs(app.store, v0_id(app), short_long_pairs(24))
+    began = time.monotonic()
     run_id = training_rounds.start_round(app, deploy=True, inline=True)
+    wall = time.monotonic() - began
     status = training_rounds.round_status(app, run_id)
     assert status["status"] == "done", status["error"]
     assert status["version"] == "v1" and status["parent"] == "v0"
+
+    # every phase's wall time, in the order the round went through them, adding up to the round's time
+    names = [name for name, _ in status["phases"]]
+    assert names[:4] == ["selecting pairs", "starting", "reading pairs", "loading"]
+    assert {"reference log-probs", "training", "saving", "evaluating"} <= set(names) and names[-1] == "promoting"
+    assert all(seconds >= 0 for _, seconds in status["phases"]) and dict(status["phases"])["training"] > 0
+    assert 0.9 * wall <= sum(seconds for _, seconds in status["phases"]) <= wall + 0.05
 
     run = app.store.runs.get(run_id)
     steps = [m for m in run.metrics if "loss" in m]
@@ -114,12 +174,13 @@ def test_a_round_trains_registers_evaluates_and_deploys(tiny_app):
     assert (app.models_dir / "v1" / "tokenizer_config.json").is_file()
     assert not list(app.models_dir.glob(".*.tmp"))
     report = v1.metrics
-    assert report == run.report
+    assert report == {k: v for k, v in run.report.items() if k != "phases"}  # the phase times are the run's
     assert report["eval"]["before"]["pairs"] == report["pairs"]["eval"] > 0
     assert report["eval"]["before"]["margin"] == pytest.approx(0.0, abs=1e-6)  # reference = the parent
     assert report["eval"]["after"]["margin"] > 0
     for side in ("before", "after"):
         assert 0 <= report["probe"][side]["eos_rate"] <= 1 and report["probe"][side]["mean_tokens"] > 0
+    assert report["probe"]["prompts"] == len(run.config["probe_prompts"]) == 2  # the workdir's probe set
     assert model_versions.list_versions(app)[1]["parent"] == "v0"
 
     # the generator swaps to it in place (what the worker does between batches)
@@ -139,6 +200,7 @@ def test_an_exploding_learning_rate_fails_the_round_and_promotes_nothing(tiny_ap
     status = training_rounds.round_status(app, run_id)
     assert status["status"] == "failed"
     assert "diverged" in status["error"]
+    assert "training" in dict(status["phases"])  # a failed round keeps the times of the phases it went through
     assert status["version"] is None
     assert app.store.versions.deployed().name == "v0"
     assert [v.name for v in app.store.versions.all()] == ["v0"]

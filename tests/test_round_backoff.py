@@ -129,7 +129,7 @@ def test_auto_max_failures_zero_never_pauses(auto_app):
 
 
 def test_the_rounds_table_and_progress_show_the_error_in_one_line(auto_app):
-    from app.ui.console.training_parts import progress_text, rounds_frame
+    from app.ui.console.training_parts import md_literal, progress_text, rounds_frame
 
     app = auto_app
     run_id = training_rounds.maybe_auto_round(app)
@@ -139,7 +139,8 @@ def test_the_rounds_table_and_progress_show_the_error_in_one_line(auto_app):
     assert table.loc[0, "error"] == EMPTY_CONVERSATION and table.loc[0, "trigger"] == "auto"
     assert table.loc[0, "status"] == "failed"
     progress = progress_text(panel)
-    assert f"**Round {run_id}:** failed; error: {EMPTY_CONVERSATION}" in progress and "Traceback" not in progress
+    assert f"**Round {run_id}:** failed; error: {md_literal(EMPTY_CONVERSATION)}" in progress
+    assert "Traceback" not in progress
 
 
 # -- a real round process that fails: one line for the person, the traceback in its log ----------------------------

@@ -195,8 +195,12 @@ def test_cli_train_wait_rounds_and_cancel(tiny_app):
     result = runner.invoke(cli, [*base, "train", "--deploy", "--wait"])
     assert result.exit_code == 0, result.output
     assert "done  v0 -> v1" in result.output
+    timing = next(line for line in result.output.splitlines() if line.startswith("    time "))
+    for phase in ("selecting pairs", "starting", "loading", "reference log-probs", "training", "promoting"):
+        assert f"{phase} " in timing  # the round's own process, started by the CLI, timed each phase
     result = runner.invoke(cli, [*base, "rounds"])
     assert result.exit_code == 0 and result.output.startswith("1  done  v0 -> v1  pairs")
+    assert result.output.splitlines()[1] == timing
     assert "*" in runner.invoke(cli, [*base, "versions"]).output.splitlines()[1]
 
     # --no-wait returns once the process has started; the row tells the rest
@@ -224,12 +228,12 @@ def test_the_heartbeat_thread_keeps_a_run_fresh(store):
     from datetime import timedelta
 
     from data.models import utcnow
-    from training.progress import Heartbeat
+    from training.progress import run_heartbeat
 
     run = store.runs.create(None, [], {})
     store.runs.update(run.id, heartbeat_at=utcnow() - timedelta(seconds=600))
     assert scheduler.is_stale(store.runs.get(run.id), 60)
-    with Heartbeat(store, run.id, interval_s=0.05):
+    with run_heartbeat(store, run.id, interval_s=0.05):
         time.sleep(0.3)
     assert not scheduler.is_stale(store.runs.get(run.id), 60)
 

@@ -210,6 +210,10 @@ def blocks_of(fastapi_app):
     raise AssertionError("no Gradio app mounted")
 
 
+# Console events that only change what the page shows (a timer, a question put away), never any data.
+TOUCHES_NO_DATA = {"pause_timer", "forget_deploy", "cancel_deploy"}
+
+
 def test_console_events_are_refused_to_annotators_over_http(web_app, password_hash, seed):
     add_users(web_app, password_hash, ["alice"])
     add_users(web_app, password_hash, ["olivia"], role="operator")
@@ -223,16 +227,19 @@ def test_console_events_are_refused_to_annotators_over_http(web_app, password_ha
     upload = web_app.workdir.parent / "prompts.jsonl"
     upload.write_text('{"prompt": "imported through the console"}\n', encoding="utf-8")
     file_data = {"path": str(upload), "meta": {"_type": "gradio.FileData"}, "orig_name": "prompts.jsonl"}
-    operator_events = {"refresh_console": [], "deploy": ["v0"], "export": ["trl", ["human"], False, False, None],
-                       "import_file": [file_data, "prompts-jsonl"],
+    operator_events = {"refresh_console": [], "preview_deploy": ["v0"], "deploy": ["v0"],
+                       "export": ["trl", ["human"], False, False, None],
+                       "import_file": [file_data, "prompts-jsonl", ""],
                        # the training and judges panels (the timer's tick is refresh_training too)
                        "refresh_training": [0], "start_training": [False], "cancel_training": [0, None],
-                       "resume_timer": [], "refresh_judges": [], "run_judge_now": [0],
+                       "resume_timer": [], "refresh_judges": [], "run_judge_now": [1],
                        # discard and restore data, the audit trail
                        "discard_data": ["comparison", 1, "off topic"], "restore_data": ["comparison", 1, ""],
                        "refresh_audit": []}
     # Events whose input here is refused to operators too, with a plain message (not the role check).
-    operator_messages = {"cancel_training": "Choose a round", "run_judge_now": "how many comparisons"}
+    # Deploy reads the version its confirmation question put in server-side state, never one the client sends.
+    operator_messages = {"cancel_training": "Choose a round",
+                         "deploy": "Choose a version"}
     with running_server(fastapi_app) as url:
         assert httpx.get(f"{url}/gradio_api/info").json().get("named_endpoints", {}) == {}
         with closing(gradio_login(url, "alice")) as annotator, closing(gradio_login(url, "olivia")) as operator:
@@ -240,12 +247,20 @@ def test_console_events_are_refused_to_annotators_over_http(web_app, password_ha
                 refused = call_event(annotator, events[name][0], data)
                 assert refused["success"] is False, (name, refused)
                 assert "Only operators" in json.dumps(refused), refused
+                if name == "run_judge_now":  # an operator's starts a judge process: tests/test_console_judges.py
+                    continue
                 allowed = call_event(operator, events[name][0], data)
                 if name in operator_messages:
                     assert allowed["success"] is False and operator_messages[name] in json.dumps(allowed), allowed
                     assert "Only operators" not in json.dumps(allowed) and "Traceback" not in json.dumps(allowed)
                 else:
                     assert allowed["success"] is True, (name, allowed)
+            # Every console event, whatever it does, refuses an annotator before reading its inputs.
+            for i, fn in blocks.fns.items():
+                module = getattr(fn.fn, "__module__", "") or ""
+                if module.startswith("app.ui.console") and fn.name not in TOUCHES_NO_DATA:
+                    refused = call_event(annotator, i, operator_events.get(fn.name, [None] * len(fn.inputs)))
+                    assert refused["success"] is False and "Only operators" in json.dumps(refused), (fn.name, refused)
             started = call_event(operator, events["start_training"][0], [False])
             assert "Round not started: only 0 new labelled pair(s)" in json.dumps(started), started  # not a traceback
             assert web_app.store.runs.all() == []

@@ -72,14 +72,28 @@ def view_of(result: tuple) -> dict:
     return dict(zip(View._fields, result, strict=True))
 
 
-def test_a_click_is_one_service_call_and_returns_the_next_comparison(web_app, seed, counted):
+@pytest.fixture
+def alice(web_app, password_hash):
+    """An annotator's account: the label view refuses a name with no enabled account behind it."""
+    web_app.store.accounts.add_user("alice", "annotator", password_hash)
+
+
+@pytest.fixture
+def worker(web_app):
+    """The server's sampling worker, never started: the label view asks it only whether it is sampling."""
+    from app.services.workers import GenerationWorker
+
+    return GenerationWorker(web_app)
+
+
+def test_a_click_is_one_service_call_and_returns_the_next_comparison(web_app, seed, counted, worker, alice):
     from app.ui.label import label_click, load_view
 
     seed(web_app.store, 2, texts=lambda i: (f"prompt {i}", f"a{i}", f"b{i}"))
-    shown = view_of(load_view(web_app, request()))
+    shown = view_of(load_view(web_app, worker, request()))
     assert shown["state"]["comparison_id"] and "pf-left" in shown["cards"] and "pf-right" in shown["cards"]
     counted.clear()
-    after = view_of(label_click(web_app, "left", shown["state"], "  because  ", shown["history"], request()))
+    after = view_of(label_click(web_app, worker, "left", shown["state"], "  because  ", shown["history"], request()))
     assert counted[0] == "label_and_next" and counted.count("label_and_next") == 1
     assert not {"label_view", "my_progress", "next_for"} & set(counted)  # all inside the one transaction
     assert after["state"]["comparison_id"] != shown["state"]["comparison_id"]
@@ -88,42 +102,42 @@ def test_a_click_is_one_service_call_and_returns_the_next_comparison(web_app, se
     assert after["bar_notice"] == after["edit_notice"] == ""
 
 
-def test_a_refusal_is_one_notice_beside_its_control_and_nothing_else_changes(web_app, seed):
+def test_a_refusal_is_one_notice_beside_its_control_and_nothing_else_changes(web_app, seed, worker, alice):
     import gradio as gr
 
     from app.ui.label import submit_edit
 
     seed(web_app.store, 1)
-    refused = view_of(submit_edit(web_app, None, "A", "better text", "", [], request()))
+    refused = view_of(submit_edit(web_app, worker, None, "A", "better text", "", [], request()))
     assert "no comparison to edit" in refused["edit_notice"] and refused["bar_notice"] == ""
     skipped = [k for k, v in refused.items() if isinstance(v, dict) and v.get("__type__") == "update"]
     assert set(skipped) == set(refused) - {"edit_notice", "bar_notice"}, refused
     assert all(refused[k] == gr.skip() for k in skipped)
 
 
-def test_a_bug_in_a_handler_is_a_plain_sentence_not_a_traceback(web_app, monkeypatch):
+def test_a_bug_in_a_handler_is_a_plain_sentence_not_a_traceback(web_app, monkeypatch, worker, alice):
     from app.ui.label import load_view
 
     def broken(*_a, **_k):
         raise RuntimeError("secret internals")
 
-    monkeypatch.setattr(labelling, "label_view", broken)
-    shown = view_of(load_view(web_app, request()))
+    monkeypatch.setattr(labelling, "open_view", broken)
+    shown = view_of(load_view(web_app, worker, request()))
     assert "Something went wrong" in shown["bar_notice"] and "secret" not in shown["bar_notice"]
 
 
-def test_undo_names_the_choice_as_shown_and_forgets_it(web_app, seed, counted):
+def test_undo_names_the_choice_as_shown_and_forgets_it(web_app, seed, counted, worker, alice):
     from app.ui.label import label_click, load_view, undo_label
 
     seed(web_app.store, 2)
-    shown = view_of(load_view(web_app, request()))
-    after = view_of(label_click(web_app, "right", shown["state"], "", [], request()))
+    shown = view_of(load_view(web_app, worker, request()))
+    after = view_of(label_click(web_app, worker, "right", shown["state"], "", [], request()))
     counted.clear()
-    undone = view_of(undo_label(web_app, after["history"], request()))
+    undone = view_of(undo_label(web_app, worker, after["history"], request()))
     assert counted[0] == "undo_and_view" and counted.count("undo_and_view") == 1
     assert "B better" in undone["bar_notice"] and undone["history"] == []
     assert undone["state"]["comparison_id"] == shown["state"]["comparison_id"]
-    again = view_of(undo_label(web_app, [], request()))
+    again = view_of(undo_label(web_app, worker, [], request()))
     assert "Nothing undone" in again["bar_notice"] and "pf-inline-warn" in again["bar_notice"]
 
 

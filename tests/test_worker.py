@@ -194,3 +194,62 @@ def test_watch_without_a_deployed_version_waits_and_stops_on_request(store, back
     report = watch(store, backend, replace(CFG, watch_interval_s=0.05), stop)
     assert time.monotonic() - started < 5
     assert report.batches == 0 and not responses(store)
+
+
+# -- the in-server worker's status: true in every state ------------------------------------------------------------
+def test_status_says_what_the_worker_does_while_running_and_after_stop(tiny_app):
+    import re
+
+    from app.services.workers import GenerationWorker
+
+    app = tiny_app(training__auto_every=1000, generation__queue_target=10000, generation__batch_size=1)
+    app.store.prompts.add([f"Say something about number {i}." for i in range(40)])
+    worker = GenerationWorker(app)
+    idle = worker.status()
+    assert idle.startswith("Generation is stopped.") and "none starts until generation is started again" in idle
+    assert worker.start() == "generation started"
+    try:
+        running = worker.status()
+        assert re.search(r"Generation is running: sampling \d+ of 40 prompts from v0", running), running
+        assert "A round starts every 1000 new labelled pairs" in running
+        assert re.fullmatch(r"sampling \d+ of 40 prompts from v0", worker.sampling_note())
+    finally:
+        stopping = worker.stop()
+    assert "Generation is stopping after the current batch" in stopping or "Generation is stopped" in stopping
+    for text in (worker.status(), (worker._thread.join(60), worker.status())[1]):
+        assert "Generation is stopping after the current batch" in text or "Generation is stopped" in text
+        assert "A round starts" not in text and "until generation is started again (then one every 1000" in text
+    assert not worker.running and worker.sampling_note() == ""
+    assert worker.status().startswith("Generation is stopped.")
+
+
+def test_status_with_automatic_rounds_off_or_paused_and_a_finished_backlog(tiny_app, monkeypatch):
+    from conftest import add_labelled_pairs, short_long_pairs
+
+    from app.services import rounds
+    from app.services.workers import GenerationWorker, sampling_progress
+    from training import scheduler
+
+    off = GenerationWorker(tiny_app("off"))
+    assert "Automatic rounds are off (training.auto_every = 0)" in off.status()
+    app = tiny_app("paused", training__auto_every=2, training__min_pairs=2, training__eval_fraction=0,
+                   training__auto_max_failures=1, generation__queue_target=10000)
+    monkeypatch.setattr(scheduler, "launch", lambda *a, **k: None)  # the round's own process is not under test
+    add_labelled_pairs(app.store, app.store.versions.get("v0").id, short_long_pairs(4))
+    run_id = rounds.maybe_auto_round(app)
+    assert run_id is not None
+    app.store.runs.finish(run_id, "failed", error="out of memory")
+    progress = sampling_progress(app)  # the labelled pairs' 4 prompts
+    assert progress.total == 4 and progress.version == "v0"
+    worker = GenerationWorker(app)
+    worker.start()
+    try:
+        text = worker.status()
+        assert "Automatic rounds are paused" in text and "out of memory" in text and "A round starts" not in text
+    finally:
+        worker.stop(wait=60)
+    assert replace(progress, sampled=1).text() == "sampling 1 of 4 prompts from v0"
+    full = replace(progress, sampled=1, open=10000, target=10000)
+    assert not full.sampling and full.text().startswith("waiting while the queue is full")
+    done = replace(progress, sampled=4, open=0)
+    assert done.text() == "all 4 prompts are sampled from v0; new prompts are sampled as they are imported"

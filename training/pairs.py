@@ -3,8 +3,10 @@
 Pairs come from data.pairs.iter_resolved (human and imported labels, judge labels per training.judge_labels).
 A prompt is in the held-out split when a hash of its messages says so: the split is the same in every round,
 and a prompt's pairs are never on both sides. Training takes the pairs no finished round has used yet, plus
-a replayed share of older ones. A stored pair that cannot train (an empty prompt, from a database imported
-before the importer refused those) is left out and counted, so no stored record can break a round."""
+a replayed share of older ones, no more than its optimizer steps consume (the rest wait for the next round, so
+reference log-probs are computed only for pairs that train). A stored pair that cannot train (an empty prompt,
+from a database imported before the importer refused those) is left out and counted, so no stored record can
+break a round."""
 
 import json
 import random
@@ -27,6 +29,7 @@ class Selection:
     eval: list[ResolvedRow] = field(default_factory=list)
 
     skipped: int = 0  # resolved pairs left out because they cannot train (see unusable)
+    deferred: int = 0  # new pairs beyond what the round's steps consume: they stay new for the next round
 
     @property
     def train(self) -> list[ResolvedRow]:
@@ -100,11 +103,47 @@ def select_pairs(store, cfg: RoundConfig, seed: int | None = None) -> Selection:
         raise NotEnoughPairs(
             f"only {len(sel.new)} new labelled pair(s) to train on (training.min_pairs = {cfg.min_pairs}); "
             f"label more comparisons, or lower training.min_pairs"
-            + (f" ({sel.skipped} stored pair(s) were left out: empty or unreadable prompt)" if sel.skipped else ""))
-    want = min(len(old), round(cfg.replay_fraction * len(sel.new)))
+            + (f" ({sel.skipped} stored pair(s) were left out: empty or unreadable prompt)" if sel.skipped else "")
+            + unused_judge_labels(store, cfg, trained))
     rng = random.Random(cfg.seed if seed is None else seed)
+    cap = pairs_per_round(cfg)
+    if cap is not None and len(sel.new) > cap:
+        # A random share of the new pairs, as the steps would have drawn from all of them (taking the oldest
+        # first trains a round on the previous version's leftovers and learns visibly slower). Replay keeps its
+        # share of what is left; the rest stay new for the next round.
+        keep = cap if not old else max(1, int(cap / (1 + cfg.replay_fraction)))
+        sel.deferred = max(0, len(sel.new) - keep)
+        sel.new = sorted(rng.sample(sel.new, keep), key=lambda r: r.comparison_id)
+    want = min(len(old), round(cfg.replay_fraction * len(sel.new)))
+    if cap is not None:
+        want = min(want, max(0, cap - len(sel.new)))
     sel.replay = sorted(rng.sample(old, want), key=lambda r: r.comparison_id) if want else []
     return sel
+
+
+def unused_judge_labels(store, cfg: RoundConfig, trained: set[int]) -> str:
+    """For a refusal: the new pairs judge labels resolve that training.judge_labels leaves out, and the setting
+    that would train on them ('' when there are none)."""
+    if cfg.judge_labels == "always":
+        return ""
+    have = {r.comparison_id for r in iter_resolved(store, sources=("human", "import"))} | trained
+    judged = [r for r in iter_resolved(store, sources=("judge",)) if r.comparison_id not in have
+              and unusable(r) is None and not is_held_out(r.prompt_json, cfg.eval_fraction)]
+    if not judged:
+        return ""
+    if cfg.judge_labels == "never":
+        return (f"; {len(judged)} pair(s) labelled by a judge are not used: training.judge_labels = never; set it "
+                f"to 'fill' (comparisons no human labelled) or 'always' to train on them")
+    human = store.runs.human_labelled_comparison_ids()
+    left = sum(1 for r in judged if r.comparison_id in human)
+    return (f"; {left} pair(s) labelled by a judge are not used because humans labelled them without resolving "
+            f"them: training.judge_labels = fill; set it to 'always' to train on them") if left else ""
+
+
+def pairs_per_round(cfg: RoundConfig) -> int | None:
+    """How many pairs a round's training consumes when training.max_steps fixes it (steps x batch size; a round
+    accumulates no gradients), else None: `epochs` counts passes over whatever was selected."""
+    return cfg.max_steps * cfg.batch_size if cfg.max_steps > 0 else None
 
 
 def rows_by_id(store, cfg: RoundConfig, ids: Sequence[int]) -> list[ResolvedRow]:

@@ -1,12 +1,14 @@
-"""A running round's bookkeeping in its TrainingRun row: status, phase, heartbeat, per-step metrics, cancellation.
+"""A running round's bookkeeping in its TrainingRun row: status, phase and the wall time of each phase, heartbeat,
+per-step metrics, cancellation.
 
 The recipe (training.round) reports between its steps; the trainer callback reports between TRL's steps."""
 
 import logging
 import math
 import os
-import threading
+import time
 
+from data.heartbeat import Heartbeat
 from data.models import utcnow
 
 log = logging.getLogger(__name__)
@@ -27,17 +29,29 @@ class RunProgress:
     def __init__(self, store, run_id: int):
         self.store, self.run_id = store, run_id
         self.cancelled = self.diverged = False
+        self.timer = PhaseTimer()
 
-    def start(self) -> None:
-        """The row is running, in this process."""
+    def start(self, before: list | None = None) -> None:
+        """The row is running, in this process. `before`: (phase, seconds) spent before this process ran it (the
+        pair selection when it was queued, starting the process), first in its phase times."""
+        self.timer = PhaseTimer(before)
+        self.timer.enter("starting")
         self.store.runs.update(self.run_id, status="running", pid=os.getpid(), started_at=utcnow(),
-                                       heartbeat_at=utcnow(), report={"phase": "starting"})
+                                       heartbeat_at=utcnow(), report={"phase": "starting",
+                                                                      "phases": self.timer.phases()})
 
     def phase(self, phase: str, **extra) -> None:
-        """What the round does now, merged into the row's report (the console shows it)."""
+        """What the round does now, merged into the row's report with the time spent so far in each phase (the
+        console shows both)."""
+        self.timer.enter(phase)
         run = self.store.runs.get(self.run_id)
-        self.store.runs.update(self.run_id, heartbeat_at=utcnow(),
-                                       report={**(run.report or {}), "phase": phase, **extra})
+        self.store.runs.update(self.run_id, heartbeat_at=utcnow(), report={
+            **(run.report or {}), "phase": phase, **extra, "phases": self.timer.phases()})
+
+    def record_phases(self) -> None:
+        """Write the phase times as they stand now into the row's report (also after the row has finished)."""
+        run = self.store.runs.get(self.run_id)
+        self.store.runs.update(self.run_id, report={**(run.report or {}), "phases": self.timer.phases()})
 
     def check_not_cancelled(self) -> None:
         """Raise RoundCancelled when the operator asked to cancel; the recipe asks between its steps."""
@@ -46,6 +60,12 @@ class RunProgress:
             raise RoundCancelled()
 
     def finish(self, status: str, **fields) -> None:
+        """Give the row its final status; its report keeps the phase times up to now."""
+        if "report" in fields:
+            fields["report"] = {**fields["report"], "phases": self.timer.phases()}
+        elif self.timer.started:
+            run = self.store.runs.get(self.run_id)
+            fields["report"] = {**(run.report or {}), "phases": self.timer.phases()}
         self.store.runs.finish(self.run_id, status, **fields)
 
     def failed(self, error: Exception) -> str:
@@ -57,7 +77,7 @@ class RunProgress:
         return message
 
     def heartbeat(self, interval_s: float) -> "Heartbeat":
-        return Heartbeat(self.store, self.run_id, interval_s)
+        return run_heartbeat(self.store, self.run_id, interval_s)
 
     def step_logged(self, step: int, max_steps: int, logs: dict) -> bool:
         """Store one logged step's metrics; True when training must stop now (a NaN loss, or a cancel request)."""
@@ -101,25 +121,38 @@ def trainer_callback(progress: RunProgress):
     return RunCallback()
 
 
-class Heartbeat:
+class PhaseTimer:
+    """Wall time per phase of a round, in the order the phases first began; a phase entered again (the trainer's
+    callback enters 'training' once more) adds to its time."""
+
+    def __init__(self, before: list | None = None):
+        self._seconds: dict[str, float] = {str(name): float(s) for name, s in before or []}
+        self._current: str | None = None
+        self._since = time.monotonic()
+
+    @property
+    def started(self) -> bool:
+        return self._current is not None
+
+    def enter(self, phase: str) -> None:
+        self._close()
+        self._current = phase
+        self._seconds.setdefault(phase, 0.0)
+
+    def _close(self) -> None:
+        now = time.monotonic()
+        if self._current is not None:
+            self._seconds[self._current] += now - self._since
+        self._since = now
+
+    def phases(self) -> list[list]:
+        """[[phase, seconds], ...] up to now (JSON keeps them as lists)."""
+        self._close()
+        return [[name, round(seconds, 3)] for name, seconds in self._seconds.items()]
+
+
+def run_heartbeat(store, run_id: int, interval_s: float) -> Heartbeat:
     """Refreshes the run's heartbeat from a thread, also through loading, saving and evaluating."""
+    return Heartbeat(lambda: store.runs.heartbeat(run_id), interval_s, f"run-{run_id}")
 
-    def __init__(self, store, run_id: int, interval_s: float):
-        self.store, self.run_id, self.interval_s = store, run_id, interval_s
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, name=f"heartbeat-run-{run_id}", daemon=True)
 
-    def _beat(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            try:
-                self.store.runs.heartbeat(self.run_id)
-            except Exception:  # a busy database must not kill the round; the next beat retries
-                log.warning("heartbeat of run %s failed", self.run_id, exc_info=True)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()

@@ -6,6 +6,7 @@ what the row records along the way is training.progress, how a version is measur
 import gc
 import math
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,8 @@ class RoundResult:
 
 def run_round(store, models_dir: Path, run_id: int, extra_callbacks: tuple = ()) -> RoundResult:
     """Run queued round `run_id` to its end; never raises for a failed round (the row says what happened).
-    `extra_callbacks` go to the trainer beside the one that reports progress."""
+    `extra_callbacks` go to the trainer beside the one that reports progress. The row's report keeps the wall
+    time of each phase (report['phases']), also of a round that failed or was cancelled."""
     run = store.runs.get(run_id)
     if run is None:
         raise LookupError(f"no training run {run_id}")
@@ -42,9 +44,10 @@ def run_round(store, models_dir: Path, run_id: int, extra_callbacks: tuple = ())
     if run.status == "cancelling":  # cancelled while it was queued
         progress.finish("cancelled")
         return RoundResult(run_id, "cancelled")
-    progress.start()
+    progress.start(before=time_before_start(run.config))
     with progress.heartbeat(interval_s=min(10.0, cfg.stale_after_s / 4)), Staging(models_dir) as staging:
         try:
+            progress.phase("reading pairs")
             parent, train_rows, eval_rows = select(store, cfg, run)
             name = next_version_name(store, models_dir)
             folder = staging.folder(name)
@@ -60,16 +63,30 @@ def run_round(store, models_dir: Path, run_id: int, extra_callbacks: tuple = ())
 
             progress.phase("evaluating", version=name)
             report = round_report(run, name, parent, trained, len(train_rows), len(eval_rows))
-            report.update(evaluate_version(progress, cfg, name, parent.path, folder, eval_rows))
+            probes = run.config.get("probe_prompts") or [to_example(r)["prompt"] for r in eval_rows]
+            report.update(evaluate_version(progress, cfg, name, parent.path, folder, probes))
             progress.check_not_cancelled()
 
+            progress.phase("promoting", version=name)
             deployed = promote_version(progress, staging, cfg, name, parent, report)
+            progress.record_phases()  # the deploy came after the row finished: its time too
             return RoundResult(run_id, "done", name, deployed, report)
         except RoundCancelled:
             progress.finish("cancelled", report={"phase": "cancelled"})
             return RoundResult(run_id, "cancelled")
         except Exception as error:  # the row must say why; the deployed version keeps serving
             return RoundResult(run_id, "failed", error=progress.failed(error))
+
+
+def time_before_start(config: dict[str, Any]) -> list[list]:
+    """The phases before the round's process took it up, from what queueing stored: selecting its pairs, and the
+    wait from queueing to now (starting the process)."""
+    phases = []
+    if "select_s" in config:
+        phases.append(["selecting pairs", float(config["select_s"])])
+    if "queued_at" in config:
+        phases.append(["starting", max(0.0, time.time() - float(config["queued_at"]))])
+    return phases
 
 
 # -- 1. select: the pairs the round was queued with (training.pairs.select_pairs chose them) ---------------------
@@ -114,7 +131,10 @@ def train(progress: RunProgress, cfg: RoundConfig, parent, train_examples: list[
 
     device = resolve_device(cfg.device)
     policy, tokenizer, ref_model = load_models(cfg, parent.path, initial_path, device)
+    progress.phase("evaluating")
     before_policy, before_ref = logps_before(cfg, policy, ref_model, tokenizer, eval_examples)
+    # TRL tokenizes the pairs and, with precompute_ref_log_probs, scores them all with the reference here
+    progress.phase("reference log-probs" if cfg.precompute_ref_log_probs else "preparing pairs")
     with tempfile.TemporaryDirectory(prefix="prefloop-dpo-") as out:
         trainer = DPOTrainer(model=policy, ref_model=ref_model, args=dpo_args(cfg, out, device),
                              train_dataset=to_dataset(train_examples), processing_class=tokenizer,
@@ -127,6 +147,7 @@ def train(progress: RunProgress, cfg: RoundConfig, parent, train_examples: list[
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
     model = trainer.model
     check_finite(progress.diverged, losses, result.training_loss, model)
+    progress.phase("evaluating")
     after_policy = pair_logps(model, tokenizer, eval_examples, cfg.max_length)
     eval_report = {"before": reward_metrics(before_policy, before_ref, cfg.beta),
                    "after": reward_metrics(after_policy, before_ref, cfg.beta)}
@@ -228,19 +249,20 @@ def save_version(model, tokenizer, folder: Path, parent_path: str, lora: bool) -
 def round_report(run, name: str, parent, trained: Trained, n_train: int, n_eval: int) -> dict[str, Any]:
     """The report's head: which pairs the round used, and its training and held-out reward metrics."""
     pairs = {"train": n_train, "new": run.config.get("new_pairs"), "replay": run.config.get("replay_pairs"),
-             "eval": n_eval, "skipped": run.config.get("skipped_pairs", 0)}
+             "eval": n_eval, "skipped": run.config.get("skipped_pairs", 0),
+             "deferred": run.config.get("deferred_pairs", 0)}
     return {"version": name, "parent": parent.name, "pairs": pairs, "train": trained.summary,
             "eval": trained.eval_report}
 
 
 def evaluate_version(progress: RunProgress, cfg: RoundConfig, name: str, parent_path: str, folder: Path,
-                     eval_rows: list) -> dict[str, Any]:
-    """Probes of the parent and the new version on held-out prompts; with a judge, the new version's win-rate."""
-    held_out = [to_example(r)["prompt"] for r in eval_rows]
-    prompts, before, after = run_probes(cfg, parent_path, str(folder), held_out)
+                     probe_prompts: list[list[dict]]) -> dict[str, Any]:
+    """Probes of the parent and the new version on the probe prompts (the workdir's fixed probe set; a round
+    queued before there was one probes its held-out prompts); with a judge, the new version's win-rate."""
+    prompts, before, after = run_probes(cfg, parent_path, str(folder), probe_prompts)
     report = {"probe": probe_summary(prompts, before, after)}
     if cfg.judge:
-        progress.phase("judging", version=name)
+        progress.phase("win-rate", version=name)
         # No held-out prompt, no probes (None): the win-rate then says it decided nothing, the round goes on.
         report["win_rate"] = win_rate_report(cfg.judge, prompts, before and before.texts, after and after.texts)
     return report

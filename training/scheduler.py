@@ -10,6 +10,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -61,14 +62,32 @@ def queue_round(store, models_dir: Path, cfg: RoundConfig, trigger: str = "manua
     parent = store.versions.deployed()
     if parent is None:
         raise LookupError("no model version is deployed: a round trains on the deployed version")
+    began = time.monotonic()
     selection = select_pairs(store, cfg)
+    # select_s and queued_at start the round's phase times (training.round.time_before_start)
     config = {"round": cfg.to_dict(), "eval_ids": selection.eval_ids, "new_pairs": len(selection.new),
               "replay_pairs": len(selection.replay), "skipped_pairs": selection.skipped,
-              "host": socket.gethostname(), "trigger": trigger}
+              "deferred_pairs": selection.deferred, "host": socket.gethostname(), "trigger": trigger,
+              "probe_prompts": probe_set(store, cfg),
+              "select_s": round(time.monotonic() - began, 3), "queued_at": time.time()}
     run = store.runs.create(parent.id, selection.train_ids, config,
                                     is_stale=lambda r: is_stale(r, cfg.stale_after_s))
     clean_temp_dirs(models_dir)  # we hold the lock: whatever .tmp folder is there was left by a dead round
     return run.id
+
+
+def probe_set(store, cfg: RoundConfig) -> list[list[dict]]:
+    """The prompts every round samples before and after (training.probe_prompts of them), drawn once per database
+    and kept in the run rows, so every round is measured on the same ground, however few pairs it holds out.
+    Drawn again only when the kept set is smaller than training.probe_prompts asks (a later, bigger setting, or
+    fewer prompts at the first draw)."""
+    if cfg.probe_prompts <= 0:
+        return []
+    kept = store.runs.probe_prompts()
+    if len(kept) >= cfg.probe_prompts:
+        return kept[:cfg.probe_prompts]
+    drawn = store.runs.draw_probe_prompts(cfg.probe_prompts)
+    return drawn if len(drawn) > len(kept) else kept
 
 
 DATABASE_URL_ENV = "PREFLOOP_DATABASE_URL"  # how the round process gets the database (the setting's own variable)

@@ -1,5 +1,6 @@
 """Accounts: who may log in and as what. Argon2 password hashes, generated passwords, the login check, the JSON
-API's bearer tokens (stored only as SHA-256 hashes) and the role checked on every operator request."""
+API's bearer tokens (stored only as SHA-256 hashes), the role checked on every operator request and the check that
+a browser session's account is still enabled."""
 
 import re
 import secrets
@@ -48,8 +49,10 @@ def validate_name(name: str) -> str:
     return name
 
 
-def add_user(app: App, name: str, role: str, password: str | None = None) -> tuple[User, str | None]:
-    """Create a user; without `password` one is generated and returned (the only time it is ever shown).
+def add_user(app: App, name: str, role: str, password: str | None = None,
+             actor: str | None = None) -> tuple[User, str | None]:
+    """Create a user; without `password` one is generated and returned (the only time it is ever shown). Recorded
+    in the audit trail when an `actor` (who added them) is given.
 
     Returns (user, generated password or None)."""
     validate_name(name)
@@ -60,7 +63,10 @@ def add_user(app: App, name: str, role: str, password: str | None = None) -> tup
     if len(password) < MIN_PASSWORD_LENGTH:
         raise BadInput(f"password must be at least {MIN_PASSWORD_LENGTH} characters")
     with refusals():  # the name is taken
-        return app.store.accounts.add_user(name, role, hash_password(password)), generated
+        user = app.store.accounts.add_user(name, role, hash_password(password))
+    if actor is not None:
+        _audit(app, actor, "user_added", user, role=role)
+    return user, generated
 
 
 def authenticate(app: App, name: str, password: str) -> User | None:
@@ -83,6 +89,7 @@ def reset_password(app: App, name: str, actor: str, password: str | None = None)
     if len(password) < MIN_PASSWORD_LENGTH:
         raise BadInput(f"password must be at least {MIN_PASSWORD_LENGTH} characters")
     app.store.accounts.set_password(user.name, hash_password(password))
+    app.accounts_seen.forget(user.name)
     _audit(app, actor, "password_reset", user)
     return generated
 
@@ -95,6 +102,7 @@ def set_role(app: App, name: str, role: str, actor: str) -> None:
     if role != "operator":
         _keep_an_operator(app, user, "an annotator")
     app.store.accounts.set_role(user.name, role)
+    app.accounts_seen.forget(user.name)
     _audit(app, actor, "role_changed", user, role=role)
 
 
@@ -105,6 +113,7 @@ def set_disabled(app: App, name: str, disabled: bool, actor: str) -> None:
     if disabled:
         _keep_an_operator(app, user, "disabled")
     app.store.accounts.set_disabled(user.name, disabled)
+    app.accounts_seen.forget(user.name)
     _audit(app, actor, "account_disabled" if disabled else "account_enabled", user)
 
 
@@ -141,8 +150,8 @@ def check_login(app: App, name: str, password: str, throttle: LoginThrottle | No
     if throttle is not None:
         throttle.attempt(name, address)
     user = authenticate(app, name, password or "")
-    if user is not None and throttle is not None:
-        throttle.succeeded(name, address)
+    if throttle is not None:
+        (throttle.failed if user is None else throttle.succeeded)(name, address)
     return user
 
 
@@ -178,6 +187,7 @@ def revoke_tokens(app: App, name: str, actor: str) -> int:
     if user is None:
         raise NotFound(f"no user named {name!r}")
     revoked = app.store.accounts.revoke_tokens(user.name)
+    app.accounts_seen.forget(user.name)
     record_event(app.store, actor, "tokens_revoked", "user", user.id, detail={"name": user.name, "tokens": revoked})
     return revoked
 
@@ -192,6 +202,19 @@ def role_of(app: App, name: str | None) -> str | None:
     event."""
     user = app.store.accounts.get_user(name) if name else None
     return user.role if user and user.disabled_at is None else None
+
+
+def is_enabled(app: App, name: str | None) -> bool:
+    """Whether account `name` exists and is enabled: the web UI's label view asks on every event, so an enabled
+    answer is remembered for a few seconds (app.accounts_seen; one click stays one database transaction)."""
+    if not name:
+        return False
+    if app.accounts_seen.seen_enabled(name):
+        return True
+    if role_of(app, name) is None:
+        return False
+    app.accounts_seen.remember_enabled(name)
+    return True
 
 
 def _token_hash(token: str) -> str:

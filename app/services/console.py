@@ -1,6 +1,8 @@
-"""What the operator console and `prefloop stats` show, as plain data: the counts, labels per day, the training
-and judges panels. Plain dataclasses and dicts; a front end turns them into its tables and plots."""
+"""What the operator console and `prefloop stats` show, as plain data: the counts, labels per day, each round's
+headline metrics, the training and judges panels. Plain dataclasses and dicts; a front end turns them into its
+tables and plots."""
 
+import math
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -19,12 +21,31 @@ class DayCount:
     labels: int
 
 
+@dataclass(frozen=True)
+class RoundMetrics:
+    """One finished round's headline numbers from its report, None where the report has none (or not a number):
+    held-out implicit-reward accuracy and the probes' mean length (tokens) and EOS rate, each of the parent
+    (before) and of the new version (after), and the new version's win-rate against its parent."""
+    round: int  # the training run's id
+    version: str
+    parent: str | None
+    accuracy_before: float | None = None
+    accuracy_after: float | None = None
+    win_rate: float | None = None
+    tokens_before: float | None = None
+    tokens_after: float | None = None
+    eos_before: float | None = None
+    eos_after: float | None = None
+
+
 @dataclass
 class ConsoleSnapshot:
-    """Everything the console shows on a refresh: the overview counts, labels per day, the versions."""
+    """Everything the console shows on a refresh: the overview counts, labels per day, the versions, and the
+    finished rounds' metrics, oldest first."""
     overview: dict[str, Any]
     labels_per_day: list[DayCount]
     versions: list[dict[str, Any]]
+    rounds: list[RoundMetrics]
 
 
 @dataclass
@@ -80,9 +101,37 @@ def _day(created_at) -> str:
     return created_at.strftime("%Y-%m-%d") if hasattr(created_at, "strftime") else str(created_at)[:10]
 
 
+def round_metrics(app: App) -> list[RoundMetrics]:
+    """Every round that made a version, oldest first, with its report's headline numbers."""
+    return [_round_metrics(r) for r in rounds.list_rounds(app) if r["status"] == "done" and r["version"]]
+
+
+def _round_metrics(listed: dict[str, Any]) -> RoundMetrics:
+    report = listed["report"]
+    return RoundMetrics(listed["id"], listed["version"], listed["parent"],
+                        _at(report, "eval", "before", "accuracy"), _at(report, "eval", "after", "accuracy"),
+                        _at(report, "win_rate", "win_rate"),
+                        _at(report, "probe", "before", "mean_tokens"), _at(report, "probe", "after", "mean_tokens"),
+                        _at(report, "probe", "before", "eos_rate"), _at(report, "probe", "after", "eos_rate"))
+
+
+def _at(data: Any, *keys: str) -> float | None:
+    """The number at data[k1][k2]...; None where a level is missing or not a dict (older reports, failed parts)."""
+    for key in keys:
+        data = data.get(key) if isinstance(data, dict) else None
+    return _number(data)
+
+
+def _number(value: Any) -> float | None:
+    """A finite number as a float; None for anything else (missing, NaN, a bool, a string)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
 def console_snapshot(app: App) -> ConsoleSnapshot:
     """Everything the operator console shows on a refresh, in one call."""
-    return ConsoleSnapshot(overview(app), labels_per_day(app), list_versions(app))
+    return ConsoleSnapshot(overview(app), labels_per_day(app), list_versions(app), round_metrics(app))
 
 
 def training_panel(app: App, run_id: int | None = None) -> TrainingPanel:

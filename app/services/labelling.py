@@ -1,5 +1,5 @@
 """Labelling, as an annotator does it: the comparison to label now, a click (one write transaction, the same
-function for the web UI and the JSON API), an edit, undoing their last label, and their progress."""
+function for the web UI and the JSON API), an edit, undoing their last label, their progress and recent labels."""
 
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +26,10 @@ class LabelView:
     notice: str = ""
     labelled: Any = None
     undone: int | None = None
+    recent: list | None = None  # my last labels (data.queue.RecentLabel), newest first, when the page opens
+
+
+RECENT = 5  # labels the label view lists
 
 
 def guidelines(app: App) -> str:
@@ -74,6 +78,21 @@ def label(app: App, annotator: str, comparison_id: int, shown_order: str, *, sid
 
 def label_view(app: App, annotator: str, notice: str = "") -> LabelView:
     return LabelView(next_for(app, annotator), my_progress(app, annotator), notice)
+
+
+def recent_labels(app: App, annotator: str, limit: int = RECENT) -> list:
+    """`annotator`'s last labels, newest first (data.queue.RecentLabel: what they clicked, when, on which prompt;
+    discarded ones marked): what their label view lists, after a reload too."""
+    from data.queue import recent_labels as recent
+
+    return recent(app.store, annotator, limit)
+
+
+def open_view(app: App, annotator: str) -> LabelView:
+    """The label page as it opens (or reloads): label_view and my recent labels."""
+    view = label_view(app, annotator)
+    view.recent = recent_labels(app, annotator)
+    return view
 
 
 def label_and_next(app: App, annotator: str, comparison_id: int, side: str, shown_order: str,

@@ -85,7 +85,8 @@ def round_status(app: App, run_id: int) -> dict[str, Any]:
 
 def _run_dict(app: App, run) -> dict[str, Any]:
     """`error` is one readable line (older rows kept a traceback after it); `log` the round process's log file,
-    which has the traceback, when there is one (an inline round logs where its process logs)."""
+    which has the traceback, when there is one (an inline round logs where its process logs); `phases` the wall
+    time of each phase so far, [(phase, seconds)]."""
     names = {v.id: v.name for v in app.store.versions.all()}
     last = run.metrics[-1] if run.metrics else {}
     log = log_path(app, run.id)
@@ -94,10 +95,16 @@ def _run_dict(app: App, run) -> dict[str, Any]:
             "skipped_pairs": (run.config or {}).get("skipped_pairs", 0),
             "trigger": (run.config or {}).get("trigger", "manual"),
             "step": last.get("step", 0), "max_steps": last.get("max_steps") or run.report.get("max_steps"),
-            "phase": run.report.get("phase"), "last_metrics": last, "report": run.report,
+            "phase": run.report.get("phase"), "phases": phase_times(run.report), "last_metrics": last,
+            "report": run.report,
             "error": error_line(run.error), "log": str(log) if log.exists() else None,
             "started_at": run.started_at.isoformat() if run.started_at else None,
             "finished_at": run.finished_at.isoformat() if run.finished_at else None}
+
+
+def phase_times(report: dict[str, Any]) -> list[tuple[str, float]]:
+    """(phase, seconds) in the order the round went through them; empty for a row from before they were kept."""
+    return [(str(name), float(seconds)) for name, seconds in (report or {}).get("phases") or []]
 
 
 def log_path(app: App, run_id: int):

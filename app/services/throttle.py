@@ -20,11 +20,13 @@ class _Record:
 class LoginThrottle:
     """Failed-login counts per name and per client address, in this process's memory.
 
-    A try counts when it starts (so tries sent side by side cannot all slip past the limit) and a success forgets
-    the name and the address. After `free_per_name` tries in a row, the next one must wait `first_wait_s` after
-    the last, then twice that, up to `max_wait_s`. An address gets more free tries than a name: people behind one
-    proxy or office network share it. A record untouched for `forget_s` is dropped, and at most `max_entries`
-    records are kept (the stalest go first), so memory stays bounded whatever an attacker sends.
+    For a name, a try counts when it starts (so tries for one account sent side by side cannot all slip past the
+    limit). For an address, only a failed try counts (`failed`): a whole office behind one address logging in at
+    nine o'clock is many tries in flight at once, and none of them is a guess. A success forgets the name and the
+    address. After `free_per_name` tries in a row, the next one must wait `first_wait_s` after the last, then
+    twice that, up to `max_wait_s`; an address gets more free failures than a name. A record untouched for
+    `forget_s` is dropped, and at most `max_entries` records are kept (the stalest go first), so memory stays
+    bounded whatever an attacker sends.
 
     Each server process keeps its own counts (`serve --workers N` lets N times as many tries through): a back-off
     against guessing, not an account lock, so a restart or another process costing a guesser nothing more is
@@ -43,8 +45,9 @@ class LoginThrottle:
         self._records: OrderedDict[tuple[str, str], _Record] = OrderedDict()  # stalest first
 
     def attempt(self, name: str, address: str | None = None) -> None:
-        """Count one login try for `name` from `address` (None: unknown), or refuse it with TooManyTries (saying
-        how long to wait) while the name or the address must wait. A refused try is not counted."""
+        """Count one login try for `name` (the address counts only if it fails), or refuse it with TooManyTries
+        (saying how long to wait) while the name or the address `address` (None: unknown) must wait. A refused try
+        is not counted."""
         now = self.clock()
         keys = self._keys(name, address)
         with self._lock:
@@ -53,8 +56,13 @@ class LoginThrottle:
             if waits[kind] > 0:
                 raise TooManyTries(f"Too many failed logins for this {kind}: try again in "
                                    f"{_duration(waits[kind])}.", retry_after_s=waits[kind])
-            for key in keys:
-                self._count(key, now)
+            self._count(keys[0], now)
+
+    def failed(self, name: str, address: str | None = None) -> None:
+        """A wrong password: the address's failures grow (the name's try was counted when it started)."""
+        if address:
+            with self._lock:
+                self._count(("address", address), self.clock())
 
     def succeeded(self, name: str, address: str | None = None) -> None:
         """A right password: the name and the address start afresh."""

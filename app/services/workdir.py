@@ -3,11 +3,12 @@ process opens on it (workdir, settings, store); creating a workdir, building the
 
 import json
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from app.services.errors import Unavailable, refusals
+from app.services.memory import AccountMemory
 from app.settings import CONFIG_NAME, Settings, load_settings, render_config
 from data.store import Store
 
@@ -28,6 +29,7 @@ class App:
     workdir: Path
     settings: Settings
     store: Store
+    accounts_seen: AccountMemory = field(default_factory=AccountMemory)  # this process's, between requests
 
     @property
     def config_path(self) -> Path:

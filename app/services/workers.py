@@ -5,6 +5,7 @@ server in a background thread started from the operator console."""
 import logging
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from app.services import rounds
 from app.services.errors import NotFound, refusals
@@ -54,6 +55,44 @@ def watch_generation(app: App, stop_event: threading.Event, samples: int | None 
                      on_batch=on_batch)
 
 
+@dataclass(frozen=True)
+class SamplingProgress:
+    """The deployed version's sampling: prompts sampled of all there are to sample, and the open queue against
+    generation.queue_target (the worker samples only while the queue is below it)."""
+    version: str
+    sampled: int
+    total: int
+    open: int
+    target: int
+
+    @property
+    def sampling(self) -> bool:
+        return self.sampled < self.total and self.open < self.target
+
+    def text(self) -> str:
+        if self.total == 0:
+            return f"no prompts to sample from {self.version}; import some"
+        if self.sampled >= self.total:
+            return (f"all {self.total} prompts are sampled from {self.version}; new prompts are sampled as they "
+                    f"are imported")
+        if not self.sampling:
+            return (f"waiting while the queue is full ({self.open} open comparisons, generation.queue_target "
+                    f"{self.target}); {self.sampled} of {self.total} prompts sampled from {self.version}")
+        return f"sampling {self.sampled} of {self.total} prompts from {self.version}"
+
+
+def sampling_progress(app: App) -> SamplingProgress | None:
+    """SamplingProgress under the deployed version (None when none is deployed)."""
+    from data.queue import sampling_counts
+
+    version = app.store.versions.deployed()
+    if version is None:
+        return None
+    counts = sampling_counts(app.store, version.id)
+    return SamplingProgress(version.name, counts["sampled"], counts["total"], counts["open"],
+                            app.settings.generation.queue_target)
+
+
 class GenerationWorker:
     """The sampling loop (watch_generation) and, with training.auto_every > 0, the automatic-round loop in a thread
     beside it: a check (rounds.maybe_auto_round) after every generation batch, and every AUTO_ROUND_IDLE_S while no
@@ -89,6 +128,7 @@ class GenerationWorker:
         self.error: str | None = None
         self.auto_rounds: list[int] = []  # training runs this worker started
         self.auto_error: str | None = None
+        self.progress: SamplingProgress | None = None  # refreshed before sampling and after every batch
 
     @property
     def running(self) -> bool:
@@ -98,6 +138,7 @@ class GenerationWorker:
         """Sample in this thread until Ctrl-C (a KeyboardInterrupt, mid-batch) or an error, which is raised."""
         stop = self._stop = threading.Event()
         auto = self._start_auto(stop)
+        self._refresh()
         try:
             watch_generation(self.app, stop, samples=self.samples, on_batch=self._on_batch)
         finally:
@@ -131,24 +172,54 @@ class GenerationWorker:
             thread.join(wait)
             if auto is not None:
                 auto.join(wait)
-        return "generation stopping (after the current batch)"
+        return self.status()  # stopping after the current batch, or stopped
 
     def status(self) -> str:
+        """What the worker does now, in sentences that are true in every state: running (sampling k of N prompts,
+        or waiting and why), stopping, stopped (with the last error); and what automatic rounds will do."""
         if self.elsewhere:
             return self._elsewhere_note()
-        state = "running" if self.running else "stopped"
-        if self.error:
-            state += f"; last error: {self.error}"
-        if self.last_summary:
-            state += f"; last batch: {self.last_summary}"
-        auto = self.app.settings.training.auto_every
-        if auto > 0:
-            state += f"; a round starts every {auto} new labelled pairs"
-            if self.auto_rounds:
-                state += f" (started run(s) {', '.join(map(str, self.auto_rounds))})"
-            if self.auto_error:
-                state += f"; last automatic round error: {self.auto_error}"
-        return f"generation {state} ({self.batches} batch(es) this session)"
+        self._refresh()
+        if self.running and self._stop.is_set():
+            state = "Generation is stopping after the current batch"
+        elif self.running:
+            state = f"Generation is running: {self.progress.text() if self.progress else 'no version is deployed'}"
+        else:
+            state = "Generation is stopped" + (f"; it stopped on an error: {self.error}" if self.error else "")
+        done = f"{self.batches} batch(es) this session" + (f": {self.last_summary}" if self.last_summary else "")
+        return ". ".join([state, self._auto_status(), done]) + "."
+
+    def sampling_note(self) -> str:
+        """For the annotator's progress: 'sampling k of N prompts from v0' while this worker is sampling (not
+        while it waits for a full queue, is stopped or runs in another process), else ''."""
+        progress = self.progress
+        if not self.running or self._stop.is_set() or progress is None or not progress.sampling:
+            return ""
+        return progress.text()
+
+    def _auto_status(self) -> str:
+        every = self.app.settings.training.auto_every
+        if every <= 0:
+            return "Automatic rounds are off (training.auto_every = 0)"
+        started = f" (started run(s) {', '.join(map(str, self.auto_rounds))})" if self.auto_rounds else ""
+        if not self.running or self._stop.is_set():
+            return (f"Automatic rounds run only beside generation: none starts until generation is started again "
+                    f"(then one every {every} new labelled pairs){started}")
+        state = rounds.auto_state(self.app)
+        if state.paused:
+            return f"{rounds.notice_text(state).rstrip('.')}{started}"
+        text = f"A round starts every {every} new labelled pairs{started}"
+        if state.failures:
+            text += f". {rounds.notice_text(state).rstrip('.')}"
+        if self.auto_error:
+            text += f". The last automatic round check failed: {self.auto_error}"
+        return text
+
+    def _refresh(self) -> None:
+        try:
+            self.progress = sampling_progress(self.app)
+        except Exception:  # a status line must not fail the page; the next refresh tries again
+            log.exception("sampling progress unavailable")
 
     def _elsewhere_note(self) -> str:
         return (f"generation and automatic rounds run in the first server process only: start, stop and watch them "
@@ -156,6 +227,7 @@ class GenerationWorker:
 
     def _run(self, stop: threading.Event) -> None:
         try:
+            self._refresh()  # the total is known before the model loads
             watch_generation(self.app, stop, samples=self.samples, on_batch=self._on_batch)
         except Exception as e:  # the worker reports, the server stays up
             log.exception("generation worker stopped")
@@ -170,6 +242,7 @@ class GenerationWorker:
     def _on_batch(self, report) -> None:
         self.batches += 1
         self.last_summary = report.summary()
+        self._refresh()
         if self.on_batch is not None:
             self.on_batch(report)
         self._batch_done.set()

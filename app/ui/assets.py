@@ -30,6 +30,21 @@ KEYBOARD_JS = """() => {
   }).observe(document.body, {childList: true, subtree: true});
 }""".replace("__KEYS__", repr(_KEYS))
 
+# Gradio's default theme font comes with only some of its weights (its SemiBold and Bold faces lack letters or are
+# missing): bold text fell back to another font mid-word. The system's own fonts have every weight, and nothing is
+# fetched for them.
+SANS = ("system-ui", "-apple-system", "Segoe UI", "Roboto", "Helvetica Neue", "Arial", "Noto Sans", "Liberation Sans",
+        "sans-serif")
+MONO = ("ui-monospace", "SFMono-Regular", "Menlo", "Consolas", "Liberation Mono", "DejaVu Sans Mono", "monospace")
+
+
+def theme():
+    """The page's theme: Gradio's default with the system font stacks (SANS, MONO)."""
+    import gradio as gr
+
+    return gr.themes.Default(font=SANS, font_mono=MONO)
+
+
 BAR_SPACE = "170px"  # room under the label view's last element, so the fixed bar never hides it
 
 CSS = """
@@ -87,10 +102,6 @@ body.pf-show-raw .pf-md { display: none !important; }
   grid-template-columns: minmax(160px, 1fr) repeat(6, auto); }
 #pf-bar-row > * { min-width: 0 !important; }
 #pf-bar-row button { white-space: nowrap; }
-/* Gradio's theme loads its SemiBold face as a small subset without some capitals (A, B): they would fall back to
-   the regular face in the middle of a bold word. Bold labels of ours use the system's sans-serif instead. */
-#pf-bar-row button, .pf-card-head, .pf-role, .pf-recent-head, .pf-recent-choice {
-  font-family: system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif; }
 /* An empty notice or list takes no room (the component's wrapper is never :empty itself). */
 #pf-bar-notice:not(:has(.pf-inline)), #pf-edit-notice:not(:has(.pf-inline)), #pf-recent:not(:has(.pf-recent)),
 #pf-cards:not(:has(.pf-cards)) { display: none; }
@@ -119,4 +130,7 @@ body.pf-show-raw .pf-md { display: none !important; }
 .pf-recent ol { margin: 4px 0 0 1.2em; padding: 0; }
 .pf-recent-choice { font-weight: 600; }
 .pf-recent-prompt { opacity: 0.75; }
+.pf-recent-discarded { font-style: italic; opacity: 0.75; }
+.pf-sampling { opacity: 0.8; }
+@media (max-width: 720px) { .pf-sampling { display: block; } .pf-sampling .pf-sep { display: none; } }
 """.replace("__BAR_SPACE__", BAR_SPACE)

@@ -13,7 +13,7 @@ def build_blocks(app, worker) -> gr.Blocks:
             who = gr.Markdown()
             gr.Button("Log out", link="/logout", size="sm", scale=0)
         with gr.Tab("Label", id="label") as label_tab:
-            label.build(blocks, app)
+            label.build(blocks, app, worker)
         with gr.Tab("Console", id="console", visible=False, elem_id="pf-console") as console_tab:
             timer = console.build(app, worker, console_tab)
         blocks.load(bind(whoami, app), None, [who, console_tab], **EVENT)

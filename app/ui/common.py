@@ -9,7 +9,7 @@ import logging
 import gradio as gr
 
 from app.services import accounts
-from app.services.errors import ServiceError
+from app.services.errors import Forbidden, ServiceError
 
 log = logging.getLogger("prefloop.ui")
 
@@ -35,6 +35,15 @@ def user_name(request: gr.Request | None) -> str:
     name = getattr(request, "username", None)
     if not name:
         raise ServiceError("Please log in again.")
+    return name
+
+
+def active_user(app, request: gr.Request | None) -> str:
+    """user_name, refused once the account is disabled: a browser's login cookie outlives the account, so the
+    label view checks it on every event (accounts.is_enabled)."""
+    name = user_name(request)
+    if not accounts.is_enabled(app, name):
+        raise Forbidden("Your account is disabled: ask an operator to enable it again.")
     return name
 
 

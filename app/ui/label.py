@@ -12,7 +12,7 @@ from app.render import render_markdown, render_messages, render_notice
 from app.services import labelling
 from app.services.errors import BadInput, ServiceError
 from app.ui import label_parts as parts
-from app.ui.common import EVENT, SERVER_FAILED, bind, log, user_name
+from app.ui.common import EVENT, SERVER_FAILED, active_user, bind, log
 
 # (side, button text, keyboard key, element id)
 CHOICE_BUTTONS = (
@@ -26,6 +26,7 @@ UNDO_KEY, RAW_KEY = "u", "r"
 EMPTY_QUEUE = "Nothing left to label right now. Thank you! New comparisons appear here as they are generated."
 # A click is tens of milliseconds: Gradio's loading overlay would only flash over the cards.
 QUIET = {**EVENT, "show_progress": "hidden"}
+REFRESH_S = 5.0  # how often an empty label view looks for new comparisons
 
 
 class View(NamedTuple):
@@ -41,6 +42,7 @@ class View(NamedTuple):
     recent: gr.HTML
     bar_notice: gr.HTML
     edit_notice: gr.HTML
+    timer: gr.Timer
 
 
 NOTICE_SLOTS = ("bar", "edit")
@@ -60,47 +62,62 @@ def shown(slot: str):
             except Exception:
                 log.exception("label view event failed")
                 message = SERVER_FAILED
-            skipped = [gr.skip()] * (len(View._fields) - len(NOTICE_SLOTS))
-            return (*skipped, *notices(slot, "warn", message))
+            skipped = [gr.skip()] * (len(View._fields) - len(NOTICE_SLOTS) - 1)
+            return (*skipped, *notices(slot, "warn", message), gr.skip())
         return wrapper
     return decorate
 
 
 @shown("bar")
-def load_view(app, request: gr.Request):
-    return updates(labelling.label_view(app, user_name(request)), [])
+def load_view(app, worker, request: gr.Request):
+    """The page opens (or reloads): the comparison I hold or the next, my progress and my recent labels."""
+    view = labelling.open_view(app, active_user(app, request))
+    return updates(view, parts.recalled(view.recent), note=_note(worker))
 
 
 @shown("bar")
-def label_click(app, side: str, state: dict | None, rationale: str, history: list | None, request: gr.Request):
+def refresh_empty(app, worker, state: dict | None, history: list | None, request: gr.Request):
+    """While nothing is left to label, the timer looks again: comparisons arrive as the worker samples them."""
+    if state:
+        return tuple(gr.skip() for _ in View._fields)
+    return updates(labelling.label_view(app, active_user(app, request)), history, note=_note(worker))
+
+
+def _note(worker) -> str:
+    return worker.sampling_note() if worker is not None else ""
+
+
+@shown("bar")
+def label_click(app, worker, side: str, state: dict | None, rationale: str, history: list | None, request: gr.Request):
     """A choice button (or its key): the label, the next comparison and my progress, in one transaction."""
-    user = user_name(request)
+    user = active_user(app, request)
     if not state:
-        return updates(labelling.label_view(app, user, "Nothing to label right now."), history, "warn")
+        return updates(labelling.label_view(app, user, "Nothing to label right now."), history, "warn",
+                       note=_note(worker))
     view = labelling.label_and_next(app, user, state["comparison_id"], side, state["shown_order"],
                                     (rationale or "").strip() or None, time.time() - state["shown_at"])
     if view.labelled is not None:
         history = parts.remember(history, view.labelled.label_id, side, state.get("snippet", ""))
-    return updates(view, history, "warn")  # a notice here is a refusal: taken meanwhile, retired, ...
+    return updates(view, history, "warn", note=_note(worker))  # a notice here is a refusal: taken meanwhile, ...
 
 
 @shown("bar")
-def undo_label(app, history: list | None, request: gr.Request):
+def undo_label(app, worker, history: list | None, request: gr.Request):
     """Undo my last label: its comparison comes back to label again."""
-    view = labelling.undo_and_view(app, user_name(request))
+    view = labelling.undo_and_view(app, active_user(app, request))
     if view.undone is None:
-        return updates(view, history, "warn")
+        return updates(view, history, "warn", note=_note(worker))
     undone = next((h for h in history or [] if h["label_id"] == view.undone), None)
     if undone:
         view.notice = f"Undone: your “{undone['choice']}” on the comparison now shown; label it again."
-    return updates(view, parts.forget(history, view.undone), "info")
+    return updates(view, parts.forget(history, view.undone), "info", note=_note(worker))
 
 
 @shown("edit")
-def submit_edit(app, state: dict | None, edit_side: str, edited: str, rationale: str, history: list | None,
+def submit_edit(app, worker, state: dict | None, edit_side: str, edited: str, rationale: str, history: list | None,
                 request: gr.Request):
     """The annotator's correction of response A or B becomes the preferred response of a new pair."""
-    user = user_name(request)
+    user = active_user(app, request)
     if not state:
         raise BadInput("There is no comparison to edit right now.")
     view = labelling.edit_and_next(app, user, state["comparison_id"], edited, "left" if edit_side == "A" else "right",
@@ -108,7 +125,7 @@ def submit_edit(app, state: dict | None, edit_side: str, edited: str, rationale:
                                    time.time() - state["shown_at"])
     # Saved: said in the bar, like every outcome that brings the next comparison (the page scrolls up to it).
     history = parts.remember(history, None, f"edited {edit_side}", state.get("snippet", ""))
-    return updates(view, history, "info")
+    return updates(view, history, "info", note=_note(worker))
 
 
 def edit_source(state: dict | None, edit_side: str):
@@ -119,12 +136,15 @@ def edit_source(state: dict | None, edit_side: str):
 
 
 # -- the view as updates ----------------------------------------------------------------------------------------------
-def updates(view: labelling.LabelView, history: list | None, kind: str = "info", slot: str = "bar") -> tuple:
-    """Every View component's new value for `view`, its notice (if any) shown in `slot`."""
+def updates(view: labelling.LabelView, history: list | None, kind: str = "info", slot: str = "bar",
+            note: str = "") -> tuple:
+    """Every View component's new value for `view`, its notice (if any) shown in `slot`; `note` is what the
+    sampling worker is doing, shown beside my progress. The timer looks again only while nothing is shown."""
     history = history or []
     item = view.item
-    progress = parts.progress_html(view.progress)
-    tail = (history, parts.history_html(history), *notices(slot, kind, view.notice))
+    progress = parts.progress_html(view.progress, note)
+    tail = (history, parts.history_html(history), *notices(slot, kind, view.notice),
+            gr.Timer(active=item is None))
     if item is None:
         return None, render_notice(EMPTY_QUEUE), "", progress, "", "A", "", *tail
     state = {"comparison_id": item.comparison_id, "shown_order": item.shown_order, "left": item.left_text,
@@ -139,14 +159,17 @@ def notices(slot: str, kind: str, message: str) -> tuple[str, ...]:
 
 
 # -- layout and wiring ------------------------------------------------------------------------------------------
-def build(blocks: gr.Blocks, app) -> None:
-    """The label tab's contents and events (inside the tab's context)."""
+def build(blocks: gr.Blocks, app, worker=None) -> None:
+    """The label tab's contents and events (inside the tab's context); `worker`, the in-server sampling worker,
+    says what it samples beside my progress."""
     view, buttons, undo, raw, edit_button = _layout(app)
-    blocks.load(bind(load_view, app), None, view, **QUIET)
+    blocks.load(bind(load_view, app, worker), None, view, **QUIET)
+    view.timer.tick(bind(refresh_empty, app, worker), [view.state, view.history], view, **QUIET)
     for button, (side, *_rest) in zip(buttons, CHOICE_BUTTONS, strict=True):
-        button.click(bind(label_click, app, side), [view.state, view.rationale, view.history], view, **QUIET)
-    undo.click(bind(undo_label, app), view.history, view, **QUIET)
-    edit_button.click(bind(submit_edit, app), [view.state, view.edit_side, view.edited, view.rationale,
+        button.click(bind(label_click, app, worker, side), [view.state, view.rationale, view.history], view,
+                     **QUIET)
+    undo.click(bind(undo_label, app, worker), view.history, view, **QUIET)
+    edit_button.click(bind(submit_edit, app, worker), [view.state, view.edit_side, view.edited, view.rationale,
                                                view.history], view, **QUIET)
     # .input, not .change: a new comparison resets the radio without a second request.
     view.edit_side.input(edit_source, [view.state, view.edit_side], view.edited, **QUIET)
@@ -175,8 +198,9 @@ def _layout(app):
             edit_notice = gr.HTML(elem_id="pf-edit-notice", js_on_load=None)
     with gr.Accordion("Guidelines", open=False, elem_id="pf-guidelines"):
         gr.HTML(render_markdown(labelling.guidelines(app)), js_on_load=None)
+    timer = gr.Timer(REFRESH_S, active=False)
     view = View(state, prompt, cards, progress, rationale, edit_side, edited, history, recent, bar_notice,
-                edit_notice)
+                edit_notice, timer)
     return view, buttons, undo, raw, edit_button
 
 

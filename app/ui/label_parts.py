@@ -9,6 +9,7 @@ from app.render import render_response
 HISTORY_SIZE = 5
 SIDE_TEXT = {"left": "A better", "right": "B better", "tie": "Tie", "both_bad": "Both bad", "skip": "Skip"}
 SNIPPET_CHARS = 90
+DISCARDED = ' <span class="pf-recent-discarded">(discarded by an operator)</span>'
 
 
 def cards_html(comparison_id: int, left: str, right: str) -> str:
@@ -18,11 +19,14 @@ def cards_html(comparison_id: int, left: str, right: str) -> str:
             f'{render_response("B", right, "pf-right")}</div>')
 
 
-def progress_html(progress: dict[str, int]) -> str:
-    """My labels today against what is left for me, as text and a bar (numbers only: nothing untrusted)."""
+def progress_html(progress: dict[str, int], note: str = "") -> str:
+    """My labels today against what is left for me, as text and a bar; `note`, what the sampling worker is doing
+    ('sampling 8 of 46 prompts from v0'), beside them."""
     done, left, open_ = (int(progress[k]) for k in ("labelled_today", "left", "open"))
+    sampling = (f'<span class="pf-sampling"><span class="pf-sep"> &nbsp;·&nbsp; </span>New: {html.escape(note)}'
+                f'</span>' if note else "")
     return (f'<div class="pf-progress-text">My labels today: <strong>{done}</strong> &nbsp;·&nbsp; '
-            f'Left for me: <strong>{left}</strong> &nbsp;·&nbsp; Open: <strong>{open_}</strong></div>'
+            f'Left for me: <strong>{left}</strong> &nbsp;·&nbsp; Open: <strong>{open_}</strong>{sampling}</div>'
             f'<progress class="pf-progress-bar" value="{done}" max="{max(done + left, 1)}" '
             f'aria-label="My labels today against those left for me"></progress>')
 
@@ -50,6 +54,12 @@ def remember(history: list | None, label_id: int | None, side: str, prompt: str)
     return [entry, *forget(history, label_id)][:HISTORY_SIZE]
 
 
+def recalled(recent: list | None) -> list[dict[str, Any]]:
+    """My recent labels as stored (data.queue.RecentLabel), as the history entries `remember` keeps."""
+    return [{"label_id": r.label_id, "choice": "Edited" if r.side == "edit" else SIDE_TEXT.get(r.side, r.side),
+             "prompt": r.prompt, "discarded": r.discarded} for r in recent or []]
+
+
 def forget(history: list | None, label_id: int | None) -> list[dict[str, Any]]:
     return [h for h in history or [] if label_id is None or h["label_id"] != label_id]
 
@@ -59,5 +69,6 @@ def history_html(history: list[dict[str, Any]]) -> str:
     if not history:
         return ""
     items = "".join(f'<li><span class="pf-recent-choice">{html.escape(h["choice"])}</span> '
-                    f'<span class="pf-recent-prompt">{html.escape(h["prompt"])}</span></li>' for h in history)
+                    f'<span class="pf-recent-prompt">{html.escape(h["prompt"])}</span>'
+                    f'{DISCARDED if h.get("discarded") else ""}</li>' for h in history)
     return f'<div class="pf-recent"><div class="pf-recent-head">My recent labels</div><ol>{items}</ol></div>'

@@ -3,6 +3,8 @@
 `prefer_shorter` is the example rule (`generation.judges:prefer_shorter`)."""
 
 import importlib
+import os
+import sys
 from collections.abc import Callable
 
 from generation.judges.base import VERDICTS, Judge, Verdict, abstain
@@ -30,16 +32,34 @@ class PythonJudge(Judge):
 
 
 def load_function(spec: str) -> Callable:
-    """'package.module:function' -> the function."""
+    """'package.module:function' -> the function. The module is looked for on the Python path and then in the
+    current folder (so a rule in ./mymod.py is 'mymod:rule'); what cannot be found is one ValueError sentence."""
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
         raise ValueError(f"a python judge is 'module:function', not {spec!r}")
-    function = importlib.import_module(module_name)
+    function = _import(module_name, spec)
     for part in attr.split("."):
+        if not hasattr(function, part):
+            raise ValueError(f"judge.function {spec!r}: module {module_name} has no {attr!r}")
         function = getattr(function, part)
     if not callable(function):
         raise ValueError(f"{spec} is not callable")
     return function
+
+
+def _import(module_name: str, spec: str):
+    # The folder is appended, not put first: a file there never shadows an installed module of the same name.
+    here = os.getcwd()
+    if here not in sys.path:
+        sys.path.append(here)
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as error:
+        raise ValueError(f"judge.function {spec!r}: no module named {error.name or module_name!r} on the Python "
+                         f"path or in the current folder ({here})") from error
+    except Exception as error:  # the rule's own module failed to import: the user's to fix, in one line
+        raise ValueError(f"judge.function {spec!r}: importing {module_name} failed: "
+                         f"{' '.join(f'{type(error).__name__}: {error}'.split())}") from error
 
 
 def prefer_shorter(prompt_messages, response_a: str, response_b: str) -> Verdict:

@@ -1,6 +1,7 @@
-"""The console's data in and out: import a file of prompts, responses or labelled pairs; export the pairs as
-JSONL files to download."""
+"""The console's data in and out: import a file of prompts (under any field), responses or labelled pairs; export
+the pairs as JSONL files to download."""
 
+import re
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
@@ -8,6 +9,7 @@ from pathlib import Path
 import gradio as gr
 
 from app.services import transfer
+from app.services.errors import BadInput, NotFound
 from app.ui.common import EVENT, bind, operator_only, section
 
 IMPORT_FORMATS = ["auto", "prompts-jsonl", "prompts-csv", "responses-jsonl", "trl", "openai", "hh-rlhf",
@@ -17,10 +19,16 @@ IMPORT_FORMATS = ["auto", "prompts-jsonl", "prompts-csv", "responses-jsonl", "tr
 def build_import(app) -> None:
     with section("Import"):
         upload = gr.File(label="File to import", type="filepath", elem_id="pf-upload")
-        import_format = gr.Dropdown(IMPORT_FORMATS, value="auto", label="Format")
+        with gr.Row():
+            import_format = gr.Dropdown(IMPORT_FORMATS, value="auto", label="Format", elem_id="pf-import-format",
+                                        min_width=240)
+            prompt_field = gr.Textbox(
+                label="Prompt field (for prompt files whose text is under another key, e.g. instruction, turns)",
+                placeholder="empty: prompt or messages; instruction (Self-Instruct), turns (MT-Bench)",
+                elem_id="pf-import-prompt-field", min_width=300)
         import_button = gr.Button("Import", elem_id="pf-btn-import")
-        import_result = gr.Markdown()
-    import_button.click(bind(import_file, app), [upload, import_format], import_result, **EVENT)
+        import_result = gr.Markdown(elem_id="pf-import-result")
+    import_button.click(bind(import_file, app), [upload, import_format, prompt_field], import_result, **EVENT)
 
 
 def build_export(app) -> None:
@@ -39,13 +47,28 @@ def build_export(app) -> None:
 
 
 @operator_only
-def import_file(app, path: str | None, fmt: str, request: gr.Request):
+def import_file(app, path: str | None, fmt: str, prompt_field: str | None = None, request: gr.Request = None):
     if not path:
         raise gr.Error("Choose a file to import first.", print_exception=False)
-    r = transfer.import_data(app, Path(path), fmt=None if fmt == "auto" else fmt)
-    return (f"Imported {Path(path).name} as {r.format}: prompts +{r.prompts_added} "
+    name = Path(path).name
+    try:  # all of the file or nothing: a refused file leaves what is stored as it was
+        r = transfer.import_data(app, Path(path), fmt=None if fmt == "auto" else fmt,
+                                 prompt_field=(prompt_field or "").strip() or None)
+    except (BadInput, NotFound) as e:  # a bad file or a wrong field: a sentence beside the controls
+        return f"Nothing was imported from {name}: {import_error_text(str(e), path)}"
+    return (f"Imported {name} as {r.format}: prompts +{r.prompts_added} "
             f"({r.prompts_duplicate} duplicate), comparisons +{r.comparisons_added} "
             f"({r.comparisons_duplicate} duplicate), labels +{r.labels_added}")
+
+
+def import_error_text(message: str, path: str) -> str:
+    """An import error in the words of this form: `line N` instead of the uploaded copy's path, and the Prompt
+    field box instead of the prompt_field argument."""
+    message = re.sub(rf"^{re.escape(str(path))}:(\d+): ", r"line \1: ", message)
+    message = message.replace(f"{path}: ", "").replace(str(path), Path(path).name)
+    message = re.sub(r"pass prompt_field=('[^']*')", r"enter \1 as the Prompt field", message)
+    message = message.replace("prompt_field applies to", "a Prompt field applies to the formats")
+    return message.rstrip(".") + "."
 
 
 @operator_only

@@ -45,7 +45,7 @@ def _layout():
         deploy_when_done = gr.Checkbox(label="Deploy when done", elem_id="pf-round-deploy")
         start = gr.Button("Start round", variant="primary", elem_id="pf-btn-round-start")
         round_choice = gr.Dropdown(label="Round (plot, cancel)", choices=[(LATEST_ROUND, 0)], value=0,
-                                   elem_id="pf-round-choice")
+                                   min_width=240, elem_id="pf-round-choice")
         shown_round = gr.State(None)
         cancel = gr.Button("Cancel round", variant="stop", elem_id="pf-btn-round-cancel")
     auto_notice = gr.HTML(elem_id="pf-auto-notice", js_on_load=None)

@@ -38,7 +38,7 @@ def rounds_frame(rounds: list[dict[str, Any]]):
         report = r["report"] or {}
         skipped = f" ({r['skipped_pairs']} skipped)" if r["skipped_pairs"] else ""
         rows.append({"id": r["id"], "status": r["status"], "trigger": r["trigger"],
-                     "versions": f"{r['parent'] or '?'} → {r['version'] or '…'}",
+                     "versions": f"{r['parent'] or '?'} → {r['version'] or _no_version(r['status'])}",
                      "pairs": f"{r['pairs']}{skipped}", "started": (r["started_at"] or "")[:19],
                      "finished": (r["finished_at"] or "")[:19],
                      "held-out accuracy": _before_after(report, "eval", "accuracy"),
@@ -46,6 +46,10 @@ def rounds_frame(rounds: list[dict[str, Any]]):
                      "mean length (tokens)": _before_after(report, "probe", "mean_tokens", 1),
                      "EOS rate": _before_after(report, "probe", "eos_rate", 2), "error": r["error"] or ""})
     return pd.DataFrame(rows, columns=list(ROUNDS_COLUMNS))
+
+
+def _no_version(status: str) -> str:
+    return "…" if status in ("queued", "running", "cancelling") else "none"  # still to come, or never
 
 
 def auto_notice_html(notice: str | None) -> str:
@@ -57,14 +61,19 @@ def auto_notice_html(notice: str | None) -> str:
 
 
 def metrics_frame(metrics: list[dict[str, Any]]):
+    """The per-step metrics in long form, or None while there are none. Gradio's LinePlot lays itself out (colour
+    domain, axes, legend) when it first draws and later only swaps the data: first drawn empty, it never drew its
+    lines and its legend slid out of view. So it first draws with steps, and every plotted metric is named from
+    the start (one row each with no step or value, which the plot skips) in case some come only later."""
     import pandas as pd
 
     rows = [{"step": m["step"], "value": m[key], "metric": key} for m in metrics for key in PLOTTED_METRICS
             if isinstance(m.get(key), int | float) and "step" in m]
     if not rows:
-        return pd.DataFrame({"step": pd.Series(dtype="int64"), "value": pd.Series(dtype="float64"),
-                             "metric": pd.Series(dtype="str")})
-    return pd.DataFrame(rows)
+        return None
+    placeholders = [{"step": None, "value": None, "metric": key} for key in PLOTTED_METRICS]
+    frame = pd.DataFrame(placeholders + rows, columns=["step", "value", "metric"])
+    return frame.astype({"step": "float64", "value": "float64", "metric": "str"})
 
 
 def progress_text(panel: console_views.TrainingPanel) -> str:
@@ -78,6 +87,11 @@ def progress_text(panel: console_views.TrainingPanel) -> str:
     return f"{head}\n\n{_round_line(selected)}"
 
 
+def md_literal(text: str) -> str:
+    """`text` shown as it is in Markdown: an error's `__init__` or `*args` is not emphasis."""
+    return re.sub(r"([\\`*_{}\[\]()#+\-.!|<>~])", r"\\\1", text)
+
+
 def _round_line(selected: dict[str, Any]) -> str:
     line = f"**Round {selected['id']}:** {selected['status']}"
     if selected["phase"] and selected["status"] in ("queued", "running", "cancelling"):
@@ -87,7 +101,18 @@ def _round_line(selected: dict[str, Any]) -> str:
     if selected["version"]:
         line += f" → {selected['version']}"
     if selected["error"]:
-        line += f"; error: {selected['error']}" + (" (the traceback is in the round's log, "
-                                                   f"logs/round-{selected['id']}.log)" if selected["log"] else "")
+        where = (f"logs/round-{selected['id']}.log in the workdir" if selected["log"]
+                 else "the server's log (this round has no log file of its own)")
+        line += f"; error: {md_literal(selected['error'])} (the traceback is in {where})"
     deploy = (selected["report"] or {}).get("deploy")
-    return line + (f"; {deploy}" if deploy else "")
+    return line + (f"; {deploy}" if deploy else "") + phases_text(selected.get("phases") or [])
+
+
+def phases_text(phases: list[tuple[str, float]]) -> str:
+    """Where the round's time went, phase by phase (the slowest in bold), as a line of its own."""
+    if not phases:
+        return ""
+    slowest = max(seconds for _, seconds in phases)
+    parts = [f"**{name} {seconds:.1f} s**" if seconds == slowest else f"{name} {seconds:.1f} s"
+             for name, seconds in phases]
+    return f"\n\n**Time {sum(s for _, s in phases):.1f} s:** " + ", ".join(parts)
