@@ -328,7 +328,9 @@ def test_queue_counts_show_what_is_left_and_done_today(store):
     label(store, "alice", "skip")
     assert queue_counts(store, "alice") == {"open": 3, "left": 1, "labelled_today": 1}
     assert queue_counts(store, "bob") == {"open": 3, "left": 3, "labelled_today": 0}
-    assert queue_counts(store) == {"open": 3, "left": 3, "labelled_today": 1}
+    assert queue_counts(store) == {"open": 3, "left": 3, "labelled_today": 1, "leased": 0}
+    next_comparison(store, "bob", lease_seconds=600)  # the console also counts what is in someone's hands now
+    assert queue_counts(store)["leased"] == 1 and "leased" not in queue_counts(store, "bob")
 
 
 def test_submit_and_next_labels_and_leases_the_next_in_one_go(store):
