@@ -207,14 +207,16 @@ def tiny_model(out_dir: Path, seed: int):
                                                             "generation.samples_per_prompt).")
 @click.option("--watch", is_flag=True, help="Keep running: top the queue up to generation.queue_target and "
                                             "follow newly deployed versions, until Ctrl-C.")
+@click.option("--again-tied", is_flag=True, help="Sample once more the prompts whose comparisons under the "
+                                                 "deployed version all ended in ties or both-bad (a stalled loop).")
 @click.pass_obj
-def generate(obj: Context, limit, samples, watch):
+def generate(obj: Context, limit, samples, watch, again_tied):
     """Sample responses from the deployed model version and queue comparisons of them for labelling."""
     app = obj.open()
     if watch:
         _watch(app, samples)
     else:
-        report = workers.generate(app, limit=limit, samples=samples, progress=True)
+        report = workers.generate(app, limit=limit, samples=samples, progress=True, again_tied=again_tied)
         click.echo(report.summary())
         for prompt_id, reason in report.skipped.items():
             click.echo(f"skipped prompt {prompt_id}: {reason}", err=True)
@@ -292,7 +294,10 @@ def _demo_sampling(app) -> str:
 
 
 # The demo runs the whole loop: written into a new demo workdir's prefloop.toml (edit it, or --set, to change).
-DEMO_TRAINING = {"auto_every": 16, "min_pairs": 16, "auto_deploy": True}
+# The tiny model's profile: the defaults suit real models (5e-6 moves a tiny model nowhere in a few steps); at
+# 5e-4 with 8 steps of 8 pairs a round visibly moves the model toward what its annotators chose (tests/test_loop.py).
+DEMO_TRAINING = {"auto_every": 16, "min_pairs": 16, "auto_deploy": True, "learning_rate": 5e-4, "max_steps": 8,
+                 "batch_size": 8}
 
 
 def _demo_rounds(app) -> str:

@@ -1,5 +1,6 @@
 """Prompts and what was sampled for them: adding prompts (deduplicated by content hash), the prompts a version
-still has to sample, and storing samples with the comparisons paired from them."""
+still has to sample (or may sample again, when all their comparisons tied), and storing samples with the
+comparisons paired from them."""
 
 import hashlib
 import json
@@ -7,10 +8,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import func, update
+from sqlalchemy import and_, func, update
 from sqlmodel import col, select
 
-from data.models import Comparison, Prompt, Response
+from data.models import Comparison, Label, Prompt, Response
 from data.rules import live_comparison
 
 
@@ -77,15 +78,25 @@ class Prompts:
         with self.store.write() as s:
             s.exec(update(Prompt).where(Prompt.id == prompt_id).values(skip_reason=reason))
 
-    def to_sample(self, version_id: int, limit: int) -> list[Prompt]:
-        """Prompts not skipped nor discarded that have no generated response from `version_id` yet, oldest first."""
+    def to_sample(self, version_id: int, limit: int, again_tied: bool = False) -> list[Prompt]:
+        """Prompts not skipped nor discarded that have no generated response from `version_id` yet, oldest first.
+        With `again_tied`, instead the prompts whose comparisons under `version_id` all ended without a
+        preference (`tied_prompts`): new samples may give the annotators a pair they can tell apart."""
         sampled = select(Response.prompt_id).where(
             Response.model_version_id == version_id, Response.source == "generated")
+        chosen = col(Prompt.id).in_(tied_prompts(version_id)) if again_tied else col(Prompt.id).not_in(sampled)
         with self.store.read() as s:
-            q = (select(Prompt).where(col(Prompt.skip_reason).is_(None), col(Prompt.discarded_at).is_(None),
-                                      col(Prompt.id).not_in(sampled))
+            q = (select(Prompt).where(col(Prompt.skip_reason).is_(None), col(Prompt.discarded_at).is_(None), chosen)
                  .order_by(Prompt.id).limit(limit))
             return list(s.exec(q).all())
+
+    def count_tied(self, version_id: int) -> int:
+        """How many live prompts `to_sample(..., again_tied=True)` would sample again."""
+        with self.store.read() as s:
+            q = select(func.count()).select_from(Prompt).where(
+                col(Prompt.discarded_at).is_(None), col(Prompt.skip_reason).is_(None),
+                col(Prompt.id).in_(tied_prompts(version_id)))
+            return s.exec(q).one()
 
     def add_samples(self, prompt_id: int, version_id: int, samples: Sequence[Any],
                     pairs: Sequence[tuple[int, int]], params: dict[str, Any], overlap: int) -> list[int]:
@@ -110,3 +121,15 @@ class Prompts:
             q = q.where(Comparison.model_version_id == version_id)
         with self.store.read() as s:
             return s.exec(q).one()
+
+
+def tied_prompts(version_id: int):
+    """Prompt ids whose live comparisons under `version_id` are all settled (none open) and none of which got a
+    preference (a or b) from a person or an import: every label said tie or both bad. Nothing there can train."""
+    mine = and_(Comparison.model_version_id == version_id, live_comparison())
+    some = select(Comparison.prompt_id).where(mine, Comparison.status != "open")
+    unsettled = select(Comparison.prompt_id).where(mine, Comparison.status == "open")
+    preferred = (select(Comparison.prompt_id).join(Label, col(Label.comparison_id) == Comparison.id)
+                 .where(mine, col(Label.choice).in_(("a", "b")), Label.source != "judge",
+                        col(Label.discarded_at).is_(None)))
+    return some.where(col(Comparison.prompt_id).not_in(unsettled), col(Comparison.prompt_id).not_in(preferred))

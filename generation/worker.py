@@ -42,8 +42,9 @@ class NoDeployedVersion(LookupError):
 
 
 def generate_once(store: Store, backend: Backend, cfg: SamplingConfig, limit: int | None = None,
-                  progress: bool = False) -> GenerationReport:
-    """Sample every prompt (at most `limit`) that has no responses from the deployed version yet."""
+                  progress: bool = False, again_tied: bool = False) -> GenerationReport:
+    """Sample every prompt (at most `limit`) that has no responses from the deployed version yet; with
+    `again_tied`, once more each prompt whose comparisons under it all ended in ties or both-bad."""
     from tqdm.auto import tqdm
 
     version = store.versions.deployed()
@@ -52,10 +53,15 @@ def generate_once(store: Store, backend: Backend, cfg: SamplingConfig, limit: in
     report = GenerationReport(version=version.name)
     if ensure_serving(backend, version):
         report.versions_loaded.append(version.name)
+    # Tied prompts are drawn once, up front: prompts sampled again in this call must not qualify again.
+    again = store.prompts.to_sample(version.id, limit or 1_000_000, again_tied=True) if again_tied else None
     with tqdm(total=limit, desc=f"sampling from {version.name}", unit="prompt", disable=not progress) as bar:
         while limit is None or _handled(report) < limit:
             size = cfg.batch_size if limit is None else min(cfg.batch_size, limit - _handled(report))
-            prompts = store.prompts.to_sample(version.id, size)
+            if again is None:
+                prompts = store.prompts.to_sample(version.id, size)
+            else:
+                prompts, again = again[:size], again[size:]
             if not prompts:
                 break
             sample_batch(store, backend, cfg, version, prompts, report)

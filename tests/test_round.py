@@ -53,6 +53,49 @@ def test_a_refusal_names_the_judge_labels_left_out_and_the_setting_that_trains_o
         select_pairs(store, RoundConfig(min_pairs=50, eval_fraction=0, judge_labels="fill"))
 
 
+def test_prompts_that_got_only_ties_may_be_sampled_again_and_a_refusal_says_how(store):
+    from sqlmodel import select
+
+    from data.models import Comparison
+
+    v0 = store.versions.add("v0", "/nowhere")
+    store.versions.deploy("v0")
+    groups = {choice: add_labelled_pairs(store, v0.id, short_long_pairs(2), choice=choice, prompt_prefix=choice)
+              for choice in ("tie", "both_bad", "a", "open")}
+    with store.write() as s:
+        comparisons = {c.id: c for c in s.exec(select(Comparison)).all()}
+        for cid in groups["tie"] + groups["both_bad"] + groups["a"]:  # settled; the 'open' ones are still labelled
+            comparisons[cid].status = "done"
+            s.add(comparisons[cid])
+        prompt_of = {cid: c.prompt_id for cid, c in comparisons.items()}
+    tied = {prompt_of[cid] for cid in groups["tie"] + groups["both_bad"]}
+    assert store.prompts.to_sample(v0.id, 10) == []  # every prompt has samples from v0: nothing new to sample
+    assert {p.id for p in store.prompts.to_sample(v0.id, 10, again_tied=True)} == tied
+    assert store.prompts.count_tied(v0.id) == 4
+    with pytest.raises(NotEnoughPairs, match=r"only 2 new .*; 4 prompt\(s\) got only ties or both-bad from v0: "
+                                             r"`prefloop generate --again-tied` samples them again"):
+        select_pairs(store, RoundConfig(min_pairs=10, eval_fraction=0))
+
+
+def test_a_versions_probe_is_kept_in_its_folder_and_the_next_round_reuses_it_as_before(tiny_model_dir, tmp_path):
+    import shutil
+
+    from training.evaluate import PROBE_FILE, run_probes
+
+    cfg = RoundConfig(probe_prompts=2, probe_samples=2, max_new_tokens=12, device="cpu")
+    prompts = [[{"role": "user", "content": "What does the os module do?"}],
+               [{"role": "user", "content": "What is a list?"}]]
+    v1, v2 = (shutil.copytree(tiny_model_dir, tmp_path / name) for name in ("v1", "v2"))
+    _, _, after1 = run_probes(cfg, str(tiny_model_dir), str(v1), prompts)
+    kept = json.loads((v1 / PROBE_FILE).read_text())
+    kept["result"]["mean_chars"] = 12345.0  # a mark only a reused probe can return
+    (v1 / PROBE_FILE).write_text(json.dumps(kept))
+    _, before2, after2 = run_probes(cfg, str(v1), str(v2), prompts)
+    assert before2.mean_chars == 12345.0 and before2.texts == after1.texts and (v2 / PROBE_FILE).exists()
+    _, before3, _ = run_probes(cfg, str(v1), str(v2), prompts[:1])  # other prompts: the parent is sampled again
+    assert before3.mean_chars != 12345.0 and len(before3.texts) == 1
+
+
 def test_select_new_pairs_replay_share_and_eval_split(store):
     ids = add_labelled_pairs(store, None, short_long_pairs(40))
     cfg = RoundConfig(min_pairs=1, eval_fraction=0.25, replay_fraction=0.5)

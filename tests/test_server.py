@@ -358,6 +358,10 @@ def test_demo_workdir_runs_automatic_rounds_unless_overridden(tmp_path):
     try:
         t = app.settings.training
         assert created and (t.auto_every, t.min_pairs, t.auto_deploy) == (16, 16, True)
+        # the tiny model's profile, written where the user sees and edits it; the defaults stay those of real models
+        assert (t.learning_rate, t.max_steps, t.batch_size) == (5e-4, 8, 8)
+        assert "learning_rate = 0.0005" in app.config_path.read_text()
+        assert type(t)().learning_rate == 5e-6
         assert "a DPO round starts every 16 new labelled pairs" in _demo_rounds(app)
     finally:
         app.close()

@@ -72,6 +72,28 @@ def test_a_second_run_under_the_same_version_samples_nothing_new(store, backend,
     assert again.prompts_sampled == 0 and again.responses_stored == 0
 
 
+def test_again_tied_samples_once_more_only_the_prompts_whose_comparisons_all_tied(store, backend, v0, prompt_ids):
+    from sqlmodel import select
+
+    from data.models import Comparison, Label
+
+    generate_once(store, backend, CFG)
+    with store.write() as s:  # the first prompt's comparisons all end in a tie; the others stay open
+        for c in s.exec(select(Comparison).where(Comparison.prompt_id == prompt_ids[0])).all():
+            c.status = "done"
+            s.add(c)
+            s.add(Label(comparison_id=c.id, annotator="ann", source="human", choice="tie"))
+    assert generate_once(store, backend, CFG).prompts_sampled == 0  # nothing new to sample: the loop stalls
+    again = generate_once(store, backend, CFG, again_tied=True)
+    assert again.prompts_sampled == 1 and again.comparisons_created > 0
+    with store.read() as s:
+        fresh = s.exec(select(Comparison).where(Comparison.prompt_id == prompt_ids[0],
+                                                Comparison.status == "open")).all()
+    assert len(fresh) == again.comparisons_created
+    # its new comparisons are open: it does not qualify again until they too end without a preference
+    assert generate_once(store, backend, CFG, again_tied=True).prompts_sampled == 0
+
+
 def test_limit_caps_the_prompts_sampled(store, backend, v0, prompt_ids):
     assert generate_once(store, backend, CFG, limit=2).prompts_sampled == 2
     assert generate_once(store, backend, CFG).prompts_sampled == len(QUESTIONS) - 2

@@ -131,9 +131,48 @@ def run_probes(cfg: RoundConfig, parent_path: str, new_path: str, prompts: list[
         return [], None, None
     params = SamplingConfig(samples_per_prompt=max(2, cfg.probe_samples), temperature=cfg.temperature,
                             top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed, batch_size=16)
-    before = probe(parent_path, unique, cfg.probe_samples, params, cfg.device)
+    key = probe_key(unique, cfg.probe_samples, params)
+    # The parent was probed on these prompts, so sampled, when its own round measured it: no second load.
+    before = read_probe(parent_path, key) or probe(parent_path, unique, cfg.probe_samples, params, cfg.device)
     after = probe(new_path, unique, cfg.probe_samples, params, cfg.device)
+    write_probe(new_path, key, after)
     return unique, before, after
+
+
+# A version's folder keeps its probe: the next round, on the workdir's fixed probe set, reuses it as "before".
+PROBE_FILE = "probe.json"
+
+
+def probe_key(prompts: Sequence[list[dict]], samples: int, params) -> str:
+    """What a probe's result depends on besides the model: its prompts, samples per prompt and sampling."""
+    import hashlib
+    import json
+
+    what = {"prompts": list(prompts), "samples": samples, "params": params.sampling_params()}
+    return hashlib.sha256(json.dumps(what, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+def read_probe(model_path: str, key: str) -> ProbeResult | None:
+    """The probe kept in the folder at `model_path` when it was made with `key`, else None (a Hub id, a folder
+    from before probes were kept, other prompts or settings, an unreadable file)."""
+    import json
+    from pathlib import Path
+
+    try:
+        kept = json.loads((Path(model_path) / PROBE_FILE).read_text(encoding="utf-8"))
+        if kept.get("key") != key:
+            return None
+        return ProbeResult(**{name: kept["result"][name] for name in ProbeResult.__dataclass_fields__})
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def write_probe(folder: str, key: str, result: ProbeResult) -> None:
+    import json
+    from pathlib import Path
+
+    kept = {"key": key, "result": {**result.as_dict(), "texts": result.texts}}
+    (Path(folder) / PROBE_FILE).write_text(json.dumps(kept, ensure_ascii=False), encoding="utf-8")
 
 
 def probe_summary(prompts: list[list[dict]], before, after) -> dict[str, Any]:

@@ -104,7 +104,7 @@ def select_pairs(store, cfg: RoundConfig, seed: int | None = None) -> Selection:
             f"only {len(sel.new)} new labelled pair(s) to train on (training.min_pairs = {cfg.min_pairs}); "
             f"label more comparisons, or lower training.min_pairs"
             + (f" ({sel.skipped} stored pair(s) were left out: empty or unreadable prompt)" if sel.skipped else "")
-            + unused_judge_labels(store, cfg, trained))
+            + unused_judge_labels(store, cfg, trained) + tied_hint(store))
     rng = random.Random(cfg.seed if seed is None else seed)
     cap = pairs_per_round(cfg)
     if cap is not None and len(sel.new) > cap:
@@ -138,6 +138,14 @@ def unused_judge_labels(store, cfg: RoundConfig, trained: set[int]) -> str:
     left = sum(1 for r in judged if r.comparison_id in human)
     return (f"; {left} pair(s) labelled by a judge are not used because humans labelled them without resolving "
             f"them: training.judge_labels = fill; set it to 'always' to train on them") if left else ""
+
+
+def tied_hint(store) -> str:
+    """For a refusal: the way on when prompts' comparisons all tied (they can never make a pair as they are)."""
+    version = store.versions.deployed()
+    tied = store.prompts.count_tied(version.id) if version is not None else 0
+    return (f"; {tied} prompt(s) got only ties or both-bad from {version.name}: `prefloop generate --again-tied` "
+            f"samples them again") if tied else ""
 
 
 def pairs_per_round(cfg: RoundConfig) -> int | None:

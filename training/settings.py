@@ -22,7 +22,11 @@ class TrainingSettings(Section):
                                                               "by a hash of the prompt, so fixed across rounds).")
     beta: float = Field(0.1, gt=0, description="DPO beta: how far the policy may move from the reference.")
     loss_type: str = Field("sigmoid", description="TRL DPO loss type ('sigmoid', 'ipo', 'hinge', 'robust', ...).")
-    learning_rate: float = Field(5e-6, gt=0, description="Peak learning rate of the round.")
+    learning_rate: float = Field(5e-6, gt=0, description=(
+        "Peak learning rate of the round. 5e-6 suits full DPO fine-tuning of a real model (about 1e-6 to 1e-5 "
+        "for 1B-70B parameters; higher forgets what the model knew). LoRA trains few weights from zero and "
+        "wants 10-100x more (5e-5 to 5e-4). A tiny model needs about 5e-4 to move in a few steps: the demo "
+        "workdir's prefloop.toml sets that."))
     epochs: float = Field(1.0, gt=0, description="Epochs over the round's pairs (ignored when max_steps > 0).")
     max_steps: int = Field(0, ge=0, description="Optimizer steps per round; 0 means train for `epochs`.")
     batch_size: int = Field(8, ge=1, description="Pairs per optimizer step.")

@@ -35,13 +35,16 @@ def open_generator(app: App):
         return load_backend(m.backend, version.path, dtype=m.dtype, **extra)
 
 
-def generate(app: App, limit: int | None = None, samples: int | None = None, progress: bool = False):
-    """Sample responses for prompts that still need comparisons under the deployed version."""
+def generate(app: App, limit: int | None = None, samples: int | None = None, progress: bool = False,
+             again_tied: bool = False):
+    """Sample responses for prompts that still need comparisons under the deployed version (`again_tied`: for
+    prompts whose comparisons all ended in ties or both-bad, once more)."""
     from generation.backend import ModelLoadError
     from generation.worker import generate_once
 
     with open_generator(app) as backend, refusals(unavailable=(ModelLoadError,)):
-        return generate_once(app.store, backend, sampling_config(app, samples), limit=limit, progress=progress)
+        return generate_once(app.store, backend, sampling_config(app, samples), limit=limit, progress=progress,
+                             again_tied=again_tied)
 
 
 def watch_generation(app: App, stop_event: threading.Event, samples: int | None = None,
