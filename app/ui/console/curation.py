@@ -18,7 +18,7 @@ def build(app, triggers) -> None:
                     "or exported; a discarded label stops counting, so its comparison may reopen.")
         with gr.Row():
             kind = gr.Radio(list(curation.KINDS), value="label", label="What", elem_id="pf-curate-kind")
-            target = gr.Number(label="Id", precision=0, minimum=1, elem_id="pf-curate-id")
+            target = gr.Number(label="Id", value=None, precision=0, minimum=1, elem_id="pf-curate-id")
             reason = gr.Textbox(label="Reason (required to discard)", elem_id="pf-curate-reason")
         with gr.Row():
             show_button = gr.Button("Show", elem_id="pf-btn-show")

@@ -38,7 +38,7 @@ def build_export(app) -> None:
                                    label="Label sources that may resolve a pair")
         include_ties = gr.Checkbox(label="Include ties and both-bad (under a 'label' field)")
         metadata = gr.Checkbox(label="Add metadata")
-        min_agreement = gr.Number(label="Minimum agreement (0-1, empty for any)", minimum=0, maximum=1)
+        min_agreement = gr.Number(label="Minimum agreement (0-1, empty for any)", value=None, minimum=0, maximum=1)
         export_button = gr.Button("Export", elem_id="pf-btn-export")
         export_file = gr.File(label="Download", visible=False, elem_id="pf-export-file", file_count="multiple")
         export_result = gr.Markdown()
