@@ -268,6 +268,11 @@ def test_console_events_are_refused_to_annotators_over_http(web_app, password_ha
                 r = anonymous.post("/gradio_api/queue/join", json={"data": [], "fn_index": events["deploy"][0],
                                                                    "session_hash": "x", "trigger_id": None})
                 assert r.status_code in (401, 403)
+                # The label view's clicks skip the queue (one request each): that route wants a login too.
+                direct = [i for i, fn in blocks.fns.items() if fn.name == "label_click"]
+                r = anonymous.post("/gradio_api/run/predict", json={"data": ["left", None, "", []],
+                                                                   "fn_index": direct[0], "session_hash": "x"})
+                assert r.status_code in (401, 403) and web_app.store.stats.summary()["labels_by_source"] == {}
     assert web_app.store.versions.deployed().name == "v0"
     assert console.stats(web_app)["prompts"] == 2  # the seeded one and the operator's import, once
 

@@ -26,6 +26,9 @@ UNDO_KEY, RAW_KEY = "u", "r"
 EMPTY_QUEUE = "Nothing left to label right now. Thank you! New comparisons appear here as they are generated."
 # A click is tens of milliseconds: Gradio's loading overlay would only flash over the cards.
 QUIET = {**EVENT, "show_progress": "hidden"}
+# A click straight to the handler (one POST), not through Gradio's queue (a POST and an event stream per click):
+# the event is short, and the database, not a queue, is what coordinates annotators.
+DIRECT = {**QUIET, "queue": False}
 REFRESH_S = 5.0  # how often an empty label view looks for new comparisons
 
 
@@ -167,8 +170,8 @@ def build(blocks: gr.Blocks, app, worker=None) -> None:
     view.timer.tick(bind(refresh_empty, app, worker), [view.state, view.history], view, **QUIET)
     for button, (side, *_rest) in zip(buttons, CHOICE_BUTTONS, strict=True):
         button.click(bind(label_click, app, worker, side), [view.state, view.rationale, view.history], view,
-                     **QUIET)
-    undo.click(bind(undo_label, app, worker), view.history, view, **QUIET)
+                     **DIRECT)
+    undo.click(bind(undo_label, app, worker), view.history, view, **DIRECT)
     edit_button.click(bind(submit_edit, app, worker), [view.state, view.edit_side, view.edited, view.rationale,
                                                view.history], view, **QUIET)
     # .input, not .change: a new comparison resets the radio without a second request.
