@@ -18,7 +18,8 @@ def build(app, triggers) -> None:
                     "or exported; a discarded label stops counting, so its comparison may reopen.")
         with gr.Row():
             kind = gr.Radio(list(curation.KINDS), value="label", label="What", elem_id="pf-curate-kind")
-            target = gr.Number(label="Id", value=None, precision=0, minimum=1, elem_id="pf-curate-id")
+            # No minimum here: Gradio draws 0 as invalid before anyone types; the handler says what an id must be.
+            target = gr.Number(label="Id", value=None, precision=0, elem_id="pf-curate-id")
             reason = gr.Textbox(label="Reason (required to discard)", elem_id="pf-curate-reason")
         with gr.Row():
             show_button = gr.Button("Show", elem_id="pf-btn-show")
