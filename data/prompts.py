@@ -82,13 +82,23 @@ class Prompts:
         """Prompts not skipped nor discarded that have no generated response from `version_id` yet, oldest first.
         With `again_tied`, instead the prompts whose comparisons under `version_id` all ended without a
         preference (`tied_prompts`): new samples may give the annotators a pair they can tell apart."""
-        sampled = select(Response.prompt_id).where(
-            Response.model_version_id == version_id, Response.source == "generated")
-        chosen = col(Prompt.id).in_(tied_prompts(version_id)) if again_tied else col(Prompt.id).not_in(sampled)
+        chosen = (col(Prompt.id).in_(tied_prompts(version_id)) if again_tied
+                  else col(Prompt.id).not_in(sampled_from(version_id)))
         with self.store.read() as s:
             q = (select(Prompt).where(col(Prompt.skip_reason).is_(None), col(Prompt.discarded_at).is_(None), chosen)
                  .order_by(Prompt.id).limit(limit))
             return list(s.exec(q).all())
+
+    def sampling_counts(self, version_id: int) -> dict[str, int]:
+        """The label queue's supply under version `version_id`: sampled (live prompts with generated responses
+        from it), total (those plus what `to_sample` would still sample) and open comparisons."""
+        live = select(func.count()).select_from(Prompt).where(col(Prompt.discarded_at).is_(None))
+        sampled_q = live.where(col(Prompt.id).in_(sampled_from(version_id)))
+        waiting_q = live.where(col(Prompt.skip_reason).is_(None), col(Prompt.id).not_in(sampled_from(version_id)))
+        open_q = select(func.count()).select_from(Comparison).where(Comparison.status == "open", live_comparison())
+        with self.store.read() as s:
+            sampled, waiting = s.exec(sampled_q).one(), s.exec(waiting_q).one()
+            return {"sampled": sampled, "total": sampled + waiting, "open": s.exec(open_q).one()}
 
     def count_tied(self, version_id: int) -> int:
         """How many live prompts `to_sample(..., again_tied=True)` would sample again."""
@@ -121,6 +131,11 @@ class Prompts:
             q = q.where(Comparison.model_version_id == version_id)
         with self.store.read() as s:
             return s.exec(q).one()
+
+
+def sampled_from(version_id: int):
+    """Ids of the prompts `version_id` has generated responses for."""
+    return select(Response.prompt_id).where(Response.model_version_id == version_id, Response.source == "generated")
 
 
 def tied_prompts(version_id: int):

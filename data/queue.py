@@ -439,20 +439,6 @@ def _counts(conn: Connection, annotator: str | None, overlap_default: int | None
             "labelled_today": conn.execute(today_q).scalar_one()}
 
 
-def sampling_counts(store: Store, version_id: int) -> dict[str, int]:
-    """The label queue's supply under version `version_id`: sampled (live prompts with generated responses from
-    it), total (those plus the prompts still to sample: not skipped, not discarded) and open comparisons."""
-    from_version = select(Response.prompt_id).where(Response.model_version_id == version_id,
-                                                    Response.source == "generated")
-    live = select(func.count()).select_from(Prompt).where(col(Prompt.discarded_at).is_(None))
-    sampled_q = live.where(col(Prompt.id).in_(from_version))
-    waiting_q = live.where(col(Prompt.skip_reason).is_(None), col(Prompt.id).not_in(from_version))
-    open_q = select(func.count()).select_from(Comparison).where(Comparison.status == "open", live_comparison())
-    with store.read() as s:
-        sampled, waiting = s.exec(sampled_q).one(), s.exec(waiting_q).one()
-        return {"sampled": sampled, "total": sampled + waiting, "open": s.exec(open_q).one()}
-
-
 # -- my recent labels ------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class RecentLabel:

@@ -86,12 +86,10 @@ class SamplingProgress:
 
 def sampling_progress(app: App) -> SamplingProgress | None:
     """SamplingProgress under the deployed version (None when none is deployed)."""
-    from data.queue import sampling_counts
-
     version = app.store.versions.deployed()
     if version is None:
         return None
-    counts = sampling_counts(app.store, version.id)
+    counts = app.store.prompts.sampling_counts(version.id)
     return SamplingProgress(version.name, counts["sampled"], counts["total"], counts["open"],
                             app.settings.generation.queue_target)
 
