@@ -2,7 +2,7 @@
 in comparison id order in constant memory. Export and DPO training both read labelled data through here."""
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from typing import NamedTuple
 
 from data.rules import COUNTED_CHOICES as CHOICES
@@ -37,38 +37,42 @@ class ResolvedRow(NamedTuple):
 
 def iter_resolved(store, *, sources: Sequence[str] = ("human", "import"), since_round: int | None = None,
                   min_agreement: float | None = None, include_ties: bool = False, metadata: bool = False,
-                  batch_size: int = DEFAULT_BATCH) -> Iterator[ResolvedRow]:
+                  batch_size: int = DEFAULT_BATCH, ids: Collection[int] | None = None) -> Iterator[ResolvedRow]:
     """Resolved comparisons in id order, one row each, read batch by batch in one read transaction (which
-    ends when the iterator is exhausted or closed)."""
+    ends when the iterator is exhausted or closed). `ids`: only these comparisons (the batches then cover only
+    the id spans they lie in: a round reading back its pairs does not resolve the whole database again)."""
     make = ResolvedRow._make
     for batch in iter_resolved_batches(store, sources=sources, since_round=since_round,
                                        min_agreement=min_agreement, include_ties=include_ties,
-                                       metadata=metadata, batch_size=batch_size):
+                                       metadata=metadata, batch_size=batch_size, ids=ids):
         yield from map(make, batch)
 
 
 def iter_resolved_batches(store, *, sources: Sequence[str] = ("human", "import"), since_round: int | None = None,
                           min_agreement: float | None = None, include_ties: bool = False,
-                          metadata: bool = False, batch_size: int = DEFAULT_BATCH) -> Iterator[list[tuple]]:
+                          metadata: bool = False, batch_size: int = DEFAULT_BATCH,
+                          ids: Collection[int] | None = None) -> Iterator[list[tuple]]:
     """`iter_resolved`'s rows a list at a time, as plain tuples in `ResolvedRow` field order (the fast path
     for exporters: no object per row). Arguments are checked here, before the first batch is asked for."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, not {batch_size}")
     sql = _resolved_sql(_check_sources(sources), since_round, _check_agreement(min_agreement),
                         include_ties, metadata)
-    return _batches(store, sql, metadata, batch_size)
+    return _batches(store, sql, metadata, batch_size, None if ids is None else frozenset(ids))
 
 
-def _batches(store, sql: str, metadata: bool, batch_size: int) -> Iterator[list[tuple]]:
+def _batches(store, sql: str, metadata: bool, batch_size: int, ids: frozenset[int] | None) -> Iterator[list[tuple]]:
     """One query per range of `batch_size` comparison ids: memory stays flat on any database, with no
     server-side cursor, and a raw DBAPI cursor makes no object per row."""
     with store.engine.connect() as conn:
         conn.begin()  # one snapshot for every batch
         cursor = conn.connection.cursor()
         try:
-            for lo, hi in _id_ranges(cursor, batch_size):
+            for lo, hi in _id_ranges(cursor, batch_size) if ids is None else _spans(ids, batch_size):
                 cursor.execute(sql.format(lo=lo, hi=hi))
                 batch = cursor.fetchall()
+                if ids is not None:
+                    batch = [row for row in batch if row[0] in ids]
                 # Sorted here, not in SQL: a batch comes out (nearly) in order, so this is almost free,
                 # while ORDER BY would copy every row and its texts through a sorter.
                 batch.sort(key=_first)
@@ -129,6 +133,19 @@ def _id_ranges(cursor, batch_size: int) -> Iterator[tuple[int, int]]:
     lo, hi = _label_id_span(cursor)
     for start in range(lo, hi, batch_size):
         yield start, min(start + batch_size, hi)
+
+
+def _spans(ids: frozenset[int], batch_size: int) -> Iterator[tuple[int, int]]:
+    """Half-open id ranges, each at most `batch_size` wide, that together cover `ids` and little else."""
+    ordered = sorted(ids)
+    start = 0
+    while start < len(ordered):
+        lo = ordered[start]
+        end = start
+        while end + 1 < len(ordered) and ordered[end + 1] < lo + batch_size:
+            end += 1
+        yield lo, ordered[end] + 1
+        start = end + 1
 
 
 # -- the SQL ----------------------------------------------------------------------------------------------

@@ -96,6 +96,14 @@ class TrainingRuns:
             s.exec(update(TrainingRun).where(TrainingRun.id == run_id).values(heartbeat_at=utcnow()))
             return s.exec(select(TrainingRun.status).where(TrainingRun.id == run_id)).first()
 
+    def handed_to(self, pid: int) -> int | None:
+        """The oldest run handed to round process `pid` that it has not taken up yet (queued, or cancelled while
+        queued: taking it up then ends it as cancelled)."""
+        with self.store.read() as s:
+            return s.exec(select(TrainingRun.id).where(
+                TrainingRun.pid == pid, col(TrainingRun.started_at).is_(None),
+                col(TrainingRun.status).in_(("queued", "cancelling"))).order_by(TrainingRun.id)).first()
+
     def request_cancel(self, run_id: int) -> str:
         """Ask an active run to stop (status 'cancelling'; a queued run is cancelled at once). Returns the status."""
         with self.store.write() as s:

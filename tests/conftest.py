@@ -1,5 +1,6 @@
 """Shared fixtures: a temp workdir, a store on a real SQLite file, the shared datasets folder."""
 
+import contextlib
 import os
 import uuid
 from pathlib import Path
@@ -19,6 +20,55 @@ def workdir(tmp_path: Path) -> Path:
     d = tmp_path / "work"
     d.mkdir()
     return d
+
+
+@pytest.fixture(autouse=True)
+def _stop_round_workers(tmp_path_factory):
+    """A round a test started leaves a warm round worker waiting (training.worker_idle_s): stopped when it ends."""
+    yield
+    stop_round_workers(str(tmp_path_factory.getbasetemp()))
+
+
+@pytest.fixture
+def round_launches(monkeypatch) -> list[int]:
+    """Rounds are queued but never handed to a process (the round's process is not under test): the ids queued."""
+    from types import SimpleNamespace
+
+    from training import scheduler
+
+    launched: list[int] = []
+    monkeypatch.setattr(scheduler, "hand_over", lambda store, run_id, **kwargs: launched.append(run_id))
+    monkeypatch.setattr(scheduler, "launch",
+                        lambda workdir, run_id, *a, **k: launched.append(run_id) or SimpleNamespace(pid=None))
+    return launched
+
+
+def stop_round_workers(under: str, wait_s: float = 10.0) -> list[int]:
+    """SIGTERM, then SIGKILL, the round workers whose registry lies under the folder `under`; their pids. Reads
+    /proc directly: a few ms, where asking psutil for every command line takes several times that."""
+    import signal
+    import time
+
+    from training.scheduler import pid_alive
+
+    pids = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            argv = Path(f"/proc/{entry}/cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if "training.run_round" in argv and "--worker" in argv and any(a.startswith(under) for a in argv):
+            pids.append(int(entry))
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(entry), signal.SIGTERM)
+    deadline = time.monotonic() + wait_s
+    while any(pid_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for pid in pids:
+        if pid_alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    return pids
 
 
 # -- the database backends ---------------------------------------------------------------------------------------

@@ -2,7 +2,9 @@
 the UI makes) -> train -> deploy -> generate, three rounds on CPU with the tiny model.
 
 Rule "prefer the shorter answer": mean held-out response length must fall at least 30% below round 0's with
-an EOS rate of at least 0.95. A control annotator flipping coins must not reach that."""
+an EOS rate of at least 0.95. Rule "prefer more ' the '": the word's rate per 100 characters must at least double
+(a rate, so that getting longer cannot pass it; the lengths are reported beside it). A control annotator flipping
+coins must reach neither."""
 
 import random
 
@@ -41,7 +43,15 @@ def held_out_metrics(app, held: list[str]) -> dict:
     params = SamplingConfig(samples_per_prompt=4, temperature=0.8, top_p=0.95, max_new_tokens=48, seed=1,
                             batch_size=24)
     with load_backend("hf", app.store.versions.deployed().path, device="cpu") as backend:
-        return probe_backend(backend, [chat(q) for q in held], 4, params).as_dict()
+        result = probe_backend(backend, [chat(q) for q in held], 4, params)
+    texts = [t for per_prompt in result.texts for t in per_prompt]
+    the_rate = 100 * sum(map(the_count, texts)) / max(1, sum(map(len, texts)))
+    return {**result.as_dict(), "the_per_100_chars": the_rate}
+
+
+def the_count(text: str) -> int:
+    """How often the word 'the' stands in `text` (any case)."""
+    return f" {text.lower()} ".count(" the ")
 
 
 def label_everything(app, annotator: str, prefer) -> int:
@@ -77,6 +87,19 @@ def shorter(left: str, right: str) -> str:
 def passes(history: list[dict]) -> bool:
     first, last = history[0], history[-1]
     return last["mean_chars"] <= 0.7 * first["mean_chars"] and last["eos_rate"] >= 0.95
+
+
+def more_the(left: str, right: str) -> str:
+    return "left" if the_count(left) >= the_count(right) else "right"
+
+
+def passes_the(history: list[dict]) -> bool:
+    return history[-1]["the_per_100_chars"] >= 2 * history[0]["the_per_100_chars"]
+
+
+def trace(history: list[dict]) -> str:
+    """Per round (0 = before any): the rate of 'the' per 100 chars and the mean length, for failure messages."""
+    return ", ".join(f"{h['the_per_100_chars']:.2f}/100 chars at {h['mean_chars']:.0f} chars" for h in history)
 
 
 @pytest.mark.slow
@@ -116,6 +139,15 @@ def test_coin_flip_preferences_do_not_pass_the_threshold(tiny_app):
     coin = random.Random(7)
     history = run_loop(app, lambda left, right: coin.choice(["left", "right"]))
     assert not passes(history), [round(h["mean_chars"], 1) for h in history]
+    assert not passes_the(history), trace(history)
+
+
+@pytest.mark.slow
+def test_three_rounds_preferring_more_the_raise_its_rate_not_just_the_length(tiny_app):
+    app = tiny_app("the", **{k.replace(".", "__"): v for k, v in SETTINGS.items()})
+    history = run_loop(app, more_the)
+    assert passes_the(history), trace(history)
+    assert history[-1]["mean_chars"] <= 1.5 * history[0]["mean_chars"], trace(history)  # no runaway length
 
 
 @pytest.mark.slow

@@ -224,6 +224,20 @@ def test_streams_in_id_order_across_batches_with_gaps(store):
     assert rows == list(iter_resolved(store, batch_size=1000, metadata=True))
 
 
+def test_only_the_asked_ids_are_resolved_whatever_the_batch_size(store):
+    ids = [add_comparison(store, texts=(f"a{i}", f"b{i}")) for i in range(30)]
+    for i, cid in enumerate(ids):
+        if i % 5 != 4:
+            add_labels(store, cid, "ab"[i % 2])
+    every = list(iter_resolved(store, metadata=True))
+    asked = {ids[0], ids[2], ids[4], ids[13], ids[14], ids[28], 10**9}  # two unresolved, one that does not exist
+    for batch_size in (1, 3, 1000):
+        rows = list(iter_resolved(store, metadata=True, batch_size=batch_size, ids=asked))
+        assert rows == [r for r in every if r.comparison_id in asked]
+    assert [r.comparison_id for r in rows] == [ids[0], ids[2], ids[13], ids[28]]
+    assert list(iter_resolved(store, ids=[])) == []
+
+
 def test_empty_store(store):
     assert list(iter_resolved(store)) == []
     assert count_resolved(store) == 0

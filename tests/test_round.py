@@ -221,6 +221,8 @@ def test_a_round_trains_registers_evaluates_and_deploys(tiny_app):
     assert report["eval"]["before"]["pairs"] == report["pairs"]["eval"] > 0
     assert report["eval"]["before"]["margin"] == pytest.approx(0.0, abs=1e-6)  # reference = the parent
     assert report["eval"]["after"]["margin"] > 0
+    after = report["eval"]["after"]  # the accuracy's 95% interval travels with it, for the console and the API
+    assert 0 <= after["accuracy_low"] <= after["accuracy"] <= after["accuracy_high"] <= 1
     for side in ("before", "after"):
         assert 0 <= report["probe"][side]["eos_rate"] <= 1 and report["probe"][side]["mean_tokens"] > 0
     assert report["probe"]["prompts"] == len(run.config["probe_prompts"]) == 2  # the workdir's probe set
@@ -327,16 +329,62 @@ def test_reference_initial_scores_against_v0(tiny_app):
     assert report["eval"]["before"]["margin"] != pytest.approx(0.0, abs=1e-6)
 
 
-@pytest.mark.parametrize("gate, accuracy, deployed, reason", [
-    (0.0, 0.2, True, "deployed: auto_deploy, no accuracy gate set"),
-    (0.6, 0.75, True, "deployed: auto_deploy, held-out accuracy 0.750 >= training.deploy_min_accuracy"),
-    (0.6, 0.5, False, "not deployed: held-out accuracy 0.500 < training.deploy_min_accuracy"),
-    (0.6, None, False, "not deployed: held-out accuracy nan < training.deploy_min_accuracy"),
-])
-def test_the_deploy_decision_says_which_gate_it_applied(gate, accuracy, deployed, reason):
+def held_out(accuracy, pairs):
+    return {"eval": {"after": {"accuracy": accuracy, "pairs": pairs}}}
+
+
+def gate(bar, report):
     from training.round import should_deploy
 
-    cfg = RoundConfig(auto_deploy=True, deploy_min_accuracy=gate)
-    report = {"eval": {"after": {"accuracy": accuracy}}} if accuracy is not None else {}
-    assert should_deploy(cfg, report) == (deployed, reason)
-    assert should_deploy(RoundConfig(deploy=True), report) == (True, "deployed: asked for")
+    return should_deploy(RoundConfig(auto_deploy=True, deploy_min_accuracy=bar), report)
+
+
+def test_a_small_split_below_the_bar_deploys_and_the_reason_shows_its_interval():
+    assert gate(0.55, held_out(0.49, 6)) == (True, "deployed: auto_deploy, held-out accuracy 0.490 on 6 pairs "
+                                                   "(95% interval 0.182-0.806) does not show it below "
+                                                   "training.deploy_min_accuracy 0.55")
+
+
+def test_a_large_split_clearly_below_the_bar_blocks_the_deploy():
+    assert gate(0.55, held_out(0.41, 200)) == (False, "not deployed: held-out accuracy 0.410 on 200 pairs "
+                                                      "(95% interval 0.344-0.479) is below "
+                                                      "training.deploy_min_accuracy 0.55")
+
+
+def test_an_accuracy_under_the_bar_whose_interval_reaches_it_deploys():
+    assert gate(0.6, held_out(0.75, 40))[0]
+    assert gate(0.55, held_out(0.52, 400))[0]  # interval 0.47-0.57: not shown below 0.55
+    assert not gate(0.55, held_out(0.5, 400))[0]  # interval 0.45-0.549: shown below
+
+
+@pytest.mark.parametrize("report", [held_out(math.nan, 0), {"eval": {"after": {"accuracy": None}}}, {}])
+def test_without_held_out_pairs_the_gate_blocks_and_says_how_to_deploy(report):
+    assert gate(0.55, report) == (False, "not deployed: no held-out pairs to gate on (training.deploy_min_accuracy "
+                                         "0.55); deploy by hand with `prefloop deploy VERSION` or set "
+                                         "training.deploy_min_accuracy = 0")
+
+
+@pytest.mark.parametrize("report", [held_out(0.2, 500), held_out(math.nan, 0), {}])
+def test_a_bar_of_zero_means_no_accuracy_gate(report):
+    assert gate(0.0, report) == (True, "deployed: auto_deploy, no accuracy gate set")
+
+
+def test_deploy_asked_for_or_not_auto_ignores_the_gate():
+    from training.round import should_deploy
+
+    report = held_out(0.1, 500)
+    assert should_deploy(RoundConfig(deploy=True, deploy_min_accuracy=0.9), report) == (True, "deployed: asked for")
+    assert should_deploy(RoundConfig(deploy_min_accuracy=0.9), report) == (
+        False, "not deployed: run `prefloop deploy VERSION`")
+
+
+def test_reward_metrics_keep_the_accuracy_interval_and_none_without_pairs():
+    from training.evaluate import reward_metrics
+
+    # margins 1, -1, 0 (a tie counts half): accuracy 0.5 on 3 pairs
+    metrics = reward_metrics(([1.0, 0.0, 0.0], [0.0, 1.0, 0.0]), ([0.0] * 3, [0.0] * 3), beta=1.0)
+    assert (metrics["accuracy"], metrics["pairs"]) == (0.5, 3)
+    assert metrics["accuracy_low"] == pytest.approx(0.1253, abs=1e-4)
+    assert metrics["accuracy_high"] == pytest.approx(0.8747, abs=1e-4)
+    empty = reward_metrics(([], []), ([], []), beta=1.0)
+    assert empty["pairs"] == 0 and empty["accuracy_low"] is None and empty["accuracy_high"] is None

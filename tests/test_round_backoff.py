@@ -20,14 +20,12 @@ EMPTY_CONVERSATION = "ValueError: Cannot apply chat template to an empty convers
 
 
 @pytest.fixture
-def auto_app(web_app, monkeypatch):
+def auto_app(web_app, round_launches):
     """A workdir with automatic rounds every 2 pairs, 4 pairs labelled, and round processes never launched."""
-    launched = []
-    monkeypatch.setattr(scheduler, "launch", lambda workdir, run_id, *a, **k: launched.append(run_id))
     t = web_app.settings.training
     t.auto_every, t.min_pairs, t.eval_fraction, t.auto_retry_s, t.auto_max_failures = 2, 2, 0.0, 60.0, 3
     add_labelled_pairs(web_app.store, web_app.store.versions.get("v0").id, short_long_pairs(4))
-    web_app.launched = launched
+    web_app.launched = round_launches
     return web_app
 
 

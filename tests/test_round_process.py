@@ -46,42 +46,55 @@ def persist_settings(app, **values) -> None:
     (app.workdir / "prefloop.toml").write_text(text + "\n", encoding="utf-8")
 
 
+def wait_until_ended(app, run_id: int, timeout_s: float = 300.0):
+    """The run row once it has a final status (its log's tail in the failure message otherwise)."""
+    def ended():
+        run = app.store.runs.get(run_id)
+        return run if run.status in ("done", "failed", "cancelled") else None
+
+    try:
+        return wait_for(ended, timeout_s)
+    except AssertionError:
+        raise AssertionError((app.workdir / "logs" / f"round-{run_id}.log").read_text()[-3000:]) from None
+
+
 @pytest.mark.slow
-def test_a_round_process_streams_progress_and_finishes(tiny_app):
-    app = tiny_app(training__max_steps=3)
+def test_a_round_process_of_its_own_streams_progress_finishes_and_exits(tiny_app):
+    app = tiny_app(training__max_steps=3, training__worker_idle_s=0)
     add_labelled_pairs(app.store, v0_id(app), short_long_pairs(12))
-    run_id, proc = scheduler.start_round(app.store, app.workdir, training_rounds.round_config(app, deploy=True),
-                                         models_dir=app.models_dir)
-    assert proc.wait(timeout=300) == 0, (app.workdir / "logs" / f"round-{run_id}.log").read_text()[-3000:]
-    run = app.store.runs.get(run_id)
-    assert run.status == "done" and run.pid == proc.pid
+    run_id, pid = scheduler.start_round(app.store, app.workdir, training_rounds.round_config(app, deploy=True),
+                                        models_dir=app.models_dir)
+    run = wait_until_ended(app, run_id)
+    assert run.status == "done" and run.pid == pid
     assert [m["step"] for m in run.metrics if "loss" in m] == [1, 2, 3]
     assert app.store.versions.deployed().name == "v1"
+    wait_for(lambda: not scheduler.pid_alive(pid), 30)  # one round, then it exits
 
 
 @pytest.mark.slow
 def test_kill_9_keeps_the_deployed_version_and_the_next_round_recovers(tiny_app):
     app = tiny_app(training__max_steps=100000, training__stale_after_s=60)
     add_labelled_pairs(app.store, v0_id(app), short_long_pairs(16))
-    run_id, proc = scheduler.start_round(app.store, app.workdir, training_rounds.round_config(app, deploy=True),
-                                         models_dir=app.models_dir)
+    run_id, pid = scheduler.start_round(app.store, app.workdir, training_rounds.round_config(app, deploy=True),
+                                        models_dir=app.models_dir)
     wait_for(lambda: any("loss" in m for m in app.store.runs.get(run_id).metrics))
     # a partial version folder, as a kill during saving leaves it
     partial = temp_dir(app.models_dir, "v1")
     partial.mkdir()
     (partial / "config.json").write_text("{")
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=30)
+    os.kill(pid, signal.SIGKILL)  # the warm round worker, mid-round
+    wait_for(lambda: not scheduler.pid_alive(pid), 30)
 
     assert app.store.versions.deployed().name == "v0"  # it kept serving all along
     with pytest.raises(RoundBusy):  # a fresh heartbeat and a live pid would still hold the lock ...
         app.store.runs.create(None, [], {}, is_stale=lambda run: False)
-    # ... but the process is gone, so the next start marks it failed and goes ahead
+    # ... but the process is gone, so the next start marks it failed and goes ahead, in a new worker
     assert training_rounds.list_rounds(app)[0]["status"] == "failed"
     assert "died" in app.store.runs.get(run_id).error
     app.settings.training.max_steps = 2
-    new_id = training_rounds.start_round(app, deploy=True, inline=True)
-    assert training_rounds.round_status(app, new_id)["status"] == "done"
+    new_id = training_rounds.start_round(app, deploy=True)
+    assert wait_until_ended(app, new_id).status == "done"
+    assert app.store.runs.get(new_id).pid != pid
     assert not partial.exists()
     assert [v.name for v in app.store.versions.all()] == ["v0", "v1"]
     assert (app.models_dir / "v1" / "config.json").read_text() != "{"
@@ -165,9 +178,8 @@ def test_the_round_lock_lets_exactly_one_process_through(store, workdir):
     assert runs == {stale.id: "failed", won: "queued"}
 
 
-def test_automatic_rounds_every_n_new_pairs(tiny_app, monkeypatch):
-    launched = []
-    monkeypatch.setattr(scheduler, "launch", lambda workdir, run_id, *a, **k: launched.append(run_id))
+def test_automatic_rounds_every_n_new_pairs(tiny_app, round_launches):
+    launched = round_launches
     app = tiny_app(training__min_pairs=2, training__eval_fraction=0)
     add_labelled_pairs(app.store, v0_id(app), short_long_pairs(5))
     assert training_rounds.maybe_auto_round(app) is None  # auto_every = 0: off

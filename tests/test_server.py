@@ -324,7 +324,7 @@ def test_demo_creates_the_operator_once_and_shows_its_password_once(web_app):
     assert password not in second and "operator" in second
 
 
-def test_worker_starts_an_automatic_round_after_a_generation_batch(tiny_app, monkeypatch):
+def test_worker_starts_an_automatic_round_after_a_generation_batch(tiny_app, round_launches):
     """training.auto_every > 0: the in-server worker calls rounds.maybe_auto_round after a batch, which queues
     a real TrainingRun (the round's own process is replaced by a recorder to keep the test short)."""
     import time
@@ -336,8 +336,7 @@ def test_worker_starts_an_automatic_round_after_a_generation_batch(tiny_app, mon
     v0 = app.store.versions.get("v0")
     add_labelled_pairs(app.store, v0.id, short_long_pairs(12))
     app.store.prompts.add(["A fresh prompt for the worker to sample."])
-    launched = []
-    monkeypatch.setattr("training.scheduler.launch", lambda workdir, run_id, *a, **k: launched.append(run_id))
+    launched = round_launches
     worker = GenerationWorker(app)
     worker.AUTO_ROUND_IDLE_S = 3600  # so only a batch can wake the check
     assert worker.start() == "generation started"

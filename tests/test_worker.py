@@ -245,18 +245,16 @@ def test_status_says_what_the_worker_does_while_running_and_after_stop(tiny_app)
     assert worker.status().startswith("Generation is stopped.")
 
 
-def test_status_with_automatic_rounds_off_or_paused_and_a_finished_backlog(tiny_app, monkeypatch):
+def test_status_with_automatic_rounds_off_or_paused_and_a_finished_backlog(tiny_app, round_launches):
     from conftest import add_labelled_pairs, short_long_pairs
 
     from app.services import rounds
     from app.services.workers import GenerationWorker, sampling_progress
-    from training import scheduler
 
     off = GenerationWorker(tiny_app("off"))
     assert "Automatic rounds are off (training.auto_every = 0)" in off.status()
     app = tiny_app("paused", training__auto_every=2, training__min_pairs=2, training__eval_fraction=0,
                    training__auto_max_failures=1, generation__queue_target=10000)
-    monkeypatch.setattr(scheduler, "launch", lambda *a, **k: None)  # the round's own process is not under test
     add_labelled_pairs(app.store, app.store.versions.get("v0").id, short_long_pairs(4))
     run_id = rounds.maybe_auto_round(app)
     assert run_id is not None

@@ -60,15 +60,31 @@ def pair_logps(model, tokenizer, examples: Sequence[dict], max_length: int) -> t
             response_logps(model, tokenizer, flat("rejected"), max_length))
 
 
+def wilson_interval(accuracy: float, n: int, z: float = 1.96) -> tuple[float, float] | None:
+    """95% Wilson score interval of an accuracy measured on n pairs (None without pairs). Unlike accuracy +- a
+    normal error it stays inside [0, 1] and is honest on the few pairs a small eval split holds."""
+    if not n or not math.isfinite(accuracy):
+        return None
+    z2n = z * z / n
+    center = (accuracy + z2n / 2) / (1 + z2n)
+    half = z / (1 + z2n) * math.sqrt(accuracy * (1 - accuracy) / n + z2n / (4 * n))
+    return max(0.0, center - half), min(1.0, center + half)
+
+
 def reward_metrics(policy: tuple[list[float], list[float]], ref: tuple[list[float], list[float]],
-                   beta: float) -> dict[str, float]:
-    """Implicit-reward accuracy (ties count half) and mean margin over held-out pairs. The implicit reward of a
-    response is beta * (log p_policy(y|x) - log p_ref(y|x)); a pair is right when the chosen one's is higher."""
+                   beta: float) -> dict[str, float | None]:
+    """Implicit-reward accuracy (ties count half), its 95% interval and mean margin over held-out pairs. The
+    implicit reward of a response is beta * (log p_policy(y|x) - log p_ref(y|x)); a pair is right when the chosen
+    one's is higher."""
     margins = [beta * ((pc - rc) - (pr - rr)) for pc, pr, rc, rr in zip(*policy, *ref, strict=True)]
     if not margins:
-        return {"accuracy": float("nan"), "margin": float("nan"), "pairs": 0}
+        return {"accuracy": float("nan"), "margin": float("nan"), "pairs": 0, "accuracy_low": None,
+                "accuracy_high": None}
     right = sum(1.0 if m > 1e-9 else 0.5 if abs(m) <= 1e-9 else 0.0 for m in margins)
-    return {"accuracy": right / len(margins), "margin": sum(margins) / len(margins), "pairs": len(margins)}
+    accuracy = right / len(margins)
+    low, high = wilson_interval(accuracy, len(margins))
+    return {"accuracy": accuracy, "margin": sum(margins) / len(margins), "pairs": len(margins),
+            "accuracy_low": low, "accuracy_high": high}
 
 
 @dataclass

@@ -10,7 +10,7 @@ break a round."""
 
 import json
 import random
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
 from data.pairs import ResolvedRow, iter_resolved
@@ -71,16 +71,17 @@ def resolved_pairs(store, cfg: RoundConfig) -> list[ResolvedRow]:
     return [row for row in all_resolved_pairs(store, cfg) if unusable(row) is None]
 
 
-def all_resolved_pairs(store, cfg: RoundConfig) -> list[ResolvedRow]:
-    """Resolved pairs allowed by the config, in comparison id order. Human and imported labels always count;
-    judge labels resolve a comparison only where those give no pair: with judge_labels='fill' only where no
-    human has labelled it at all, with 'always' also where humans tied or have not reached the overlap."""
-    rows = list(iter_resolved(store, sources=("human", "import")))
+def all_resolved_pairs(store, cfg: RoundConfig, ids: Collection[int] | None = None) -> list[ResolvedRow]:
+    """Resolved pairs allowed by the config (of the comparisons `ids` only, when given), in comparison id order.
+    Human and imported labels always count; judge labels resolve a comparison only where those give no pair:
+    with judge_labels='fill' only where no human has labelled it at all, with 'always' also where humans tied or
+    have not reached the overlap."""
+    rows = list(iter_resolved(store, sources=("human", "import"), ids=ids))
     if cfg.judge_labels == "never":
         return rows
     have = {r.comparison_id for r in rows}
     human = store.runs.human_labelled_comparison_ids() if cfg.judge_labels == "fill" else set()
-    rows += [r for r in iter_resolved(store, sources=("judge",)) if r.comparison_id not in have | human]
+    rows += [r for r in iter_resolved(store, sources=("judge",), ids=ids) if r.comparison_id not in have | human]
     rows.sort(key=lambda r: r.comparison_id)
     return rows
 
@@ -155,9 +156,9 @@ def pairs_per_round(cfg: RoundConfig) -> int | None:
 
 
 def rows_by_id(store, cfg: RoundConfig, ids: Sequence[int]) -> list[ResolvedRow]:
-    """The resolved rows of `ids` (as a round's process reads back what its run row names), in id order."""
-    wanted = set(ids)
-    return [row for row in resolved_pairs(store, cfg) if row.comparison_id in wanted]
+    """The resolved rows of `ids` that can train (as a round's process reads back what its run row names, resolving
+    only those comparisons), in id order."""
+    return [row for row in all_resolved_pairs(store, cfg, ids) if unusable(row) is None]
 
 
 def to_example(row: ResolvedRow) -> dict:

@@ -48,11 +48,6 @@ class RunProgress:
         self.store.runs.update(self.run_id, heartbeat_at=utcnow(), report={
             **(run.report or {}), "phase": phase, **extra, "phases": self.timer.phases()})
 
-    def record_phases(self) -> None:
-        """Write the phase times as they stand now into the row's report (also after the row has finished)."""
-        run = self.store.runs.get(self.run_id)
-        self.store.runs.update(self.run_id, report={**(run.report or {}), "phases": self.timer.phases()})
-
     def check_not_cancelled(self) -> None:
         """Raise RoundCancelled when the operator asked to cancel; the recipe asks between its steps."""
         run = self.store.runs.get(self.run_id)

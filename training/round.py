@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from training.config import RoundConfig
-from training.evaluate import pair_logps, probe_summary, reward_metrics, run_probes, win_rate_report
+from training.evaluate import pair_logps, probe_summary, reward_metrics, run_probes, wilson_interval, win_rate_report
 from training.pairs import rows_by_id, to_dataset, to_example
 from training.progress import RoundCancelled, RunProgress, trainer_callback
 from training.registry import Staging, next_version_name
@@ -69,7 +69,6 @@ def run_round(store, models_dir: Path, run_id: int, extra_callbacks: tuple = ())
 
             progress.phase("promoting", version=name)
             deployed = promote_version(progress, staging, cfg, name, parent, report)
-            progress.record_phases()  # the deploy came after the row finished: its time too
             return RoundResult(run_id, "done", name, deployed, report)
         except RoundCancelled:
             progress.finish("cancelled", report={"phase": "cancelled"})
@@ -271,15 +270,16 @@ def evaluate_version(progress: RunProgress, cfg: RoundConfig, name: str, parent_
 # -- 5. promote: rename into place, register, deploy when asked --------------------------------------------------
 def promote_version(progress: RunProgress, staging: Staging, cfg: RoundConfig, name: str, parent,
                     report: dict[str, Any]) -> bool:
-    """Register the new version with its report and finish the run; True when it was deployed."""
+    """Register the new version with its report, deploy it when asked, then finish the run (so a run that reads
+    done has its version deployed already); True when it was deployed."""
     deploy, why = should_deploy(cfg, report)
     report.update(deploy=why, phase="done")
     final = staging.promote(name)
     version = progress.store.versions.add(name, str(final.resolve()), parent_id=parent.id, round=parent.round + 1,
                                          kind="lora" if cfg.lora else "full", config=cfg.to_dict(), metrics=report)
-    progress.finish("done", output_version_id=version.id, report=report)
     if deploy:
         progress.store.versions.deploy(name, retire_open=cfg.retire_open)
+    progress.finish("done", output_version_id=version.id, report=report)
     return deploy
 
 
@@ -291,7 +291,20 @@ def should_deploy(cfg: RoundConfig, report: dict[str, Any]) -> tuple[bool, str]:
         return False, "not deployed: run `prefloop deploy VERSION`"
     if cfg.deploy_min_accuracy <= 0:
         return True, "deployed: auto_deploy, no accuracy gate set"
-    accuracy = report.get("eval", {}).get("after", {}).get("accuracy", float("nan"))
-    if not (accuracy >= cfg.deploy_min_accuracy):
-        return False, f"not deployed: held-out accuracy {accuracy:.3f} < training.deploy_min_accuracy"
-    return True, f"deployed: auto_deploy, held-out accuracy {accuracy:.3f} >= training.deploy_min_accuracy"
+    return _accuracy_gate(cfg.deploy_min_accuracy, report.get("eval", {}).get("after", {}))
+
+
+def _accuracy_gate(bar: float, after: dict[str, Any]) -> tuple[bool, str]:
+    """Block only when the held-out pairs show the round below the bar (the 95% interval's upper end under it): a
+    tiny eval split's accuracy is mostly noise, and blocking on its point value would stop good rounds."""
+    setting = f"training.deploy_min_accuracy {bar:g}"
+    accuracy, pairs = after.get("accuracy", math.nan), after.get("pairs") or 0
+    interval = wilson_interval(accuracy, pairs) if accuracy is not None else None
+    if interval is None:
+        return False, (f"not deployed: no held-out pairs to gate on ({setting}); deploy by hand with `prefloop "
+                       "deploy VERSION` or set training.deploy_min_accuracy = 0")
+    measured = (f"held-out accuracy {accuracy:.3f} on {pairs} pair{'s' if pairs != 1 else ''} "
+                f"(95% interval {interval[0]:.3f}-{interval[1]:.3f})")
+    if interval[1] < bar:
+        return False, f"not deployed: {measured} is below {setting}"
+    return True, f"deployed: auto_deploy, {measured} does not show it below {setting}"

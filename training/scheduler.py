@@ -1,4 +1,5 @@
-"""Queueing rounds, one at a time across processes, and starting them as their own process.
+"""Queueing rounds, one at a time across processes, and handing them to a round process (the registry's warm
+round worker, training.worker, or a process of the round's own).
 
 The lock is the database: a TrainingRun row in status queued/running/cancelling whose process is alive and
 whose heartbeat is fresh. It is created inside one write transaction (BEGIN IMMEDIATE on SQLite), which first
@@ -6,10 +7,8 @@ marks stale runs failed (their process is gone, or their heartbeat is older than
 `maybe_start_round` starts a round automatically every training.auto_every newly resolved pairs, backing off
 after failed automatic rounds and pausing after training.auto_max_failures in a row (see auto_backoff)."""
 
-import os
 import socket
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -20,9 +19,11 @@ from data.runs import RoundBusy
 from training.config import RoundConfig
 from training.pairs import NotEnoughPairs, is_held_out, resolved_pairs, select_pairs
 from training.registry import clean_temp_dirs
+from training.worker import DATABASE_URL_ENV, hand_over, log_dir, start_process
 
-__all__ = ["AutoBackoff", "NotEnoughPairs", "RoundBusy", "auto_backoff", "error_line", "is_stale", "launch", "log_path",
-           "maybe_start_round", "queue_round", "recover_stale_runs", "resume_auto_rounds", "start_round"]
+__all__ = ["DATABASE_URL_ENV", "AutoBackoff", "NotEnoughPairs", "RoundBusy", "auto_backoff", "error_line", "is_stale",
+           "launch", "log_path", "maybe_start_round", "queue_round", "recover_stale_runs", "resume_auto_rounds",
+           "start_round"]
 
 
 def pid_alive(pid: int) -> bool:
@@ -90,26 +91,15 @@ def probe_set(store, cfg: RoundConfig) -> list[list[dict]]:
     return drawn if len(drawn) > len(kept) else kept
 
 
-DATABASE_URL_ENV = "PREFLOOP_DATABASE_URL"  # how the round process gets the database (the setting's own variable)
-
-
 def log_path(workdir: Path, run_id: int) -> Path:
     """Where a round process writes its output, the traceback of a failure included."""
-    return Path(workdir).resolve() / "logs" / f"round-{run_id}.log"
+    return log_dir(workdir) / f"round-{run_id}.log"
 
 
 def launch(workdir: Path, run_id: int, database_url: str, store=None, *, models_dir: Path) -> subprocess.Popen:
-    """Start `python -m training.run_round` for a queued run, detached, logging to <workdir>/logs/round-N.log."""
-    workdir = Path(workdir).resolve()
-    log_path(workdir, run_id).parent.mkdir(exist_ok=True)
-    cmd = [sys.executable, "-m", "training.run_round", "--models-dir", str(Path(models_dir).resolve()),
-           "--run-id", str(run_id)]
-    root = Path(__file__).resolve().parents[1]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
-    env[DATABASE_URL_ENV] = database_url  # the environment, not argv: `ps` shows argv to every user
-    with open(log_path(workdir, run_id), "ab") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                                start_new_session=True)
+    """Start `python -m training.run_round` for one queued run, detached, logging to <workdir>/logs/round-N.log."""
+    args = ["--models-dir", str(Path(models_dir).resolve()), "--run-id", str(run_id)]
+    proc = start_process(args, log_path(workdir, run_id), database_url)
     if store is not None:
         # The child writes its own pid when it starts; writing it here too covers a child that dies before that.
         store.runs.update(run_id, pid=proc.pid, heartbeat_at=utcnow())
@@ -117,11 +107,17 @@ def launch(workdir: Path, run_id: int, database_url: str, store=None, *, models_
 
 
 def start_round(store, workdir: Path, cfg: RoundConfig, database_url: str | None = None, trigger: str = "manual",
-                *, models_dir: Path) -> tuple[int, subprocess.Popen]:
-    """Queue a round and start its process; returns (run id, process). The round trains into the registry
-    `models_dir` on the database `database_url` (default: the store's); its log goes under `workdir`."""
+                *, models_dir: Path) -> tuple[int, int]:
+    """Queue a round and hand it to a process; returns (run id, the process's pid). With training.worker_idle_s
+    > 0 the process is the registry's warm round worker (started when none is alive), else one of its own. The
+    round trains into the registry `models_dir` on the database `database_url` (default: the store's); its log
+    goes under `workdir`."""
     run_id = queue_round(store, models_dir, cfg, trigger)
-    return run_id, launch(workdir, run_id, database_url or store.url, store, models_dir=models_dir)
+    url = database_url or store.url
+    if cfg.worker_idle_s > 0:
+        return run_id, hand_over(store, run_id, workdir=workdir, models_dir=models_dir, database_url=url,
+                                 idle_s=cfg.worker_idle_s)
+    return run_id, launch(workdir, run_id, url, store, models_dir=models_dir).pid
 
 
 def new_pairs_count(store, cfg: RoundConfig) -> int:
@@ -132,7 +128,7 @@ def new_pairs_count(store, cfg: RoundConfig) -> int:
 
 
 def maybe_start_round(store, workdir: Path, cfg: RoundConfig, database_url: str | None = None,
-                      now: datetime | None = None, *, models_dir: Path) -> tuple[int, subprocess.Popen] | None:
+                      now: datetime | None = None, *, models_dir: Path) -> tuple[int, int] | None:
     """Start a round when training.auto_every (> 0) new pairs have resolved since the last one, no round is
     active and the back-off allows it (auto_backoff at `now`); None otherwise. Safe to call from many processes
     at once: the lock lets one through."""

@@ -54,11 +54,19 @@ class TrainingSettings(Section):
                                                         "until an operator resumes them (console, or `prefloop "
                                                         "rounds --resume-auto`); 0 never pauses.")
     auto_deploy: bool = Field(False, description="Deploy a round's version automatically when it passes the gate.")
-    deploy_min_accuracy: float = Field(0.0, ge=0, le=1, description="Gate for automatic deploys: the held-out "
-                                                                    "implicit-reward accuracy after the round must "
-                                                                    "reach this (0 means no gate).")
+    deploy_min_accuracy: float = Field(0.0, ge=0, le=1, description="Gate for automatic deploys: a round is "
+                                                                    "not deployed when its held-out pairs show its "
+                                                                    "implicit-reward accuracy below this (the 95% "
+                                                                    "Wilson interval's upper end is under it), nor "
+                                                                    "when it has no held-out pairs to judge (0 "
+                                                                    "means no gate).")
     stale_after_s: float = Field(120.0, gt=0, description="A running round whose heartbeat is older than this (or "
                                                           "whose process is gone) is marked failed.")
+    worker_idle_s: float = Field(300.0, ge=0, description=(
+        "Rounds run in a warm round process that stays up this long after a round with torch, transformers and "
+        "TRL loaded, so the next round starts at once instead of spending ~10 s importing them (logs/round-N.log "
+        "per round, logs/round-worker.log for the process). On a GPU it keeps a CUDA context (a few hundred MB) "
+        "while it waits. 0 starts a fresh process for every round."))
     seed: int = Field(0, description="Seed for replay sampling and training.")
     win_rate_judge: bool = Field(False, description="Evaluate each round's win-rate against its parent with the "
                                                     "[judge] settings (both orders, ties count half).")

@@ -39,8 +39,9 @@ def _round_refusals():
 
 
 def start_round(app: App, deploy: bool = False, inline: bool = False, generator=None) -> int:
-    """Start a DPO round on the deployed version in its own process (or in this one with `inline`, which
-    returns when it ends); returns the training run id. Refuses below training.min_pairs or while a round runs.
+    """Start a DPO round on the deployed version in a round process (the registry's warm round worker, see
+    training.worker), or in this one with `inline` (returns when it ends); returns the training run id. Refuses
+    below training.min_pairs or while a round runs.
 
     `generator`: a backend in this process sharing the device; it sleeps during the round (when it can), then
     serves whatever is deployed after it (training.handoff). Implies `inline`."""
@@ -53,7 +54,7 @@ def start_round(app: App, deploy: bool = False, inline: bool = False, generator=
         if here:
             run_id = queue_round(app.store, app.models_dir, cfg)
         else:
-            run_id, _proc = start(app.store, app.workdir, cfg, app.database_url, models_dir=app.models_dir)
+            run_id, _pid = start(app.store, app.workdir, cfg, app.database_url, models_dir=app.models_dir)
     if here:
         _run_here(app, run_id, generator)
     return run_id
