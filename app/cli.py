@@ -599,6 +599,13 @@ def _follow_round(app, run_id: int, poll_s: float = 0.5) -> dict:
             time.sleep(poll_s)
 
 
+def _interval(ev: dict) -> str:
+    """' (N pairs, 95% LO-HI)' when the report has the accuracy's interval (reports before it had none)."""
+    if ev.get("accuracy_low") is None or ev.get("accuracy_high") is None:
+        return ""
+    return f" ({ev.get('pairs')} pairs, 95% {ev['accuracy_low']:.2f}-{ev['accuracy_high']:.2f})"
+
+
 def _round_line(r: dict) -> str:
     ev = (r["report"].get("eval") or {}).get("after") or {}
     probe = (r["report"].get("probe") or {}).get("after") or {}
@@ -606,7 +613,8 @@ def _round_line(r: dict) -> str:
     parts = [f"{r['id']}  {status}  {r['parent'] or '-'} -> {r['version'] or '-'}  pairs {r['pairs']}",
              f"step {r['step']}/{r['max_steps'] or '?'}"]
     if ev:
-        parts.append(f"held-out acc {ev.get('accuracy', float('nan')):.3f} margin {ev.get('margin', float('nan')):.3f}")
+        parts.append(f"held-out acc {ev.get('accuracy', float('nan')):.3f}{_interval(ev)} "
+                     f"margin {ev.get('margin', float('nan')):.3f}")
     if probe:
         parts.append(f"probe len {probe.get('mean_tokens', float('nan')):.1f} eos {probe.get('eos_rate', 0):.2f}")
     if r.get("skipped_pairs"):

@@ -210,6 +210,8 @@ def test_cli_train_wait_rounds_and_cancel(tiny_app):
     timing = next(line for line in result.output.splitlines() if line.startswith("    time "))
     for phase in ("selecting pairs", "starting", "loading", "reference log-probs", "training", "promoting"):
         assert f"{phase} " in timing  # the round's own process, started by the CLI, timed each phase
+    held_out = app.store.runs.get(1).report["eval"]["after"]
+    assert held_out["pairs"] == 3 and f"(3 pairs, 95% {held_out['accuracy_low']:.2f}-" in result.output
     result = runner.invoke(cli, [*base, "rounds"])
     assert result.exit_code == 0 and result.output.startswith("1  done  v0 -> v1  pairs")
     assert result.output.splitlines()[1] == timing
