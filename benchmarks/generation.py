@@ -33,7 +33,7 @@ def naive(model, tokenizer, prompts, cfg) -> tuple[int, int, float]:
     """One prompt, one sample per model.generate call: what a straightforward script does."""
     import torch
 
-    from generation.hf_backend import encode_prompt
+    from generation.chat_prompt import encode_prompt
 
     responses = tokens = 0
     started = time.perf_counter()

@@ -89,7 +89,7 @@ def timed(times: dict[str, float], name: str, work, *args):
 # -- the app --------------------------------------------------------------------------------------------------------
 def first_sample_s(path: str) -> float:
     """Load `path` with the hf backend and sample one answer: what a generator does after a deploy."""
-    from generation.backend import load_backend
+    from generation.backends import load_backend
     from generation.config import SamplingConfig
 
     began = time.perf_counter()

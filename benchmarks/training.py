@@ -200,7 +200,7 @@ def policy_only_side(model_dir: str, pairs: list[dict], steps: int, batch: int, 
 
 def redeploy(model, tokenizer, folder: Path, served: str) -> dict:
     """A generator serving the parent; the trained model is saved into the registry, then swapped in and sampled."""
-    from generation.backend import load_backend
+    from generation.backends import load_backend
     from generation.config import SamplingConfig
     from training.round import save_version
 

@@ -1,6 +1,6 @@
-"""The one generator interface (Backend), its results (Sample, SkipReason), its errors and the factory.
-
-Backends: `hf` (transformers, CPU or GPU; generation/hf_backend.py) and `vllm` (GPU; generation/vllm_backend.py)."""
+"""The one generator interface (Backend), its results (Sample, SkipReason), its errors and the helpers every
+backend shares. It imports no backend: `hf` and `vllm` (generation/hf_backend.py, generation/vllm_backend.py) are
+started by generation/backends.py's load_backend."""
 
 import hashlib
 import json
@@ -10,7 +10,7 @@ from pathlib import Path
 
 from generation.config import SamplingConfig
 
-__all__ = ["Backend", "ModelLoadError", "Sample", "SamplingConfig", "SkipReason", "load_backend"]
+__all__ = ["Backend", "ModelLoadError", "Sample", "SamplingConfig", "SkipReason"]
 
 ADAPTER_CONFIG = "adapter_config.json"
 
@@ -63,19 +63,6 @@ class Backend(ABC):
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def load_backend(kind: str, path: str, device: str = "auto", dtype: str = "auto", **kw) -> Backend:
-    """Start the `kind` ('hf' or 'vllm') backend serving the model at `path` (a folder or a Hub id)."""
-    if kind == "hf":
-        from generation.hf_backend import HFBackend
-
-        return HFBackend(path, device=device, dtype=dtype, **kw)
-    if kind == "vllm":
-        from generation.vllm_backend import VLLMBackend
-
-        return VLLMBackend(path, dtype=dtype, **kw)
-    raise ValueError(f"unknown generator backend {kind!r}; use 'hf' or 'vllm'")
 
 
 def is_adapter(path: str) -> bool:

@@ -1,14 +1,11 @@
 """The transformers generator backend (the default; CPU or GPU): batched sampling of n responses per prompt,
-in-place version swaps, and the reference log-probs other backends are checked against."""
+in-place version swaps, and halving the batch when memory runs out."""
 
-import gc
-import socket
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 from generation.backend import (
     Backend,
@@ -21,9 +18,11 @@ from generation.backend import (
     load_error_message,
     too_long_reason,
 )
+from generation.chat_prompt import encode_prompt
 from generation.config import SamplingConfig
+from generation.hub import hub_source
+from generation.weights import free_memory, load_weights, resolve_dtype
 
-HUB_CONNECT_TIMEOUT_S = 3.0
 FALLBACK_CONTEXT = 2048
 
 
@@ -61,12 +60,12 @@ class HFBackend(Backend):
         with self._lock:
             old, self._loaded = self._loaded, loaded
         del old
-        _free_memory()
+        free_memory()
 
     def close(self) -> None:
         with self._lock:
             self._loaded = None
-        _free_memory()
+        free_memory()
 
     def generate(self, prompts: list[list[dict]], n: int, params: SamplingConfig) -> list[list[Sample] | SkipReason]:
         loaded = self.current  # one version for the whole call, even if a swap lands meanwhile
@@ -101,19 +100,11 @@ def resolve_device(device: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def resolve_dtype(dtype: str, device: str):
-    import torch
-
-    if dtype == "auto":
-        return torch.float32 if device == "cpu" else torch.bfloat16
-    return getattr(torch, dtype)
-
-
 def load_model(path: str, device: str, dtype: str) -> LoadedModel:
     """Load tokenizer and weights (a LoRA adapter folder is merged into its base); fails fast with ModelLoadError."""
     try:
         tokenizer = _load_tokenizer(path)
-        model = _load_weights(path, resolve_dtype(dtype, device)).to(device).eval()
+        model = load_weights(path, resolve_dtype(dtype, device)).to(device).eval()
     except ModelLoadError:
         raise
     except (OSError, ValueError, KeyError) as error:
@@ -134,70 +125,6 @@ def _load_tokenizer(path: str):
     return AutoTokenizer.from_pretrained(source, local_files_only=local_only)
 
 
-def _load_weights(path: str, torch_dtype):
-    from transformers import AutoModelForCausalLM
-
-    if is_adapter(path):
-        from peft import PeftModel
-
-        base = _load_weights(adapter_base(path), torch_dtype)
-        return PeftModel.from_pretrained(base, path).merge_and_unload()
-    source, local_only = hub_source(path)
-    return AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, local_files_only=local_only)
-
-
-def hub_source(path: str) -> tuple[str, bool]:
-    """(what to pass to from_pretrained, local_files_only) for a folder or a Hub id.
-
-    A Hub id that is neither cached nor reachable fails here at once: transformers would otherwise
-    retry for about a minute before giving up."""
-    folder = Path(path).expanduser()
-    if folder.is_dir():
-        return str(folder), True
-    if path.startswith((".", "/", "~")) or "\\" in path:
-        raise ModelLoadError(load_error_message(path, f"there is no folder at {folder}"))
-    from huggingface_hub import constants, try_to_load_from_cache
-
-    if isinstance(try_to_load_from_cache(path, "config.json"), str):
-        return path, True
-    if constants.HF_HUB_OFFLINE:
-        raise ModelLoadError(load_error_message(path, "it is not in the Hugging Face cache and HF_HUB_OFFLINE is set"))
-    if not _reachable(constants.ENDPOINT):
-        raise ModelLoadError(load_error_message(
-            path, f"it is not in the Hugging Face cache and {constants.ENDPOINT} cannot be reached"))
-    return path, False
-
-
-def looks_like_hub_id(path: str) -> bool:
-    """'org/name' or 'name': not a folder here, not written as a path."""
-    return not (Path(path).expanduser().exists() or path.startswith((".", "/", "~")) or "\\" in path)
-
-
-def hub_revision(repo_id: str) -> str:
-    """The commit a Hub model id resolves to now: from the local cache, else asked of the Hub. Fails at once
-    with ModelLoadError when the model is neither cached nor reachable, or the Hub does not know it."""
-    hub_source(repo_id)  # cached, or the Hub answers: else a clear ModelLoadError without waiting
-    from huggingface_hub import HfApi, try_to_load_from_cache
-
-    cached = try_to_load_from_cache(repo_id, "config.json")
-    if isinstance(cached, str):
-        return Path(cached).parent.name  # .../snapshots/<commit>/config.json
-    try:
-        return HfApi().model_info(repo_id, timeout=HUB_CONNECT_TIMEOUT_S * 5).sha
-    except Exception as error:  # noqa: BLE001  (any Hub failure: not found, gated, timeout)
-        raise ModelLoadError(load_error_message(repo_id, f"the Hub did not give it: {error}")) from None
-
-
-def _reachable(url: str) -> bool:
-    parsed = urlparse(url)
-    port = parsed.port or (443 if parsed.scheme == "https" else 80)
-    try:
-        socket.create_connection((parsed.hostname, port), timeout=HUB_CONNECT_TIMEOUT_S).close()
-    except OSError:
-        return False
-    return True
-
-
 def _eos_ids(model, tokenizer) -> frozenset[int]:
     configured = getattr(model.generation_config, "eos_token_id", None)
     ids = set(configured if isinstance(configured, list) else [configured])
@@ -216,16 +143,6 @@ def _context_length(model, tokenizer) -> int:
 
 
 # -- sampling ----------------------------------------------------------------------------------------------------
-def encode_prompt(tokenizer, messages: list[dict]) -> list[int]:
-    """Token ids of the chat prompt, ending where the assistant's answer starts."""
-    if tokenizer.chat_template:
-        # The template writes its own special tokens (BOS, turn markers), so the tokenizer adds none.
-        text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        return tokenizer(text, add_special_tokens=False)["input_ids"]
-    text = "\n\n".join(f"{m['role']}: {m['content']}" for m in messages) + "\n\nassistant:"
-    return tokenizer(text)["input_ids"]
-
-
 def _sample(loaded: LoadedModel, ids_list: list[list[int]], prompts: list[list[dict]], n: int,
             params: SamplingConfig) -> list[list[Sample]]:
     """n samples for each prompt of one batch: prefill the prompts once, copy each prompt's cache n times, then
@@ -342,7 +259,7 @@ def run_adaptive(items: Sequence, batch_size: int, run: Callable[[list], list]) 
             if not is_out_of_memory(error) or len(chunk) == 1:
                 raise
             size = max(1, len(chunk) // 2)
-            _free_memory()
+            free_memory()
             continue
         start += len(chunk)
     return results, size
@@ -355,37 +272,3 @@ def is_out_of_memory(error: BaseException) -> bool:
         return True
     text = str(error).lower()
     return isinstance(error, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
-
-
-def _free_memory() -> None:
-    import torch
-
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-
-
-# -- reference log-probs (what a served model must agree with) ---------------------------------------------------
-def token_logprobs(model, sequences: list[list[int]]) -> list[list[float]]:
-    """log p(token_t | tokens_<t) for t >= 1 of each sequence, computed one sequence at a time (no padding)."""
-    import torch
-
-    result = []
-    with torch.inference_mode():
-        for ids in sequences:
-            x = torch.tensor([ids], device=model.device)
-            logits = model(input_ids=x).logits.float()[0, :-1]
-            logprobs = torch.log_softmax(logits, dim=-1).gather(1, x[0, 1:, None])[:, 0]
-            result.append(logprobs.tolist())
-    return result
-
-
-def reference_logprobs(path: str, sequences: list[list[int]], device: str = "auto",
-                       dtype: str = "auto") -> list[list[float]]:
-    """token_logprobs() of the model saved at `path`, loaded fresh with transformers (then freed)."""
-    loaded = load_model(path, resolve_device(device), dtype)
-    try:
-        return token_logprobs(loaded.model, sequences)
-    finally:
-        del loaded
-        _free_memory()

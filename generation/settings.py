@@ -21,6 +21,10 @@ class ModelSettings(Section):
         "auto", description="Weights dtype for generation; 'auto' is float32 on CPU and bfloat16 on GPU.")
     gpu_memory_utilization: float = Field(0.45, gt=0, le=1, description="vLLM: share of GPU memory the engine "
                                                                          "may take (the trainer needs the rest).")
+    tensor_parallel_size: int = Field(1, ge=1, description="vLLM: GPUs the engine splits each model across "
+                                                           "(tensor parallelism).")
+    max_model_len: int = Field(0, ge=0, description="vLLM: longest prompt + response in tokens the engine "
+                                                    "reserves memory for; 0 is the model's own context length.")
 
 
 class GenerationSettings(Section):

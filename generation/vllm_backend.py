@@ -21,8 +21,10 @@ from generation.backend import (
     same_model,
     too_long_reason,
 )
+from generation.chat_prompt import encode_prompt
 from generation.config import SamplingConfig
-from generation.hf_backend import encode_prompt, reference_logprobs
+from generation.hub import hub_source
+from generation.weights import reference_logprobs
 
 # Fixed probe conversations: their log-probs under vLLM must match transformers' for the saved folder.
 PROBES = [
@@ -47,14 +49,23 @@ class VLLMBackend(Backend):
     kind = "vllm"
 
     def __init__(self, path: str, dtype: str = "auto", gpu_memory_utilization: float = 0.45,
-                 enable_lora: bool = True, max_lora_rank: int = 64, seed: int = 0,
-                 probe_tolerance: float = DEFAULT_PROBE_TOLERANCE, verify: bool = True, **engine_kw):
+                 tensor_parallel_size: int = 1, max_model_len: int = 0, enable_lora: bool = False,
+                 max_lora_rank: int = 64, seed: int = 0, probe_tolerance: float = DEFAULT_PROBE_TOLERANCE,
+                 verify: bool = True, **engine_kw):
+        """`enable_lora`: serve LoRA adapter versions (on anyway when `path` is one); off, full-weight versions
+        run faster. `max_model_len` 0 keeps the model's own context length."""
         from vllm import LLM
 
+        enable_lora = enable_lora or is_adapter(path)
         base = adapter_base(path) if is_adapter(path) else path
+        if max_model_len > 0:
+            engine_kw["max_model_len"] = max_model_len
+        if enable_lora:
+            engine_kw["max_lora_rank"] = max_lora_rank
         try:
             self._llm = LLM(model=base, dtype=dtype, seed=seed, enable_sleep_mode=True, enable_lora=enable_lora,
-                            max_lora_rank=max_lora_rank, gpu_memory_utilization=gpu_memory_utilization, **engine_kw)
+                            gpu_memory_utilization=gpu_memory_utilization,
+                            tensor_parallel_size=tensor_parallel_size, **engine_kw)
         except (OSError, ValueError) as error:
             raise ModelLoadError(load_error_message(base, error)) from error
         self._lock = threading.RLock()  # generate, swaps, sleep and wake never interleave
@@ -162,10 +173,14 @@ class VLLMBackend(Backend):
 
     # -- weight changes ------------------------------------------------------------------------------------------
     def _serve_adapter(self, path: str) -> None:
+        if not self._lora_enabled:
+            raise ModelLoadError(
+                f"{path} is a LoRA adapter, but this vLLM engine was started without LoRA support (off while every "
+                f"version is full-weight, for speed). Restart the sampling worker (Stop, then Start generation under "
+                f"Console > Models and rounds, or restart `prefloop generate --watch`): it enables LoRA when a LoRA "
+                f"version exists or training.lora is true.")
         from vllm.lora.request import LoRARequest
 
-        if not self._lora_enabled:
-            raise ModelLoadError(f"{path} is a LoRA adapter; start the vllm backend with enable_lora=True")
         base = adapter_base(path)
         if not same_model(base, self._weights_path):
             self._swap_full_weights(base)
@@ -265,8 +280,6 @@ def _has_tokenizer(path: str) -> bool:
 
 def _load_tokenizer(path: str):
     from transformers import AutoTokenizer
-
-    from generation.hf_backend import hub_source
 
     source, local_only = hub_source(path)
     try:

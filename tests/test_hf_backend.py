@@ -5,17 +5,12 @@ from dataclasses import replace
 
 import pytest
 
-from generation.backend import ModelLoadError, SkipReason, load_backend
+from generation.backend import ModelLoadError, SkipReason
+from generation.backends import load_backend
+from generation.chat_prompt import encode_prompt
 from generation.config import SamplingConfig
-from generation.hf_backend import (
-    HFBackend,
-    encode_prompt,
-    left_pad,
-    reference_logprobs,
-    run_adaptive,
-    sample_next,
-    token_logprobs,
-)
+from generation.hf_backend import HFBackend, left_pad, run_adaptive, sample_next
+from generation.weights import reference_logprobs, token_logprobs
 
 CFG = SamplingConfig(samples_per_prompt=3, max_new_tokens=24, batch_size=4, seed=0)
 PROMPTS = [

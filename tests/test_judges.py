@@ -136,7 +136,7 @@ def test_the_judge_verb_says_a_missing_rule_in_one_line(tiny_app, tmp_path, monk
 
 # -- llm: the tiny model through the hf backend ------------------------------------------------------------------
 def test_llm_judge_runs_the_tiny_model_in_both_orders(tiny_model_dir):
-    from generation.backend import load_backend
+    from generation.backends import load_backend
 
     backend = load_backend("hf", str(tiny_model_dir), device="cpu")
     seen = []

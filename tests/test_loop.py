@@ -14,7 +14,7 @@ from app.services import labelling, workers
 from app.services import rounds as training_rounds
 from app.services import versions as model_versions
 from data.queue import choice_from_side
-from generation.backend import load_backend
+from generation.backends import load_backend
 from generation.config import SamplingConfig
 from generation.tiny_model import CORPUS_MODULES, LONG_QUESTIONS, SHORT_QUESTIONS, SYSTEM_PROMPT
 from training.evaluate import probe_backend

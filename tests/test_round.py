@@ -2,6 +2,7 @@
 
 import json
 import math
+import sys
 import time
 
 import pytest
@@ -229,7 +230,7 @@ def test_a_round_trains_registers_evaluates_and_deploys(tiny_app):
     assert model_versions.list_versions(app)[1]["parent"] == "v0"
 
     # the generator swaps to it in place (what the worker does between batches)
-    from generation.backend import load_backend
+    from generation.backends import load_backend
     from generation.worker import ensure_serving
 
     with load_backend("hf", app.store.versions.get("v0").path, device="cpu") as backend:
@@ -284,11 +285,8 @@ def test_cancelling_a_queued_run_cancels_it_at_once(store):
     store.runs.create(None, [1], {})  # the lock is free again
 
 
-@pytest.mark.slow
-def test_a_lora_round_saves_an_adapter_on_its_parent_that_the_generator_loads(tiny_app):
-    app = tiny_app(training__lora="true", training__lora_rank=4, training__lora_alpha=8,
-                   training__learning_rate="1e-3")
-    add_labelled_pairs(app.store, v0_id(app), short_long_pairs(12))
+def lora_round_deployed_on_v0(app) -> dict:
+    """Run a round with --deploy; it must have made v1, a deployed LoRA adapter on v0. Its status."""
     run_id = training_rounds.start_round(app, deploy=True, inline=True)
     status = training_rounds.round_status(app, run_id)
     assert status["status"] == "done", status["error"]
@@ -296,6 +294,16 @@ def test_a_lora_round_saves_an_adapter_on_its_parent_that_the_generator_loads(ti
     assert v1.kind == "lora" and v1.deployed
     adapter = json.loads((app.models_dir / "v1" / "adapter_config.json").read_text())
     assert adapter["base_model_name_or_path"] == app.store.versions.get("v0").path
+    return status
+
+
+@pytest.mark.slow
+def test_a_lora_round_saves_an_adapter_on_its_parent_that_the_generator_loads(tiny_app):
+    app = tiny_app(training__lora="true", training__lora_rank=4, training__lora_alpha=8,
+                   training__learning_rate="1e-3")
+    add_labelled_pairs(app.store, v0_id(app), short_long_pairs(12))
+    lora_round_deployed_on_v0(app)
+    v1 = app.store.versions.get("v1")
 
     # a second LoRA round stacks on the first: its base is v1's folder, which the backend merges first
     add_labelled_pairs(app.store, v1.id, short_long_pairs(12, offset=50), prompt_prefix="second")
@@ -305,7 +313,7 @@ def test_a_lora_round_saves_an_adapter_on_its_parent_that_the_generator_loads(ti
     adapter = json.loads((app.models_dir / "v2" / "adapter_config.json").read_text())
     assert adapter["base_model_name_or_path"] == v1.path
 
-    from generation.backend import load_backend
+    from generation.backends import load_backend
     from generation.config import SamplingConfig
 
     with load_backend("hf", app.store.versions.get("v2").path, device="cpu") as backend:
@@ -327,6 +335,148 @@ def test_reference_initial_scores_against_v0(tiny_app):
     assert report["parent"] == "v1"
     # before training the policy is v1 and the reference v0: margins are not zero any more
     assert report["eval"]["before"]["margin"] != pytest.approx(0.0, abs=1e-6)
+
+
+# -- memory: dtype, gradient accumulation and checkpointing, 4-bit (QLoRA) ------------------------------------------
+@pytest.fixture
+def cuda():
+    """Skips the test without a CUDA GPU (the gpu marker says so; this makes it so)."""
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    return torch
+
+
+def test_on_cpu_a_round_loads_and_trains_in_float32_without_mixed_precision(tmp_path):
+    from training.round import dpo_args, training_dtype
+
+    assert training_dtype("cpu", lora=False) == training_dtype("cpu", lora=True) == "float32"
+    args = dpo_args(RoundConfig(gradient_accumulation_steps=3, gradient_checkpointing=True), str(tmp_path), "cpu")
+    assert (args.bf16, args.fp16, args.use_cpu) == (False, False, True)
+    assert args.gradient_accumulation_steps == 3 and args.gradient_checkpointing
+
+
+@pytest.mark.gpu
+def test_on_a_gpu_full_rounds_keep_float32_weights_unless_asked_and_the_trainer_autocasts(cuda, tmp_path):
+    from training.round import dpo_args, training_dtype
+
+    bf16 = cuda.cuda.is_bf16_supported()
+    args = dpo_args(RoundConfig(), str(tmp_path), "cuda")
+    assert (args.bf16, args.fp16) == (bf16, not bf16)
+    assert training_dtype("cuda", lora=False) == "float32"
+    assert training_dtype("cuda", lora=False, weights="bfloat16") == ("bfloat16" if bf16 else "float32")
+    assert training_dtype("cuda", lora=True) == ("bfloat16" if bf16 else "float16")
+
+
+def test_the_pairs_a_round_consumes_count_its_accumulated_batches(store):
+    add_labelled_pairs(store, None, short_long_pairs(30))
+    cfg = RoundConfig(min_pairs=1, eval_fraction=0, max_steps=2, batch_size=2, gradient_accumulation_steps=3)
+    selection = select_pairs(store, cfg)
+    assert len(selection.train_ids) == 12 and selection.deferred == 18
+
+
+@pytest.mark.slow
+def test_a_round_accumulating_gradients_takes_its_steps_times_the_batches_each_step_adds_up(tiny_app):
+    app = tiny_app(training__max_steps=2, training__batch_size=2, training__gradient_accumulation_steps=2,
+                   training__probe_prompts=0, training__learning_rate="5e-4")
+    add_labelled_pairs(app.store, v0_id(app), short_long_pairs(16))
+    run_id = training_rounds.start_round(app, inline=True)
+    status = training_rounds.round_status(app, run_id)
+    assert status["status"] == "done", status["error"]
+    run = app.store.runs.get(run_id)
+    assert len(run.comparison_ids) == 8  # 2 optimizer steps x 2 batches x 2 pairs
+    steps = [m for m in run.metrics if "loss" in m]
+    assert [m["step"] for m in steps] == [1, 2] and status["report"]["train"]["steps"] == 2
+    assert steps[-1]["epoch"] == pytest.approx(1.0)  # each step took two batches: its 8 pairs, once
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("lora", [False, True])
+def test_a_round_with_gradient_checkpointing_trains_and_saves_its_version(tiny_app, lora):
+    from transformers import TrainerCallback
+
+    from training.round import run_round
+    from training.scheduler import queue_round
+
+    checkpointing = []
+
+    class Seen(TrainerCallback):
+        def on_step_begin(self, args, state, control, model=None, **kwargs):
+            checkpointing.append(model.is_gradient_checkpointing)
+
+    app = tiny_app(training__gradient_checkpointing="true", training__lora=str(lora).lower(),
+                   training__probe_prompts=0, training__learning_rate="5e-4")
+    add_labelled_pairs(app.store, v0_id(app), short_long_pairs(12))
+    run_id = queue_round(app.store, app.models_dir, training_rounds.round_config(app))
+    result = run_round(app.store, app.models_dir, run_id, extra_callbacks=(Seen(),))
+    assert result.status == "done", result.error
+    assert checkpointing == [True, True]
+    assert app.store.versions.get("v1").kind == ("lora" if lora else "full")
+
+
+@pytest.mark.parametrize(("settings", "refusal"), [
+    ({"lora": False, "device": "cpu"}, r"^training.load_in_4bit needs training.lora = true"),
+    ({"lora": True, "device": "cpu"},
+     r"^training.load_in_4bit needs a CUDA GPU \(bitsandbytes 4-bit\); the round runs on cpu$"),
+])
+def test_a_4bit_round_is_refused_without_lora_or_on_the_cpu(settings, refusal):
+    with pytest.raises(ValueError, match=refusal):
+        RoundConfig(load_in_4bit=True, **settings)
+
+
+def test_a_4bit_round_is_refused_without_bitsandbytes(monkeypatch):
+    monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # not importable, whatever is installed
+    with pytest.raises(ValueError, match=r"^training.load_in_4bit needs the bitsandbytes package: "
+                                         r"pip install bitsandbytes$"):
+        RoundConfig(load_in_4bit=True, lora=True, device="cuda")
+
+
+def test_prefloop_train_refuses_a_4bit_round_on_the_cpu_before_queueing_it(tiny_app):
+    from app.services.errors import BadInput
+
+    app = tiny_app(training__load_in_4bit="true", training__lora="true")
+    add_labelled_pairs(app.store, v0_id(app), short_long_pairs(8))
+    with pytest.raises(BadInput, match="needs a CUDA GPU .*the round runs on cpu"):
+        training_rounds.start_round(app, inline=True)
+    assert app.store.runs.all() == []
+
+
+def test_a_queued_round_whose_config_this_process_refuses_fails_with_the_reason(store, tmp_path):
+    from training.round import run_round
+
+    config = {**RoundConfig(lora=True, device="cpu").to_dict(), "load_in_4bit": True}  # as if queued elsewhere
+    run = store.runs.create(None, [1], {"round": config})
+    result = run_round(store, tmp_path / "models", run.id)
+    assert result.status == "failed" and "needs a CUDA GPU" in result.error
+    assert store.runs.get(run.id).status == "failed"
+
+
+@pytest.mark.gpu
+@pytest.mark.slow
+def test_on_a_gpu_a_full_round_asked_for_bf16_weights_trains_and_saves_them(cuda, tiny_app):
+    if not cuda.cuda.is_bf16_supported():
+        pytest.skip("this GPU has no bfloat16")
+    app = tiny_app(model__device="cuda", training__probe_prompts=0, training__learning_rate="5e-4",
+                   training__weights_dtype="bfloat16")
+    add_labelled_pairs(app.store, v0_id(app), short_long_pairs(12))
+    run_id = training_rounds.start_round(app, inline=True)
+    status = training_rounds.round_status(app, run_id)
+    assert status["status"] == "done", status["error"]
+    saved = json.loads((app.models_dir / "v1" / "config.json").read_text())
+    assert saved.get("dtype", saved.get("torch_dtype")) == "bfloat16"
+    assert status["report"]["eval"]["after"]["margin"] > 0
+
+
+@pytest.mark.gpu
+@pytest.mark.slow
+def test_on_a_gpu_a_4bit_lora_round_trains_an_adapter_on_the_quantized_parent(cuda, tiny_app):
+    pytest.importorskip("bitsandbytes")
+    app = tiny_app(model__device="cuda", training__lora="true", training__load_in_4bit="true",
+                   training__gradient_checkpointing="true", training__probe_prompts=0,
+                   training__learning_rate="1e-3")
+    add_labelled_pairs(app.store, v0_id(app), short_long_pairs(12))
+    status = lora_round_deployed_on_v0(app)
+    assert status["report"]["eval"]["after"]["margin"] > 0
 
 
 def held_out(accuracy, pairs):

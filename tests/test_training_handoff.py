@@ -66,7 +66,7 @@ def test_service_round_with_an_in_process_generator(tiny_app):
 
 @pytest.mark.slow
 def test_hf_backend_hand_off_is_a_load_version(tiny_app):
-    from generation.backend import load_backend
+    from generation.backends import load_backend
 
     app = tiny_app(training__max_steps=2)
     add_labelled_pairs(app.store, app.store.versions.get("v0").id, short_long_pairs(10))

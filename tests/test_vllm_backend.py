@@ -1,10 +1,14 @@
-"""The vLLM backend on a GPU with the real tiny model (skipped without vllm or CUDA); the live-weights check's
-arithmetic is tested everywhere."""
+"""The vLLM backend on a GPU with the real tiny model (skipped without vllm or CUDA); everywhere, the live-weights
+check's arithmetic and, against a stand-in for vllm's documented LLM API, how the engine is built."""
 
+import sys
+import types
+from dataclasses import dataclass
 
 import pytest
 
-from generation.backend import SkipReason
+from generation.backend import ModelLoadError, SkipReason
+from generation.backends import load_backend
 from generation.config import SamplingConfig
 from generation.vllm_backend import WeightsNotLive, check_logprobs
 
@@ -29,6 +33,125 @@ def test_the_live_weights_check_raises_when_the_engine_serves_other_weights():
 
 
 
+# -- how the engine is built, against a stand-in for vllm (CPU) ------------------------------------------------------
+@dataclass(frozen=True)
+class StandInLoRARequest:
+    lora_name: str
+    lora_int_id: int
+    lora_path: str
+
+
+class StandInEngines:
+    """A stand-in for the vllm package: vllm.LLM's documented constructor and weight calls, and LoRARequest. It
+    serves nothing; `built` holds the keyword arguments of each LLM made. With `refuse` set, making one fails
+    after it is noted, as vLLM does on a machine without a GPU."""
+
+    def __init__(self):
+        self.built: list[dict] = []
+        self.refuse = False
+
+    def module(self) -> types.ModuleType:
+        engines = self
+
+        class LLM:
+            def __init__(self, model: str, **settings):
+                engines.built.append({"model": model, **settings})
+                if engines.refuse:
+                    raise ValueError("the stand-in engine has no GPU")
+                config = types.SimpleNamespace(max_model_len=settings.get("max_model_len", 2048), dtype="float32")
+                self.llm_engine = types.SimpleNamespace(model_config=config)
+
+            def sleep(self, level: int = 1) -> None: ...
+
+            def wake_up(self, tags: list[str] | None = None) -> None: ...
+
+            def reset_prefix_cache(self) -> None: ...
+
+            def collective_rpc(self, method: str, kwargs: dict | None = None) -> None: ...
+
+        vllm = types.ModuleType("vllm")
+        vllm.LLM = LLM
+        return vllm
+
+
+@pytest.fixture
+def engines(monkeypatch) -> StandInEngines:
+    stand_in = StandInEngines()
+    request = types.ModuleType("vllm.lora.request")
+    request.LoRARequest = StandInLoRARequest
+    monkeypatch.setitem(sys.modules, "vllm", stand_in.module())
+    monkeypatch.setitem(sys.modules, "vllm.lora", types.ModuleType("vllm.lora"))
+    monkeypatch.setitem(sys.modules, "vllm.lora.request", request)
+    return stand_in
+
+
+@pytest.fixture(scope="module")
+def adapter_dir(tiny_model_dir, tmp_path_factory):
+    """A real LoRA adapter folder on the tiny model (saved without a tokenizer: it uses its base's)."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    adapter = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    folder = tmp_path_factory.mktemp("adapter")
+    adapter.save_pretrained(folder)
+    return folder
+
+
+def test_a_full_weight_model_starts_the_engine_without_lora_and_with_the_engine_settings(engines, tiny_model_dir):
+    backend = load_backend("vllm", str(tiny_model_dir), dtype="float32", gpu_memory_utilization=0.3,
+                           tensor_parallel_size=2, max_model_len=512, verify=False)
+    [built] = engines.built
+    assert built["model"] == str(tiny_model_dir) and built["enable_lora"] is False
+    assert "max_lora_rank" not in built  # a LoRA setting only where LoRA is on
+    assert (built["tensor_parallel_size"], built["max_model_len"], built["gpu_memory_utilization"]) == (2, 512, 0.3)
+    assert backend.context_length == 512
+    backend.close()
+
+
+def test_max_model_len_zero_leaves_the_context_length_to_the_model(engines, tiny_model_dir):
+    load_backend("vllm", str(tiny_model_dir), max_model_len=0, verify=False).close()
+    assert "max_model_len" not in engines.built[0]
+    assert engines.built[0]["tensor_parallel_size"] == 1
+
+
+def test_serving_an_adapter_from_the_start_turns_lora_on(engines, tiny_model_dir, adapter_dir):
+    backend = load_backend("vllm", str(adapter_dir), verify=False)
+    [built] = engines.built
+    assert built["model"] == str(tiny_model_dir) and built["enable_lora"] is True and built["max_lora_rank"] == 64
+    assert backend.path == str(adapter_dir)
+    backend.close()
+
+
+def test_an_adapter_deployed_to_an_engine_without_lora_says_to_restart_the_sampling_worker(
+        engines, tiny_model_dir, adapter_dir):
+    backend = load_backend("vllm", str(tiny_model_dir), verify=False)
+    with pytest.raises(ModelLoadError, match="LoRA adapter.*Restart the sampling worker.*LoRA version exists"):
+        backend.load_version(str(adapter_dir))
+    assert backend.path == str(tiny_model_dir)  # still serving what it served
+    backend.close()
+
+
+@pytest.mark.parametrize(("lora_setting", "lora_version", "expected"),
+                         [(False, False, False), (True, False, True), (False, True, True)],
+                         ids=["full-weight-only", "training-lora", "lora-version-registered"])
+def test_the_sampling_worker_enables_lora_only_when_a_lora_version_exists_or_training_asks(
+        engines, tiny_app, adapter_dir, lora_setting, lora_version, expected):
+    from app.services.errors import Unavailable
+    from app.services.workers import open_generator
+
+    app = tiny_app(model__backend="vllm", model__tensor_parallel_size=2, model__max_model_len=1024,
+                   training__lora=str(lora_setting).lower())
+    if lora_version:
+        app.store.versions.add("v1", str(adapter_dir), parent_id=app.store.versions.get("v0").id, kind="lora")
+    engines.refuse = True  # the engine settings are what is under test; the stand-in serves no model
+    with pytest.raises(Unavailable, match="no GPU"):
+        open_generator(app)
+    [built] = engines.built
+    assert built["model"] == app.store.versions.get("v0").path and built["enable_lora"] is expected
+    assert (built["tensor_parallel_size"], built["max_model_len"]) == (2, 1024)
+
+
 @pytest.fixture(scope="module")
 def vllm_backend(tiny_model_dir):
     pytest.importorskip("vllm")
@@ -39,7 +162,7 @@ def vllm_backend(tiny_model_dir):
 
     # float32 keeps vLLM's and transformers' log-probs close enough for a tight probe tolerance.
     backend = VLLMBackend(str(tiny_model_dir), dtype="float32", gpu_memory_utilization=0.3, max_model_len=512,
-                          enforce_eager=True, probe_tolerance=0.02)
+                          enable_lora=True, enforce_eager=True, probe_tolerance=0.02)
     yield backend
     backend.close()
 
@@ -72,7 +195,7 @@ def test_a_prompt_longer_than_the_context_is_skipped(on_v0):
 
 @pytest.mark.gpu
 def test_a_full_weight_swap_changes_outputs_and_the_new_weights_are_live(on_v0, tiny_model_dir, v1_dir):
-    from generation.hf_backend import reference_logprobs
+    from generation.weights import reference_logprobs
 
     before = on_v0.generate(PROMPTS, 3, CFG)
     on_v0.load_version(str(v1_dir))  # raises WeightsNotLive if the engine still served v0

@@ -9,7 +9,8 @@ import pytest
 from sqlmodel import select
 
 from data.models import Comparison, Response
-from generation.backend import Sample, load_backend
+from generation.backend import Sample
+from generation.backends import load_backend
 from generation.config import SamplingConfig
 from generation.pairing import pairable
 from generation.worker import NoDeployedVersion, generate_once, watch

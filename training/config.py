@@ -3,6 +3,7 @@
 Its setting fields come from the declarations (training/settings.py, and the few generation and model settings the
 probes need), never restated; it is stored in TrainingRun.config, where the round process reads it back."""
 
+import importlib
 from dataclasses import asdict, fields
 from typing import Any
 
@@ -26,8 +27,12 @@ class RoundConfig(SettingsData):
 
     def __post_init__(self):
         self.check_choices("judge_labels", "reference", prefix="training.")
-        if self.batch_size < 1 or self.min_pairs < 1:
-            raise ValueError("training.batch_size and training.min_pairs must be at least 1")
+        if self.batch_size < 1 or self.min_pairs < 1 or self.gradient_accumulation_steps < 1:
+            raise ValueError("training.batch_size, training.gradient_accumulation_steps and training.min_pairs must "
+                             "be at least 1")
+        problem = four_bit_problem(self) if self.load_in_4bit else None
+        if problem:  # refused when the round is queued, before anything is loaded
+            raise ValueError(problem)
 
     @property
     def sources(self) -> tuple[str, ...]:
@@ -43,3 +48,20 @@ class RoundConfig(SettingsData):
         missing ones take their defaults."""
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def four_bit_problem(cfg: RoundConfig) -> str | None:
+    """Why a training.load_in_4bit round cannot run here (None when it can): bitsandbytes quantizes the weights
+    on a CUDA GPU, and 4-bit weights cannot be trained themselves, only a LoRA adapter on them (QLoRA)."""
+    if not cfg.lora:
+        return "training.load_in_4bit needs training.lora = true (QLoRA trains an adapter on the 4-bit weights)"
+    from generation.hf_backend import resolve_device
+
+    device = resolve_device(cfg.device)
+    if not device.startswith("cuda"):
+        return f"training.load_in_4bit needs a CUDA GPU (bitsandbytes 4-bit); the round runs on {device}"
+    try:
+        importlib.import_module("bitsandbytes")
+    except ImportError:
+        return "training.load_in_4bit needs the bitsandbytes package: pip install bitsandbytes"
+    return None

@@ -14,7 +14,7 @@ log = logging.getLogger(__name__)
 
 def _encode_pair(tokenizer, prompt: list[dict], response: str, max_length: int) -> tuple[list[int], int]:
     """(ids of prompt + response + EOS, where the response starts), cut to max_length as TRL does (keep start)."""
-    from generation.hf_backend import encode_prompt
+    from generation.chat_prompt import encode_prompt
 
     prompt_ids = encode_prompt(tokenizer, prompt)
     full_text = tokenizer.apply_chat_template([*prompt, {"role": "assistant", "content": response}],
@@ -123,7 +123,7 @@ def probe_backend(backend, prompts: Sequence[list[dict]], samples: int, params) 
 
 def probe(path: str, prompts: Sequence[list[dict]], samples: int, params, device: str = "auto") -> ProbeResult:
     """Load the model at `path` with the hf backend, sample the probe prompts, free it."""
-    from generation.backend import load_backend
+    from generation.backends import load_backend
 
     if not prompts:
         return summarize([])

@@ -150,9 +150,12 @@ def tied_hint(store) -> str:
 
 
 def pairs_per_round(cfg: RoundConfig) -> int | None:
-    """How many pairs a round's training consumes when training.max_steps fixes it (steps x batch size; a round
-    accumulates no gradients), else None: `epochs` counts passes over whatever was selected."""
-    return cfg.max_steps * cfg.batch_size if cfg.max_steps > 0 else None
+    """How many pairs a round's training consumes when training.max_steps fixes it (optimizer steps x batch size x
+    gradient accumulation steps: each step takes that many batches), else None: `epochs` counts passes over
+    whatever was selected."""
+    if cfg.max_steps <= 0:
+        return None
+    return cfg.max_steps * cfg.batch_size * cfg.gradient_accumulation_steps
 
 
 def rows_by_id(store, cfg: RoundConfig, ids: Sequence[int]) -> list[ResolvedRow]:

@@ -39,8 +39,12 @@ def run_round(store, models_dir: Path, run_id: int, extra_callbacks: tuple = ())
     run = store.runs.get(run_id)
     if run is None:
         raise LookupError(f"no training run {run_id}")
-    cfg = RoundConfig.from_dict(run.config.get("round", {}))
     progress = RunProgress(store, run_id)
+    try:
+        cfg = RoundConfig.from_dict(run.config.get("round", {}))
+    except ValueError as error:  # queued with a config this process refuses (bitsandbytes gone since, say)
+        progress.start(before=time_before_start(run.config))
+        return RoundResult(run_id, "failed", error=progress.failed(error))
     if run.status == "cancelling":  # cancelled while it was queued
         progress.finish("cancelled")
         return RoundResult(run_id, "cancelled")
@@ -158,19 +162,95 @@ def train(progress: RunProgress, cfg: RoundConfig, parent, train_examples: list[
 
 
 def load_models(cfg: RoundConfig, parent_path: str, initial_path: str | None, device: str):
-    """(policy, tokenizer, reference model or None). None leaves the reference to TRL: the policy with its adapter
-    off (LoRA), or the policy's own log-probs taken before training (precompute_ref_log_probs)."""
+    """(policy, tokenizer, reference model or None), in training_dtype (the policy 4-bit with load_in_4bit). None
+    leaves the reference to TRL: the policy with its adapter off (LoRA), or the policy's own log-probs taken before
+    training (precompute_ref_log_probs)."""
     from generation.hf_backend import load_model
 
-    loaded = load_model(parent_path, device, "float32")
-    policy, tokenizer = loaded.model, loaded.tokenizer
+    dtype = training_dtype(device, cfg.lora, cfg.weights_dtype)
+    if cfg.load_in_4bit:
+        policy, tokenizer = load_4bit_policy(cfg, parent_path, device, dtype)
+    else:
+        loaded = load_model(parent_path, device, dtype)
+        policy, tokenizer = loaded.model, loaded.tokenizer
     tokenizer.padding_side = "right"
     ref_model = None
     if cfg.reference == "initial" and not cfg.lora and initial_path and initial_path != parent_path:
-        ref_model = load_model(initial_path, device, "float32").model
+        ref_model = load_model(initial_path, device, dtype).model
     elif not cfg.lora and not cfg.precompute_ref_log_probs:
-        ref_model = load_model(parent_path, device, "float32").model  # TRL would reload it from name_or_path
+        ref_model = load_model(parent_path, device, dtype).model  # TRL would reload it from name_or_path
     return policy, tokenizer, ref_model
+
+
+def training_dtype(device: str, lora: bool, weights: str = "float32") -> str:
+    """The dtype a round loads weights in: float32 on CPU. On a CUDA GPU a LoRA round's frozen base is bfloat16
+    (float16 without bf16; the adapter peft adds is float32); full fine-tuning holds float32 weights, trained with
+    bf16 autocast (gpu_autocast), unless training.weights_dtype asks for bfloat16 weights (half the memory, but
+    small updates are rounded away). A GPU without bf16 trains float32 weights with fp16 autocast: transformers'
+    GradScaler refuses float16 parameters ("Attempting to unscale FP16 gradients")."""
+    if not device.startswith("cuda"):
+        return "float32"
+    if lora:
+        return "bfloat16" if gpu_autocast(device) == "bf16" else "float16"
+    return "bfloat16" if weights == "bfloat16" and gpu_autocast(device) == "bf16" else "float32"
+
+
+def gpu_autocast(device: str) -> str | None:
+    """The mixed precision a round computes in: 'bf16' on a CUDA GPU that has it, 'fp16' on one that has not,
+    None on CPU."""
+    if not device.startswith("cuda"):
+        return None
+    import torch
+
+    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+
+
+def load_4bit_policy(cfg: RoundConfig, path: str, device: str, compute_dtype: str):
+    """(policy, tokenizer) for QLoRA: the weights at `path` quantized to 4 bits (NF4, double quantization) on the
+    GPU, computing in `compute_dtype`, prepared by peft for k-bit training (frozen, norms in float32)."""
+    from peft import prepare_model_for_kbit_training
+
+    model = load_4bit(path, device, compute_dtype)
+    model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
+    return model, load_tokenizer(path)
+
+
+def load_4bit(path: str, device: str, compute_dtype: str):
+    """The causal LM at `path` (a folder or Hub id) in bitsandbytes 4-bit; an adapter folder (a stacked LoRA
+    version) is merged into its base, which peft does in 4-bit (dequantize, add, quantize again)."""
+    import torch
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    from generation.backend import adapter_base, is_adapter
+    from generation.hub import hub_source
+
+    if is_adapter(path):
+        from peft import PeftModel
+
+        base = load_4bit(adapter_base(path), device, compute_dtype)
+        return PeftModel.from_pretrained(base, path).merge_and_unload()
+    dtype = getattr(torch, compute_dtype)
+    quantization = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype,
+                                      bnb_4bit_use_double_quant=True)
+    source, local_only = hub_source(path)
+    return AutoModelForCausalLM.from_pretrained(source, quantization_config=quantization, dtype=dtype,
+                                                device_map=device, local_files_only=local_only)
+
+
+def load_tokenizer(path: str):
+    """The tokenizer of the version at `path`, with a pad token (an adapter saved without one uses its base's)."""
+    from transformers import AutoTokenizer
+
+    from generation.backend import adapter_base, is_adapter
+    from generation.hub import hub_source
+
+    if is_adapter(path) and not (Path(path) / "tokenizer_config.json").is_file():
+        path = adapter_base(path)
+    source, local_only = hub_source(path)
+    tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
 
 
 def logps_before(cfg: RoundConfig, policy, ref_model, tokenizer, examples: list[dict]):
@@ -208,19 +288,21 @@ def _free_memory(device: str) -> None:
 
 
 def dpo_args(cfg: RoundConfig, output_dir: str, device: str):
-    """TRL DPOConfig for a round (TRL 1.16: only max_length, use_cpu on CPU, no bf16 there)."""
-    import torch
+    """TRL DPOConfig for a round (TRL 1.16: only max_length, use_cpu on CPU). Mixed precision is gpu_autocast's:
+    bf16 autocast on a GPU that has it, fp16 autocast (loss scaled) on one that has not, none on CPU (TRL would
+    turn bf16 on unless told)."""
     from trl import DPOConfig
 
     on_gpu = device.startswith("cuda")
+    autocast = gpu_autocast(device)
     return DPOConfig(
         output_dir=output_dir, per_device_train_batch_size=cfg.batch_size, learning_rate=cfg.learning_rate,
-        num_train_epochs=cfg.epochs, max_steps=cfg.max_steps if cfg.max_steps > 0 else -1, beta=cfg.beta,
-        loss_type=[cfg.loss_type], max_length=cfg.max_length, precompute_ref_log_probs=cfg.precompute_ref_log_probs,
-        precompute_ref_batch_size=cfg.batch_size, use_cpu=not on_gpu,
-        bf16=on_gpu and torch.cuda.is_bf16_supported(), gradient_checkpointing=False, report_to=[],
-        logging_steps=1, save_strategy="no", dataloader_num_workers=0, seed=cfg.seed, data_seed=cfg.seed,
-        disable_tqdm=True,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps, num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps if cfg.max_steps > 0 else -1, beta=cfg.beta, loss_type=[cfg.loss_type],
+        max_length=cfg.max_length, precompute_ref_log_probs=cfg.precompute_ref_log_probs,
+        precompute_ref_batch_size=cfg.batch_size, use_cpu=not on_gpu, bf16=autocast == "bf16", fp16=autocast == "fp16",
+        gradient_checkpointing=cfg.gradient_checkpointing, report_to=[], logging_steps=1, save_strategy="no",
+        dataloader_num_workers=0, seed=cfg.seed, data_seed=cfg.seed, disable_tqdm=True,
     )
 
 

@@ -148,7 +148,7 @@ def init_workdir(workdir: Path, base: str | None = None, overrides: dict[str, st
 def _base_config(base: str) -> dict[str, Any]:
     """What v0 records about its base model: a Hub id's resolved commit, so the lineage says exactly what ran."""
     from generation.backend import ModelLoadError
-    from generation.hf_backend import hub_revision, looks_like_hub_id
+    from generation.hub import hub_revision, looks_like_hub_id
 
     if base == "tiny" or not looks_like_hub_id(base):
         return {"base": base}

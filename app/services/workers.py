@@ -24,13 +24,20 @@ def sampling_config(app: App, samples: int | None = None):
 
 def open_generator(app: App):
     """Start the configured backend on the deployed version (the worker swaps versions itself later)."""
-    from generation.backend import ModelLoadError, load_backend
+    from generation.backend import ModelLoadError
+    from generation.backends import load_backend
 
     version = app.store.versions.deployed()
     if version is None:
         raise NotFound("no model version is deployed: run `prefloop deploy VERSION`")
     m = app.settings.model
-    extra = {"gpu_memory_utilization": m.gpu_memory_utilization} if m.backend == "vllm" else {"device": m.device}
+    if m.backend == "vllm":
+        # LoRA support costs vLLM throughput: on only when a version is (or a round will make) an adapter.
+        lora = app.settings.training.lora or any(v.kind == "lora" for v in app.store.versions.all())
+        extra = {"gpu_memory_utilization": m.gpu_memory_utilization, "tensor_parallel_size": m.tensor_parallel_size,
+                 "max_model_len": m.max_model_len, "enable_lora": lora}
+    else:
+        extra = {"device": m.device}
     with refusals(unavailable=(ModelLoadError,)):
         return load_backend(m.backend, version.path, dtype=m.dtype, **extra)
 

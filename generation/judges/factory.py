@@ -53,7 +53,7 @@ def _llm(cfg: JudgeConfig, backend) -> Judge:
     if backend is None:
         if not cfg.model_path:
             raise ValueError("an llm judge needs judge.model_path (or the deployed version's path)")
-        from generation.backend import load_backend
+        from generation.backends import load_backend
 
         extra = {"device": cfg.device} if cfg.backend == "hf" else {}
         backend = load_backend(cfg.backend, cfg.model_path, **extra)
