@@ -298,28 +298,43 @@ def lora_round_deployed_on_v0(app) -> dict:
 
 
 @pytest.mark.slow
-def test_a_lora_round_saves_an_adapter_on_its_parent_that_the_generator_loads(tiny_app):
+def test_lora_rounds_continue_one_adapter_on_the_fixed_base_with_the_parent_as_reference(tiny_app):
     app = tiny_app(training__lora="true", training__lora_rank=4, training__lora_alpha=8,
                    training__learning_rate="1e-3")
     add_labelled_pairs(app.store, v0_id(app), short_long_pairs(12))
     lora_round_deployed_on_v0(app)
     v1 = app.store.versions.get("v1")
 
-    # a second LoRA round stacks on the first: its base is v1's folder, which the backend merges first
+    # The second LoRA round trains v1's adapter further: v2 is one adapter on v0 (what vLLM can serve: its base
+    # weights stay, adapters swap), not an adapter on the adapter v1.
     add_labelled_pairs(app.store, v1.id, short_long_pairs(12, offset=50), prompt_prefix="second")
     run_id = training_rounds.start_round(app, deploy=True, inline=True)
     status = training_rounds.round_status(app, run_id)
     assert status["status"] == "done", status["error"]
-    adapter = json.loads((app.models_dir / "v2" / "adapter_config.json").read_text())
-    assert adapter["base_model_name_or_path"] == v1.path
+    v2 = app.models_dir / "v2"
+    adapter = json.loads((v2 / "adapter_config.json").read_text())
+    assert adapter["base_model_name_or_path"] == app.store.versions.get("v0").path
+    assert adapter["r"] == 4 and not (v2 / "ref").exists()  # the frozen reference copy is not saved
+    # Its reference was v1 itself: before the first update the policy (v1's adapter) and the reference agree, so
+    # TRL's first logged rewards are zero; against the bare base (the adapter switched off) they would not be.
+    first = app.store.runs.get(run_id).metrics[0]
+    assert abs(first["rewards/chosen"]) < 1e-4 and abs(first["rewards/rejected"]) < 1e-4, first
 
     from generation.backends import load_backend
     from generation.config import SamplingConfig
 
-    with load_backend("hf", app.store.versions.get("v2").path, device="cpu") as backend:
+    with load_backend("hf", str(v2), device="cpu") as backend:
         out = backend.generate([[{"role": "user", "content": "What does json do?"}]], 2,
                                SamplingConfig(max_new_tokens=8))
     assert len(out[0]) == 2
+    assert weights_differ(v1.path, str(v2))
+
+
+def weights_differ(a: str, b: str) -> bool:
+    from safetensors.torch import load_file
+
+    left, right = load_file(f"{a}/adapter_model.safetensors"), load_file(f"{b}/adapter_model.safetensors")
+    return left.keys() == right.keys() and any((left[k] != right[k]).any() for k in left)
 
 
 @pytest.mark.slow

@@ -61,7 +61,7 @@ def run_round(store, models_dir: Path, run_id: int, extra_callbacks: tuple = ())
                             [to_example(r) for r in eval_rows], _initial_path(store), extra_callbacks)
 
             progress.phase("saving", version=name)
-            save_version(trained.model, trained.tokenizer, folder, parent.path, lora=cfg.lora)
+            save_version(trained.model, trained.tokenizer, folder, lora_base(cfg, parent.path)[0], lora=cfg.lora)
             del trained.model  # its last reference: free the weights before the probes load two models
             progress.check_not_cancelled()
 
@@ -141,7 +141,7 @@ def train(progress: RunProgress, cfg: RoundConfig, parent, train_examples: list[
     with tempfile.TemporaryDirectory(prefix="prefloop-dpo-") as out:
         trainer = DPOTrainer(model=policy, ref_model=ref_model, args=dpo_args(cfg, out, device),
                              train_dataset=to_dataset(train_examples), processing_class=tokenizer,
-                             peft_config=lora_config(cfg) if cfg.lora else None,
+                             peft_config=lora_config(cfg) if cfg.lora and not is_peft(policy) else None,
                              callbacks=[trainer_callback(progress), *extra_callbacks])
         progress.phase("training", max_steps=None)
         result = trainer.train()
@@ -163,16 +163,20 @@ def train(progress: RunProgress, cfg: RoundConfig, parent, train_examples: list[
 
 def load_models(cfg: RoundConfig, parent_path: str, initial_path: str | None, device: str):
     """(policy, tokenizer, reference model or None), in training_dtype (the policy 4-bit with load_in_4bit). None
-    leaves the reference to TRL: the policy with its adapter off (LoRA), or the policy's own log-probs taken before
-    training (precompute_ref_log_probs)."""
+    leaves the reference to TRL: the policy with its adapter off (a fresh LoRA), a frozen copy of the parent's
+    adapter (a LoRA round continuing it, see lora_base), or the policy's own
+    log-probs taken before training (precompute_ref_log_probs)."""
     from generation.hf_backend import load_model
 
     dtype = training_dtype(device, cfg.lora, cfg.weights_dtype)
+    base_path, continued = lora_base(cfg, parent_path)
     if cfg.load_in_4bit:
-        policy, tokenizer = load_4bit_policy(cfg, parent_path, device, dtype)
+        policy, tokenizer = load_4bit_policy(cfg, base_path, device, dtype)
     else:
-        loaded = load_model(parent_path, device, dtype)
+        loaded = load_model(base_path, device, dtype)
         policy, tokenizer = loaded.model, loaded.tokenizer
+    if continued:
+        policy = continue_adapter(policy, continued)
     tokenizer.padding_side = "right"
     ref_model = None
     if cfg.reference == "initial" and not cfg.lora and initial_path and initial_path != parent_path:
@@ -180,6 +184,27 @@ def load_models(cfg: RoundConfig, parent_path: str, initial_path: str | None, de
     elif not cfg.lora and not cfg.precompute_ref_log_probs:
         ref_model = load_model(parent_path, device, dtype).model  # TRL would reload it from name_or_path
     return policy, tokenizer, ref_model
+
+
+def lora_base(cfg: RoundConfig, parent_path: str) -> tuple[str, str | None]:
+    """(the full-weight model a LoRA round's adapter sits on, the parent adapter it continues or None). Every LoRA
+    version is one adapter on one fixed base, so vLLM keeps the base's weights and only swaps adapters: a round on
+    a LoRA parent trains that adapter further. A full round, or a LoRA round on a full parent, starts from the
+    parent itself. (Versions saved before this, an adapter on an adapter, are merged and built on as before.)"""
+    from generation.backend import adapter_base, is_adapter
+
+    if cfg.lora and is_adapter(parent_path) and not is_adapter(adapter_base(parent_path)):
+        return adapter_base(parent_path), parent_path
+    return parent_path, None
+
+
+def continue_adapter(base_model, adapter_path: str):
+    """The base with the parent's adapter, to train further. TRL's DPOTrainer, given a model with a pretrained
+    adapter, copies it as a frozen 'ref' adapter and takes that as the reference: the parent itself, not the bare
+    base."""
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(base_model, adapter_path, is_trainable=True)
 
 
 def training_dtype(device: str, lora: bool, weights: str = "float32") -> str:
@@ -306,6 +331,11 @@ def dpo_args(cfg: RoundConfig, output_dir: str, device: str):
     )
 
 
+def is_peft(model) -> bool:
+    """A PeftModel already (a LoRA round continuing its parent's adapter): TRL must not add another adapter."""
+    return hasattr(model, "peft_config")
+
+
 def lora_config(cfg: RoundConfig):
     from peft import LoraConfig
 
@@ -314,14 +344,16 @@ def lora_config(cfg: RoundConfig):
 
 
 # -- 3. save into the registry's temp folder ---------------------------------------------------------------------
-def save_version(model, tokenizer, folder: Path, parent_path: str, lora: bool) -> None:
-    """Full weights, or a LoRA adapter whose base_model_name_or_path is the parent version's folder (the hf
-    backend loads the parent, merging its own adapters, then this one)."""
+def save_version(model, tokenizer, folder: Path, base_path: str, lora: bool) -> None:
+    """Full weights, or a LoRA adapter (the trained one alone, not TRL's frozen 'ref') whose
+    base_model_name_or_path is `base_path`, the full-weight model it sits on (lora_base)."""
     folder.mkdir(parents=True)
     if lora:
         for config in model.peft_config.values():
-            config.base_model_name_or_path = parent_path
-    model.save_pretrained(str(folder))
+            config.base_model_name_or_path = base_path
+        model.save_pretrained(str(folder), selected_adapters=["default"])
+    else:
+        model.save_pretrained(str(folder))
     tokenizer.padding_side = "left"
     tokenizer.save_pretrained(str(folder))
 
