@@ -174,3 +174,21 @@ class AuditEvent(SQLModel, table=True):
     target_id: int | None = None
     reason: str | None = None
     detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+class DeviceClaim(SQLModel, table=True):
+    """One accelerator of one machine that a generator and a round share (training.handoff): the generator serving
+    on it (pid, heartbeat, what it says it does) and the round that wants it. `state`: 'wanted' (the round asks),
+    'granted' (the generator slept and said so), 'released' (the round ended, however it ended)."""
+    __table_args__ = (UniqueConstraint("host", "device"),)
+    id: int | None = Field(default=None, primary_key=True)
+    host: str = Field(max_length=255)
+    device: str = Field(max_length=32)  # 'cuda:0', or 'cpu' when training.handoff = always
+    generator_pid: int | None = None  # None: no generator registered here (it stopped)
+    generator_seen_at: datetime | None = None  # the generator's heartbeat
+    generator_note: str | None = None  # e.g. 'asleep since 12:00:03 UTC for round 4, serving v3'
+    run_id: int | None = Field(default=None, foreign_key="trainingrun.id")  # the round that wants it (last)
+    state: str = Field(default="released", max_length=16)  # wanted|granted|released
+    wanted_at: datetime | None = None
+    granted_at: datetime | None = None
+    released_at: datetime | None = None

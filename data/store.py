@@ -6,6 +6,7 @@ from contextlib import contextmanager
 
 from data.accounts import Accounts
 from data.db import locks_rows, make_engine, queue_connection, read_session, write_connection, write_session
+from data.devices import Devices
 from data.judge_runs import JudgeRuns
 from data.prompts import Prompts
 from data.runs import TrainingRuns
@@ -16,7 +17,7 @@ from data.versions import Versions
 
 class Store:
     """Owns the engine and its sessions; what is stored is reached by what it is about: store.prompts,
-    .versions, .accounts, .runs, .judge_runs and .stats (each method there runs one short session)."""
+    .versions, .accounts, .runs, .judge_runs, .devices and .stats (each method there runs one short session)."""
 
     def __init__(self, url: str):
         self.url = url
@@ -28,6 +29,7 @@ class Store:
         self.accounts = Accounts(self)
         self.runs = TrainingRuns(self)
         self.judge_runs = JudgeRuns(self)
+        self.devices = Devices(self)
         self.stats = Stats(self)
 
     def read(self):

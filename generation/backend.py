@@ -36,8 +36,13 @@ class ModelLoadError(RuntimeError):
 class Backend(ABC):
     """Samples n responses per chat prompt from the model version it currently serves."""
 
-    kind: str = ""  # 'hf' or 'vllm'; stored with every response's sampling params
+    kind: str = ""  # 'hf', 'vllm' or 'remote'; stored with every response's sampling params
     path: str  # the model folder (or Hub id) being served now
+
+    @property
+    def ready(self) -> bool:
+        """False after a load of `path` failed part-way: a caller that wants `path` must load it again."""
+        return True
 
     @abstractmethod
     def generate(self, prompts: list[list[dict]], n: int, params: SamplingConfig) -> list[list[Sample] | SkipReason]:

@@ -45,6 +45,7 @@ class HFBackend(Backend):
         self._lock = threading.Lock()
         self._loaded = load_model(path, self.device, dtype)
         self._batch_cap = 1 << 30  # lowered for good when memory runs out
+        self._asleep = False
 
     # -- the Backend interface ---------------------------------------------------------------------------------
     @property
@@ -56,6 +57,7 @@ class HFBackend(Backend):
         return self.current.context_length
 
     def load_version(self, path: str) -> None:
+        self._check_awake()
         loaded = load_model(path, self.device, self.dtype)  # fully loaded before anyone can see it
         with self._lock:
             old, self._loaded = self._loaded, loaded
@@ -68,6 +70,7 @@ class HFBackend(Backend):
         free_memory()
 
     def generate(self, prompts: list[list[dict]], n: int, params: SamplingConfig) -> list[list[Sample] | SkipReason]:
+        self._check_awake()
         loaded = self.current  # one version for the whole call, even if a swap lands meanwhile
         encoded = [encode_prompt(loaded.tokenizer, messages) for messages in prompts]
         results: list[list[Sample] | SkipReason | None] = [
@@ -81,6 +84,38 @@ class HFBackend(Backend):
         for i, samples in zip(todo, outputs, strict=True):
             results[i] = samples
         return results
+
+    # -- sleep: a round takes the device (training.handoff) -------------------------------------------------------
+    def sleep(self, level: int = 1) -> None:
+        """Stop serving until wake(). On a GPU the weights move to CPU memory, so the round gets the GPU's memory
+        (levels 1 and 2 alike: the weights are kept, as vLLM's level 1 does); on the CPU nothing moves."""
+        with self._lock:
+            if self._asleep or self._loaded is None:
+                return
+            self._asleep = True
+            model = self._loaded.model
+        if self.device.startswith("cuda"):
+            model.to("cpu")
+            free_memory()
+
+    def wake(self) -> None:
+        """Serve again: the weights go back to the device they were on."""
+        with self._lock:
+            if not self._asleep:
+                return
+            loaded = self._loaded
+        if loaded is not None and self.device.startswith("cuda"):
+            loaded.model.to(self.device)
+        with self._lock:
+            self._asleep = False
+
+    @property
+    def sleeping(self) -> bool:
+        return self._asleep
+
+    def _check_awake(self) -> None:
+        if self._asleep:
+            raise RuntimeError("the hf backend is asleep (a round has the device); call wake() first")
 
     @property
     def current(self) -> LoadedModel:

@@ -14,8 +14,9 @@ class ModelSettings(Section):
 
     base: str = Field("tiny", description="Base model (v0): a local folder, a Hugging Face Hub id, or 'tiny' for "
                                           "the offline tiny model that prefloop builds itself.")
-    backend: Literal["hf", "vllm"] = Field("hf", description="Generator backend: 'hf' (transformers, CPU or GPU) "
-                                                             "or 'vllm' (GPU only, install the vllm extra).")
+    backend: Literal["hf", "vllm", "remote"] = Field(
+        "hf", description="Generator backend: 'hf' (transformers, CPU or GPU), 'vllm' (GPU only, install the vllm "
+                          "extra) or 'remote' (a vLLM OpenAI-compatible server, see model.remote_url).")
     device: str = Field("auto", description="Device for the hf backend: 'auto', 'cpu' or 'cuda[:N]'.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="Weights dtype for generation; 'auto' is float32 on CPU and bfloat16 on GPU.")
@@ -25,6 +26,19 @@ class ModelSettings(Section):
                                                            "(tensor parallelism).")
     max_model_len: int = Field(0, ge=0, description="vLLM: longest prompt + response in tokens the engine "
                                                     "reserves memory for; 0 is the model's own context length.")
+    remote_url: str = Field("http://127.0.0.1:8000", description="remote: base URL of the vLLM OpenAI-compatible "
+                                                                 "server (`vllm serve`) or of the load balancer in "
+                                                                 "front of several.")
+    remote_model: str = Field("", description="remote: the served model name of the full-weight model (its "
+                                              "--served-model-name); '' is the first model /v1/models lists.")
+    remote_api_key_env: str = Field("PREFLOOP_REMOTE_API_KEY", description="remote: environment variable holding "
+                                                                           "the server's API key (sent as a Bearer "
+                                                                           "token; unset: none). Never the key itself.")
+    remote_timeout_s: float = Field(120.0, gt=0, description="remote: seconds before a request times out (then "
+                                                             "retried twice).")
+    remote_replicas: str = Field("", description="remote: comma-separated base URLs of every server behind "
+                                                 "remote_url when it is a load balancer: LoRA versions are loaded "
+                                                 "on each; '' is remote_url itself.")
 
 
 class GenerationSettings(Section):

@@ -51,13 +51,14 @@ class VLLMBackend(Backend):
     def __init__(self, path: str, dtype: str = "auto", gpu_memory_utilization: float = 0.45,
                  tensor_parallel_size: int = 1, max_model_len: int = 0, enable_lora: bool = False,
                  max_lora_rank: int = 64, seed: int = 0, probe_tolerance: float = DEFAULT_PROBE_TOLERANCE,
-                 verify: bool = True, **engine_kw):
+                 verify: bool = True, reference_device: str = "auto", **engine_kw):
         """`enable_lora`: serve LoRA adapter versions (on anyway when `path` is one); off, full-weight versions
-        run faster. `max_model_len` 0 keeps the model's own context length."""
+        run faster. `max_model_len` 0 keeps the model's own context length. `reference_device`: where
+        transformers computes the live-weights check's reference log-probs ('auto': CUDA when there is one)."""
         from vllm import LLM
 
         enable_lora = enable_lora or is_adapter(path)
-        base = adapter_base(path) if is_adapter(path) else path
+        base = full_weight_base(path) if is_adapter(path) else path
         if max_model_len > 0:
             engine_kw["max_model_len"] = max_model_len
         if enable_lora:
@@ -77,6 +78,7 @@ class VLLMBackend(Backend):
         self._broken: str | None = None  # set while the weights are not known to be right
         self.verify = verify
         self.probe_tolerance = probe_tolerance
+        self.reference_device = _resolve_device(reference_device)
         self.tokenizer = _load_tokenizer(base)
         self.path = base
         self._reference = self._check_live(base) if verify else None
@@ -108,21 +110,26 @@ class VLLMBackend(Backend):
                 results[i] = [_to_sample(c, eos) for c in out.outputs]
             return results
 
+    @property
+    def ready(self) -> bool:
+        return self._broken is None
+
     def load_version(self, path: str) -> None:
-        """Serve `path`: an adapter folder as a LoRARequest, a full model by reloading weights in place."""
+        """Serve `path`: an adapter folder as a LoRARequest, a full model by reloading weights in place. After a
+        failed load the engine refuses to generate until a load succeeds, and that load reloads the weights in
+        full: what the engine holds after a failure is not known."""
         with self._lock:
             if self._sleep_level:
                 raise RuntimeError("the vLLM engine is asleep; call wake() before loading a version")
-            if is_adapter(path):
-                self._serve_adapter(path)
-            else:
-                self._serve_full(path)
-            self.tokenizer = _load_tokenizer(path if _has_tokenizer(path) else self._weights_path)
-            self.path = path
-            if self.verify:
-                self._reference = self._check_live(path)
-            else:
-                self._broken = None
+            self._check_servable(path)  # refused before the engine is touched: it serves what it served
+            self._broken = f"{path} is being loaded"
+            try:
+                self._load(path)
+            except Exception as error:
+                self._weights_path = None
+                self._broken = f"loading {path} failed: {error}"
+                raise
+            self._broken = None
 
     def close(self) -> None:
         import torch
@@ -153,54 +160,90 @@ class VLLMBackend(Backend):
             if not self._sleep_level:
                 return
             level, self._sleep_level = self._sleep_level, 0
-            self._broken = "the engine is waking up"
-            if level == 2:
-                # Level 2 discarded the weights: wake their memory, load them again, then the KV cache.
-                self._llm.wake_up(tags=["weights"])
-                self._reload_weights(self._weights_path)
-                self._llm.wake_up(tags=["kv_cache"])
-            else:
-                self._llm.wake_up()
-            self._llm.reset_prefix_cache()
-            if self._reference is not None:
-                check_logprobs(self.live_logprobs(self.probe_ids()), self._reference, self.probe_tolerance,
-                               f"waking {self.path}")
+            before, self._broken = self._broken, "the engine is waking up"
+            try:
+                self._wake_engine(level)
+                if self._weights_path is None:  # unknown since a failed load: the next load_version reloads them
+                    self._broken = before
+                    return
+                if self._reference is not None:
+                    check_logprobs(self.live_logprobs(self.probe_ids()), self._reference, self.probe_tolerance,
+                                   f"waking {self.path}")
+            except Exception as error:
+                self._weights_path = None
+                self._broken = f"waking {self.path} failed: {error}"
+                raise
             self._broken = None
+
+    def _wake_engine(self, level: int) -> None:
+        if level == 1:
+            self._llm.wake_up()
+        else:
+            # Level 2 discarded the weights: wake their memory, load them again, then the KV cache.
+            self._llm.wake_up(tags=["weights"])
+            try:
+                if self._weights_path is not None:
+                    self._reload_weights(self._weights_path)
+            finally:
+                self._llm.wake_up(tags=["kv_cache"])
+        self._llm.reset_prefix_cache()
 
     @property
     def sleeping(self) -> bool:
         return bool(self._sleep_level)
 
     # -- weight changes ------------------------------------------------------------------------------------------
-    def _serve_adapter(self, path: str) -> None:
+    def _check_servable(self, path: str) -> None:
+        if not is_adapter(path):
+            return
         if not self._lora_enabled:
             raise ModelLoadError(
                 f"{path} is a LoRA adapter, but this vLLM engine was started without LoRA support (off while every "
                 f"version is full-weight, for speed). Restart the sampling worker (Stop, then Start generation under "
                 f"Console > Models and rounds, or restart `prefloop generate --watch`): it enables LoRA when a LoRA "
                 f"version exists or training.lora is true.")
+        full_weight_base(path)
+
+    def _load(self, path: str) -> None:
+        if is_adapter(path):
+            self._serve_adapter(path)
+        else:
+            self._serve_full(path)
+        self.tokenizer = _load_tokenizer(path if _has_tokenizer(path) else self._weights_path)
+        self.path = path
+        if self.verify:
+            self._reference = self._check_live(path)
+
+    def _serve_adapter(self, path: str) -> None:
         from vllm.lora.request import LoRARequest
 
         base = adapter_base(path)
-        if not same_model(base, self._weights_path):
+        if not self._holds(base):
             self._swap_full_weights(base)
         lora_id = next(self._lora_ids)
         self._lora = LoRARequest(lora_name=f"{Path(path).name}-{lora_id}", lora_int_id=lora_id, lora_path=path)
 
     def _serve_full(self, path: str) -> None:
         self._lora = None
-        if not same_model(path, self._weights_path):
+        if not self._holds(path):
             self._swap_full_weights(path)
+
+    def _holds(self, path: str) -> bool:
+        """Does the engine hold `path`'s full weights? Never after a failed load (_weights_path None)."""
+        return self._weights_path is not None and same_model(path, self._weights_path)
 
     def _swap_full_weights(self, path: str) -> None:
         """Sleep (level 1: the KV cache is freed) -> wake the weights only -> load the new weights into them ->
-        wake the KV cache -> drop prefix-cache blocks computed with the old weights."""
-        self._broken = f"the weights of {path} are being loaded"
+        wake the KV cache -> drop prefix-cache blocks computed with the old weights. A reload that fails may
+        have loaded part of the weights: they count as unknown, and the KV cache is woken all the same."""
+        self._weights_path = None
         self._llm.sleep(level=1)
         self._llm.wake_up(tags=["weights"])
-        self._reload_weights(path)
-        self._llm.wake_up(tags=["kv_cache"])
-        self._llm.reset_prefix_cache()
+        try:
+            self._reload_weights(path)
+        finally:
+            self._llm.wake_up(tags=["kv_cache"])
+            self._llm.reset_prefix_cache()
         self._weights_path = path
 
     def _reload_weights(self, path: str) -> None:
@@ -228,13 +271,8 @@ class VLLMBackend(Backend):
 
     def _check_live(self, path: str) -> list[list[float]]:
         probes = self.probe_ids()
-        expected = reference_logprobs(path, probes, device="cuda", dtype=self._dtype_name())
-        try:
-            check_logprobs(self.live_logprobs(probes), expected, self.probe_tolerance, f"loading {path}")
-        except WeightsNotLive as error:
-            self._broken = str(error)
-            raise
-        self._broken = None
+        expected = reference_logprobs(path, probes, device=self.reference_device, dtype=self._dtype_name())
+        check_logprobs(self.live_logprobs(probes), expected, self.probe_tolerance, f"loading {path}")
         return expected
 
     def _check_ready(self) -> None:
@@ -260,6 +298,26 @@ def check_logprobs(live: list[list[float]], expected: list[list[float]], toleran
             f"after {what}, the engine's log-probs differ from the saved model's (computed with transformers) by "
             f"{error:.4f} per token on average, more than the tolerance {tolerance}: the new weights are not live")
     return error
+
+
+def full_weight_base(path: str) -> str:
+    """The full-weight model the LoRA adapter at `path` sits on: vLLM serves an adapter only on full weights."""
+    base = adapter_base(path)
+    if is_adapter(base):
+        raise ModelLoadError(
+            f"LoRA adapter {path} sits on another adapter ({base}), as LoRA versions were saved before each became "
+            f"one adapter on one full-weight base. vLLM serves an adapter only on full weights: serve this version "
+            f"with the hf backend (model.backend = \"hf\"), or train the next version without LoRA "
+            f"(training.lora = false): vLLM serves that one, and LoRA versions built on it.")
+    return base
+
+
+def _resolve_device(device: str) -> str:
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _to_sample(completion, eos_ids: frozenset[int]) -> Sample:

@@ -71,12 +71,18 @@ def generate_once(store: Store, backend: Backend, cfg: SamplingConfig, limit: in
 
 def watch(store: Store, backend: Backend, cfg: SamplingConfig, stop_event: threading.Event,
           max_batches: int | None = None,
-          on_batch: Callable[[GenerationReport], None] | None = None) -> GenerationReport:
+          on_batch: Callable[[GenerationReport], None] | None = None,
+          pause: Callable[[Backend, threading.Event], bool] | None = None) -> GenerationReport:
     """Keep cfg.queue_target open comparisons queued until stop_event is set (or after max_batches batches).
 
-    The deployed version is re-read before every batch; a new one is loaded into the backend in place."""
+    The deployed version is re-read before every batch; a new one is loaded into the backend in place. `pause`, asked
+    before every batch, gives the device to a round that wants it (training.handoff.DeviceWatch.pause: it sleeps the
+    backend, waits for the round's end and wakes it) and says whether it did; the batch after it serves the version
+    deployed then."""
     report = GenerationReport()
     while not stop_event.is_set() and (max_batches is None or report.batches < max_batches):
+        if pause is not None and pause(backend, stop_event):
+            continue
         if not _watch_step(store, backend, cfg, report):
             stop_event.wait(cfg.watch_interval_s)
             continue
@@ -104,8 +110,9 @@ def _watch_step(store: Store, backend: Backend, cfg: SamplingConfig, report: Gen
 
 
 def ensure_serving(backend: Backend, version: ModelVersion) -> bool:
-    """Load `version` into the backend unless it serves it already; True when it swapped."""
-    if same_model(backend.path, version.path):
+    """Load `version` into the backend unless it serves it already (a load of it that failed is tried again);
+    True when it swapped."""
+    if same_model(backend.path, version.path) and backend.ready:
         return False
     log.info("loading model version %s from %s", version.name, version.path)
     backend.load_version(version.path)

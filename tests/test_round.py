@@ -388,6 +388,8 @@ def test_the_pairs_a_round_consumes_count_its_accumulated_batches(store):
     cfg = RoundConfig(min_pairs=1, eval_fraction=0, max_steps=2, batch_size=2, gradient_accumulation_steps=3)
     selection = select_pairs(store, cfg)
     assert len(selection.train_ids) == 12 and selection.deferred == 18
+    cfg = RoundConfig(min_pairs=1, eval_fraction=0, max_steps=2, batch_size=2, num_processes=2)  # a batch each
+    assert len(select_pairs(store, cfg).train_ids) == 8
 
 
 @pytest.mark.slow

@@ -1,11 +1,13 @@
 """The vLLM backend on a GPU with the real tiny model (skipped without vllm or CUDA); everywhere, the live-weights
-check's arithmetic and, against a stand-in for vllm's documented LLM API, how the engine is built."""
+check's arithmetic and, against a stand-in for vllm's documented LLM API on the tiny model (tests/vllm_standin.py),
+the backend's own logic: the engine's settings, the full-weight reload flow, the live-weights check refusing stale
+weights, LoRA versions and sleep mode."""
 
-import sys
-import types
-from dataclasses import dataclass
+import json
+import shutil
 
 import pytest
+from vllm_standin import Engines
 
 from generation.backend import ModelLoadError, SkipReason
 from generation.backends import load_backend
@@ -32,70 +34,99 @@ def test_the_live_weights_check_raises_when_the_engine_serves_other_weights():
         check_logprobs(stale, expected, 0.05, "loading v1")
 
 
-
-# -- how the engine is built, against a stand-in for vllm (CPU) ------------------------------------------------------
-@dataclass(frozen=True)
-class StandInLoRARequest:
-    lora_name: str
-    lora_int_id: int
-    lora_path: str
-
-
-class StandInEngines:
-    """A stand-in for the vllm package: vllm.LLM's documented constructor and weight calls, and LoRARequest. It
-    serves nothing; `built` holds the keyword arguments of each LLM made. With `refuse` set, making one fails
-    after it is noted, as vLLM does on a machine without a GPU."""
-
-    def __init__(self):
-        self.built: list[dict] = []
-        self.refuse = False
-
-    def module(self) -> types.ModuleType:
-        engines = self
-
-        class LLM:
-            def __init__(self, model: str, **settings):
-                engines.built.append({"model": model, **settings})
-                if engines.refuse:
-                    raise ValueError("the stand-in engine has no GPU")
-                config = types.SimpleNamespace(max_model_len=settings.get("max_model_len", 2048), dtype="float32")
-                self.llm_engine = types.SimpleNamespace(model_config=config)
-
-            def sleep(self, level: int = 1) -> None: ...
-
-            def wake_up(self, tags: list[str] | None = None) -> None: ...
-
-            def reset_prefix_cache(self) -> None: ...
-
-            def collective_rpc(self, method: str, kwargs: dict | None = None) -> None: ...
-
-        vllm = types.ModuleType("vllm")
-        vllm.LLM = LLM
-        return vllm
-
-
+# -- against a stand-in for vllm on a real CPU model (tests/vllm_standin.py) -----------------------------------------
 @pytest.fixture
-def engines(monkeypatch) -> StandInEngines:
-    stand_in = StandInEngines()
-    request = types.ModuleType("vllm.lora.request")
-    request.LoRARequest = StandInLoRARequest
-    monkeypatch.setitem(sys.modules, "vllm", stand_in.module())
-    monkeypatch.setitem(sys.modules, "vllm.lora", types.ModuleType("vllm.lora"))
-    monkeypatch.setitem(sys.modules, "vllm.lora.request", request)
-    return stand_in
+def engines(monkeypatch) -> Engines:
+    import torch
+
+    stand_in = Engines()
+    stand_in.install(monkeypatch)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the tiny model's small matrices: one thread is many times faster on a busy machine
+    yield stand_in
+    torch.set_num_threads(threads)
+
+
+def save_adapter(base_dir, folder, seed: int, init: bool = False):
+    """A real LoRA adapter on the model at base_dir (saved without a tokenizer: it uses its base's). Not `init`:
+    random LoRA weights, so the adapter changes the model's outputs."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    base = AutoModelForCausalLM.from_pretrained(base_dir)
+    config = LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=init)
+    get_peft_model(base, config).save_pretrained(folder)
+    return folder
 
 
 @pytest.fixture(scope="module")
 def adapter_dir(tiny_model_dir, tmp_path_factory):
-    """A real LoRA adapter folder on the tiny model (saved without a tokenizer: it uses its base's)."""
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
+    """A LoRA adapter on the tiny model, as peft initialises it (it does not change outputs yet)."""
+    return save_adapter(tiny_model_dir, tmp_path_factory.mktemp("adapter"), seed=0, init=True)
 
-    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
-    adapter = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
-    folder = tmp_path_factory.mktemp("adapter")
-    adapter.save_pretrained(folder)
+
+@pytest.fixture(scope="module")
+def lora_versions(tiny_model_dir, v1_dir, tmp_path_factory):
+    """LoRA versions as rounds now save them: two adapters on v0, one on the full-weight v1."""
+    folder = tmp_path_factory.mktemp("lora-versions")
+    return {"on v0": save_adapter(tiny_model_dir, folder / "a1", seed=1),
+            "again on v0": save_adapter(tiny_model_dir, folder / "a2", seed=2),
+            "on v1": save_adapter(v1_dir, folder / "b1", seed=3)}
+
+
+@pytest.fixture(scope="module")
+def chained_dir(lora_versions, tmp_path_factory):
+    """An adapter whose base is another adapter: how LoRA rounds on a LoRA parent saved versions before."""
+    folder = tmp_path_factory.mktemp("chained") / "a2-on-a1"
+    shutil.copytree(lora_versions["again on v0"], folder)
+    config = json.loads((folder / "adapter_config.json").read_text())
+    config["base_model_name_or_path"] = str(lora_versions["on v0"])
+    (folder / "adapter_config.json").write_text(json.dumps(config))
     return folder
+
+
+@pytest.fixture(scope="module")
+def broken_dir(v1_dir, tmp_path_factory):
+    """v1's files, but its weights hold one tensor the model has no place for (sorted after the layers): a reload
+    loads part of v1, then fails."""
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path_factory.mktemp("broken") / "v-broken"
+    shutil.copytree(v1_dir, folder)
+    tensors = load_file(folder / "model.safetensors")
+    tensors["model.layers.9.mlp.up_proj.weight"] = tensors["model.norm.weight"].clone()
+    save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
+    return folder
+
+
+def start(path, **kw):
+    """The vLLM backend on the stand-in, verifying every weight change (reference log-probs on the CPU)."""
+    return load_backend("vllm", str(path), dtype="float32", **kw)
+
+
+def engine_calls(engines: Engines) -> list[tuple]:
+    """The weight and memory calls on the engine, in order (generate left out)."""
+    return [call for call in engines.calls if call[0] != "generate"]
+
+
+def served(engines: Engines) -> list[tuple[str, object]]:
+    """(weights, LoRARequest) of each generate call, in order: the live checks' and the samples'."""
+    return [(weights, lora) for _, _, weights, lora in engines.named("generate")]
+
+
+def samples_of(path, **kw) -> list:
+    """What a fresh engine started on `path` samples for PROMPTS: what serving `path` must give."""
+    with start(path, verify=False, **kw) as fresh:
+        return fresh.generate(PROMPTS, 3, CFG)
+
+
+RELOAD = ("sleep", 1), ("wake_up", ["weights"]), ("collective_rpc", "reload_weights"), ("wake_up", ["kv_cache"])
+
+
+def reloads(engines: Engines) -> list[str]:
+    return [kwargs["weights_path"] for _, _, kwargs in engines.named("collective_rpc")]
 
 
 def test_a_full_weight_model_starts_the_engine_without_lora_and_with_the_engine_settings(engines, tiny_model_dir):
@@ -103,6 +134,7 @@ def test_a_full_weight_model_starts_the_engine_without_lora_and_with_the_engine_
                            tensor_parallel_size=2, max_model_len=512, verify=False)
     [built] = engines.built
     assert built["model"] == str(tiny_model_dir) and built["enable_lora"] is False
+    assert built["enable_sleep_mode"] is True
     assert "max_lora_rank" not in built  # a LoRA setting only where LoRA is on
     assert (built["tensor_parallel_size"], built["max_model_len"], built["gpu_memory_utilization"]) == (2, 512, 0.3)
     assert backend.context_length == 512
@@ -150,6 +182,163 @@ def test_the_sampling_worker_enables_lora_only_when_a_lora_version_exists_or_tra
     [built] = engines.built
     assert built["model"] == app.store.versions.get("v0").path and built["enable_lora"] is expected
     assert (built["tensor_parallel_size"], built["max_model_len"]) == (2, 1024)
+
+
+# -- the reload flow -------------------------------------------------------------------------------------------------
+def test_a_full_weight_version_is_reloaded_into_the_running_engine_and_sampled_from(
+        engines, tiny_model_dir, v1_dir):
+    backend = start(tiny_model_dir)
+    before = backend.generate(PROMPTS, 3, CFG)
+    engines.calls.clear()
+    backend.load_version(str(v1_dir))  # verified: the engine's log-probs are v1's
+    assert [call[:2] for call in engine_calls(engines)] == [*RELOAD, ("reset_prefix_cache",)]
+    assert engines.named("collective_rpc") == [
+        ("collective_rpc", "reload_weights", {"weights_path": str(v1_dir), "is_checkpoint_format": True})]
+    assert engines.last.weights == str(v1_dir) and backend.path == str(v1_dir)
+    after = backend.generate(PROMPTS, 3, CFG)
+    assert after != before and after == samples_of(v1_dir)
+    assert len(engines.built) == 2  # the first engine was never rebuilt; the second is samples_of's
+    backend.load_version(str(tiny_model_dir))
+    assert backend.generate(PROMPTS, 3, CFG) == before
+    backend.close()
+
+
+@pytest.mark.parametrize("then_load", ["the same version", "the version before"])
+def test_an_engine_that_keeps_serving_stale_weights_is_refused_until_a_load_succeeds(
+        engines, tiny_model_dir, v1_dir, then_load):
+    backend = start(tiny_model_dir)
+    engines.stale_reload = True  # reload_weights quietly keeps v0
+    with pytest.raises(WeightsNotLive, match=f"after loading {v1_dir}.*not live"):
+        backend.load_version(str(v1_dir))
+    with pytest.raises(RuntimeError, match="not serving verified weights.*not live"):
+        backend.generate(PROMPTS, 3, CFG)
+    engines.stale_reload = False
+    target = v1_dir if then_load == "the same version" else tiny_model_dir
+    engines.calls.clear()
+    backend.load_version(str(target))
+    assert reloads(engines) == [str(target)]  # what the engine held was unknown: reloaded in full
+    assert backend.generate(PROMPTS, 3, CFG) == samples_of(target)
+    backend.close()
+
+
+def test_the_sampling_worker_loads_a_version_again_after_its_load_failed(engines, tiny_model_dir, v1_dir):
+    from types import SimpleNamespace
+
+    from generation.worker import ensure_serving
+
+    backend = start(tiny_model_dir)
+    v1 = SimpleNamespace(name="v1", path=str(v1_dir))
+    engines.stale_reload = True
+    with pytest.raises(WeightsNotLive):
+        ensure_serving(backend, v1)
+    assert not backend.ready  # it names v1 but does not serve it: the next batch must not take it as loaded
+    engines.stale_reload = False
+    assert ensure_serving(backend, v1) and backend.ready
+    assert backend.generate(PROMPTS, 3, CFG) == samples_of(v1_dir)
+    assert not ensure_serving(backend, v1)
+    backend.close()
+
+
+def test_a_failed_reload_leaves_the_engine_refusing_until_a_load_reloads_it_in_full(
+        engines, tiny_model_dir, broken_dir):
+    backend = start(tiny_model_dir)
+    before = backend.generate(PROMPTS, 3, CFG)
+    engines.calls.clear()
+    with pytest.raises(ModelLoadError, match="could not load the weights of .*v-broken in place"):
+        backend.load_version(str(broken_dir))
+    assert engines.last.weights == f"part of {broken_dir}"
+    assert engine_calls(engines)[-2:] == [("wake_up", ["kv_cache"]), ("reset_prefix_cache",)]  # awake again
+    with pytest.raises(RuntimeError, match=f"not serving verified weights: loading {broken_dir} failed"):
+        backend.generate(PROMPTS, 3, CFG)
+    engines.calls.clear()
+    backend.load_version(str(tiny_model_dir))  # the version it served before: its weights are reloaded
+    assert reloads(engines) == [str(tiny_model_dir)]
+    assert backend.generate(PROMPTS, 3, CFG) == before
+    backend.close()
+
+
+# -- LoRA versions ---------------------------------------------------------------------------------------------------
+def test_lora_versions_on_one_base_swap_adapters_with_fresh_ids_and_keep_the_base_weights(
+        engines, tiny_model_dir, lora_versions):
+    backend = start(tiny_model_dir, enable_lora=True)
+    base = backend.generate(PROMPTS, 3, CFG)
+    a1, a2 = str(lora_versions["on v0"]), str(lora_versions["again on v0"])
+    engines.calls.clear()
+    samples = {}
+    for path in [a1, a2, a1]:
+        backend.load_version(path)  # verified against transformers + peft
+        samples.setdefault(path, []).append(backend.generate(PROMPTS, 3, CFG))
+    assert engine_calls(engines) == []  # no sleep, no reload: the base weights stay
+    requests = list(dict.fromkeys(lora for _, lora in served(engines)))
+    assert [(r.lora_int_id, r.lora_path) for r in requests] == [(1, a1), (2, a2), (3, a1)]  # vLLM caches by id
+    assert samples[a1][0] == samples[a1][1] and len({str(base), str(samples[a1][0]), str(samples[a2][0])}) == 3
+    backend.load_version(str(tiny_model_dir))  # back to the base: no adapter, still no reload
+    assert backend.generate(PROMPTS, 3, CFG) == base and engine_calls(engines) == []
+    backend.close()
+
+
+def test_an_adapter_on_another_full_weight_model_reloads_that_model_first(
+        engines, tiny_model_dir, v1_dir, lora_versions):
+    backend = start(tiny_model_dir, enable_lora=True)
+    engines.calls.clear()
+    backend.load_version(str(lora_versions["on v1"]))
+    assert reloads(engines) == [str(v1_dir)] and engines.last.weights == str(v1_dir)
+    assert served(engines)[-1][1].lora_path == str(lora_versions["on v1"])
+    backend.close()
+
+
+def test_an_adapter_on_another_adapter_is_refused_before_the_engine_is_touched(
+        engines, tiny_model_dir, chained_dir):
+    backend = start(tiny_model_dir, enable_lora=True)
+    before = backend.generate(PROMPTS, 3, CFG)
+    engines.calls.clear()
+    with pytest.raises(ModelLoadError, match=r"sits on another adapter.*hf backend.*training\.lora = false"):
+        backend.load_version(str(chained_dir))
+    assert engines.calls == [] and backend.path == str(tiny_model_dir)
+    assert backend.generate(PROMPTS, 3, CFG) == before  # still serving v0
+    backend.close()
+    with pytest.raises(ModelLoadError, match="sits on another adapter"):
+        start(chained_dir)
+    assert len(engines.built) == 1  # no engine was started on an adapter folder
+
+
+# -- sleep mode ------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("level", [1, 2])
+@pytest.mark.parametrize("version", ["full", "lora"])
+def test_sleep_refuses_work_and_wake_serves_the_same_version(
+        engines, tiny_model_dir, v1_dir, lora_versions, level, version):
+    backend = start(tiny_model_dir, enable_lora=True)
+    path = str(v1_dir if version == "full" else lora_versions["on v1"])
+    backend.load_version(path)  # the engine now holds v1's weights, not those it started with
+    before = backend.generate(PROMPTS, 3, CFG)
+    backend.sleep(level)
+    assert backend.sleeping
+    with pytest.raises(RuntimeError, match="asleep"):
+        backend.generate(PROMPTS, 3, CFG)
+    with pytest.raises(RuntimeError, match="asleep"):
+        backend.load_version(str(tiny_model_dir))
+    engines.calls.clear()
+    backend.wake()  # checks the probes again
+    assert not backend.sleeping and backend.path == path
+    assert reloads(engines) == ([str(v1_dir)] if level == 2 else [])  # level 2 threw the weights away
+    assert engines.last.weights == str(v1_dir)
+    assert backend.generate(PROMPTS, 3, CFG) == before
+    backend.close()
+
+
+def test_waking_on_stale_weights_is_refused_until_a_load_succeeds(engines, tiny_model_dir, v1_dir):
+    backend = start(tiny_model_dir)
+    backend.load_version(str(v1_dir))
+    backend.sleep(2)
+    engines.stale_reload = True  # the reload after level 2 brings back v0, the engine's first weights
+    with pytest.raises(WeightsNotLive, match=f"after waking {v1_dir}"):
+        backend.wake()
+    with pytest.raises(RuntimeError, match="not serving verified weights"):
+        backend.generate(PROMPTS, 3, CFG)
+    engines.stale_reload = False
+    backend.load_version(str(v1_dir))
+    assert backend.generate(PROMPTS, 3, CFG) == samples_of(v1_dir)
+    backend.close()
 
 
 @pytest.fixture(scope="module")

@@ -151,11 +151,11 @@ def tied_hint(store) -> str:
 
 def pairs_per_round(cfg: RoundConfig) -> int | None:
     """How many pairs a round's training consumes when training.max_steps fixes it (optimizer steps x batch size x
-    gradient accumulation steps: each step takes that many batches), else None: `epochs` counts passes over
-    whatever was selected."""
+    gradient accumulation steps x processes: each step takes that many batches on each process), else None:
+    `epochs` counts passes over whatever was selected."""
     if cfg.max_steps <= 0:
         return None
-    return cfg.max_steps * cfg.batch_size * cfg.gradient_accumulation_steps
+    return cfg.max_steps * cfg.batch_size * cfg.gradient_accumulation_steps * cfg.num_processes
 
 
 def rows_by_id(store, cfg: RoundConfig, ids: Sequence[int]) -> list[ResolvedRow]:

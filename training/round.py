@@ -5,14 +5,15 @@ what the row records along the way is training.progress, how a version is measur
 
 import gc
 import math
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from training import distributed
 from training.config import RoundConfig
 from training.evaluate import pair_logps, probe_summary, reward_metrics, run_probes, wilson_interval, win_rate_report
+from training.handoff import device_for_round
 from training.pairs import rows_by_id, to_dataset, to_example
 from training.progress import RoundCancelled, RunProgress, trainer_callback
 from training.registry import Staging, next_version_name
@@ -39,17 +40,21 @@ def run_round(store, models_dir: Path, run_id: int, extra_callbacks: tuple = ())
     run = store.runs.get(run_id)
     if run is None:
         raise LookupError(f"no training run {run_id}")
-    progress = RunProgress(store, run_id)
+    progress = distributed.round_progress(store, run_id)  # rank 0 alone writes the row
     try:
         cfg = RoundConfig.from_dict(run.config.get("round", {}))
     except ValueError as error:  # queued with a config this process refuses (bitsandbytes gone since, say)
         progress.start(before=time_before_start(run.config))
         return RoundResult(run_id, "failed", error=progress.failed(error))
-    if run.status == "cancelling":  # cancelled while it was queued
+    distributed.join(cfg)  # under `accelerate launch` (training.num_processes > 1): meet the other ranks
+    if distributed.from_main(run.status) == "cancelling":  # cancelled while it was queued
         progress.finish("cancelled")
         return RoundResult(run_id, "cancelled")
+    if distributed.needs_launch(cfg):  # several processes asked for: run it in them, wait, read the row back
+        return distributed.launch_round(store, models_dir, run_id, cfg)
     progress.start(before=time_before_start(run.config))
-    with progress.heartbeat(interval_s=min(10.0, cfg.stale_after_s / 4)), Staging(models_dir) as staging:
+    with (progress.heartbeat(interval_s=min(10.0, cfg.stale_after_s / 4)), distributed.staging(models_dir) as staging,
+          device_for_round(progress, cfg)):  # the generator on the round's GPU sleeps until the round ends
         try:
             progress.phase("reading pairs")
             parent, train_rows, eval_rows = select(store, cfg, run)
@@ -59,9 +64,12 @@ def run_round(store, models_dir: Path, run_id: int, extra_callbacks: tuple = ())
 
             trained = train(progress, cfg, parent, [to_example(r) for r in train_rows],
                             [to_example(r) for r in eval_rows], _initial_path(store), extra_callbacks)
+            if not distributed.is_main():  # this rank's part ends with training: rank 0 saves, evaluates, promotes
+                return RoundResult(run_id, "done")
 
             progress.phase("saving", version=name)
-            save_version(trained.model, trained.tokenizer, folder, lora_base(cfg, parent.path)[0], lora=cfg.lora)
+            save_version(trained.model, trained.tokenizer, folder, lora_base(cfg, parent.path)[0], lora=cfg.lora,
+                         state_dict=trained.state_dict)
             del trained.model  # its last reference: free the weights before the probes load two models
             progress.check_not_cancelled()
 
@@ -122,6 +130,7 @@ class Trained:
     tokenizer: Any
     summary: dict[str, Any]
     eval_report: dict[str, Any]
+    state_dict: dict[str, Any] | None = None  # the weights gathered from FSDP's shards (None: the model holds them)
 
 
 def train(progress: RunProgress, cfg: RoundConfig, parent, train_examples: list[dict], eval_examples: list[dict],
@@ -132,15 +141,16 @@ def train(progress: RunProgress, cfg: RoundConfig, parent, train_examples: list[
 
     from generation.hf_backend import resolve_device
 
-    device = resolve_device(cfg.device)
+    device = distributed.local_device(resolve_device(cfg.device))  # this rank's GPU under the launcher
     policy, tokenizer, ref_model = load_models(cfg, parent.path, initial_path, device)
     progress.phase("evaluating")
     before_policy, before_ref = logps_before(cfg, policy, ref_model, tokenizer, eval_examples)
     # TRL tokenizes the pairs and, with precompute_ref_log_probs, scores them all with the reference here
     progress.phase("reference log-probs" if cfg.precompute_ref_log_probs else "preparing pairs")
-    with tempfile.TemporaryDirectory(prefix="prefloop-dpo-") as out:
+    with distributed.shared_tempdir(prefix="prefloop-dpo-") as out:
         trainer = DPOTrainer(model=policy, ref_model=ref_model, args=dpo_args(cfg, out, device),
-                             train_dataset=to_dataset(train_examples), processing_class=tokenizer,
+                             train_dataset=distributed.shared_dataset(to_dataset(train_examples), out),
+                             processing_class=tokenizer,
                              peft_config=lora_config(cfg) if cfg.lora and not is_peft(policy) else None,
                              callbacks=[trainer_callback(progress), *extra_callbacks])
         progress.phase("training", max_steps=None)
@@ -154,11 +164,12 @@ def train(progress: RunProgress, cfg: RoundConfig, parent, train_examples: list[
     after_policy = pair_logps(model, tokenizer, eval_examples, cfg.max_length)
     eval_report = {"before": reward_metrics(before_policy, before_ref, cfg.beta),
                    "after": reward_metrics(after_policy, before_ref, cfg.beta)}
+    state_dict = distributed.full_state_dict(trainer)  # every rank, before any rank leaves
     del trainer, ref_model
     _free_memory(device)
     summary = {"steps": result.global_step, "train_loss": result.training_loss, "final_loss": losses[-1] if losses
                else None, "train_runtime_s": result.metrics.get("train_runtime")}
-    return Trained(model, tokenizer, summary, eval_report)
+    return Trained(model, tokenizer, summary, eval_report, state_dict)
 
 
 def load_models(cfg: RoundConfig, parent_path: str, initial_path: str | None, device: str):
@@ -344,16 +355,18 @@ def lora_config(cfg: RoundConfig):
 
 
 # -- 3. save into the registry's temp folder ---------------------------------------------------------------------
-def save_version(model, tokenizer, folder: Path, base_path: str, lora: bool) -> None:
+def save_version(model, tokenizer, folder: Path, base_path: str, lora: bool, state_dict=None) -> None:
     """Full weights, or a LoRA adapter (the trained one alone, not TRL's frozen 'ref') whose
-    base_model_name_or_path is `base_path`, the full-weight model it sits on (lora_base)."""
+    base_model_name_or_path is `base_path`, the full-weight model it sits on (lora_base). `state_dict`: the
+    weights to write when the model does not hold them whole (FSDP's shards, gathered)."""
     folder.mkdir(parents=True)
+    weights = {} if state_dict is None else {"state_dict": state_dict}
     if lora:
         for config in model.peft_config.values():
             config.base_model_name_or_path = base_path
-        model.save_pretrained(str(folder), selected_adapters=["default"])
+        model.save_pretrained(str(folder), selected_adapters=["default"], **weights)
     else:
-        model.save_pretrained(str(folder))
+        model.save_pretrained(str(folder), **weights)
     tokenizer.padding_side = "left"
     tokenizer.save_pretrained(str(folder))
 

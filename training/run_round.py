@@ -1,7 +1,8 @@
 """The round process: `python -m training.run_round --models-dir DIR --run-id N` runs queued TrainingRun N (see
 training.round) and exits 0 when it is done, 1 when it failed or was cancelled; `--worker` instead runs every round
-handed to it until it has been idle for --idle-s seconds (training.worker). The database URL comes in the
-environment (DATABASE_URL_ENV), never on the command line, where `ps` would show its password."""
+handed to it until it has been idle for --idle-s seconds (training.worker). A round of several processes
+(training.num_processes) runs this once per rank under `accelerate launch` (training.distributed). The database URL
+comes in the environment (DATABASE_URL_ENV), never on the command line, where `ps` would show its password."""
 
 import argparse
 import logging
@@ -37,9 +38,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_one(store, models_dir: Path, run_id: int) -> int:
+    from training import distributed
     from training.round import run_round
 
     result = run_round(store, models_dir, run_id)
+    if distributed.world_size() > 1:
+        # One rank of a launched round (training.num_processes): the row says how it ended, and the launcher reads
+        # it. A failed rank exits 1, so the launcher ends the others at once (they may wait for it in a collective).
+        return 1 if result.status == "failed" else 0
     print(f"training run {result.run_id}: {result.status}" + (f" -> {result.version}" if result.version else "")
           + (f" ({result.error})" if result.error else ""), flush=True)
     return 0 if result.status == "done" else 1

@@ -90,3 +90,22 @@ class TrainingSettings(Section):
     seed: int = Field(0, description="Seed for replay sampling and training.")
     win_rate_judge: bool = Field(False, description="Evaluate each round's win-rate against its parent with the "
                                                     "[judge] settings (both orders, ties count half).")
+    num_processes: int = Field(1, ge=1, description=(
+        "Processes a round trains in, one per GPU: above 1 the round runs under `accelerate launch` (data parallel: "
+        "each process holds the model and trains on its share of every batch, so a step takes num_processes x "
+        "batch_size pairs), and needs as many GPUs. Rank 0 alone writes the run, the version folder and the report. "
+        "On CPU the processes talk over gloo, which is for testing."))
+    fsdp: bool = Field(False, description=(
+        "With num_processes > 1 on GPUs: shard the weights, gradients and optimizer state across the processes "
+        "(FSDP), for a model whose training does not fit on one GPU (full fine-tuning with AdamW holds about 16 bytes "
+        "per parameter; each GPU then holds its share). Each process first loads the weights on its GPU, so they "
+        "must fit there. Ignored with one process, and on CPU (data parallel there)."))
+    handoff: Literal["auto", "always", "never"] = Field("auto", description=(
+        "Sharing the device with the generator (`serve --generate`, `generate --watch`) on the same machine: the "
+        "round asks for it through the database, the generator sleeps (vLLM sleep mode level 1: weights to CPU "
+        "memory, KV cache freed; the hf backend moves its weights to CPU memory) and wakes when the round ends, on "
+        "the version deployed then. 'auto' hands CUDA GPUs over; 'always' also the CPU (the generator pauses and "
+        "leaves the cores to the round); 'never' trains beside a generator that keeps its memory."))
+    handoff_wait_s: float = Field(120.0, ge=0, description=(
+        "How long a round waits for the generator on its device to sleep (it does between two batches). After "
+        "that the round trains beside it and says so in its report; 0 does not wait."))

@@ -38,42 +38,25 @@ def _round_refusals():
     return refusals(RoundBusy, NotEnoughPairs)
 
 
-def start_round(app: App, deploy: bool = False, inline: bool = False, generator=None) -> int:
+def start_round(app: App, deploy: bool = False, inline: bool = False) -> int:
     """Start a DPO round on the deployed version in a round process (the registry's warm round worker, see
     training.worker), or in this one with `inline` (returns when it ends); returns the training run id. Refuses
-    below training.min_pairs or while a round runs.
-
-    `generator`: a backend in this process sharing the device; it sleeps during the round (when it can), then
-    serves whatever is deployed after it (training.handoff). Implies `inline`."""
+    below training.min_pairs or while a round runs. A generator sampling on the round's GPU, in any process, sleeps
+    while the round trains (training.handoff)."""
     from training.scheduler import queue_round
     from training.scheduler import start_round as start
 
     cfg = round_config(app, deploy)
-    here = inline or generator is not None
     with _round_refusals():
-        if here:
+        if inline:
             run_id = queue_round(app.store, app.models_dir, cfg)
         else:
             run_id, _pid = start(app.store, app.workdir, cfg, app.database_url, models_dir=app.models_dir)
-    if here:
-        _run_here(app, run_id, generator)
-    return run_id
+    if inline:
+        from training.round import run_round
 
-
-def _run_here(app: App, run_id: int, generator) -> None:
-    """Run queued round `run_id` in this process, handing the device over from `generator` when there is one."""
-    from training.round import run_round
-
-    if generator is None:
         run_round(app.store, app.models_dir, run_id)
-        return
-    from training.handoff import train_with_handoff
-
-    def deployed_path():
-        version = app.store.versions.deployed()
-        return version.path if version else None
-
-    train_with_handoff(generator, lambda: run_round(app.store, app.models_dir, run_id), deployed_path)
+    return run_id
 
 
 def round_status(app: App, run_id: int) -> dict[str, Any]:

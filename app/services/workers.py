@@ -36,6 +36,13 @@ def open_generator(app: App):
         lora = app.settings.training.lora or any(v.kind == "lora" for v in app.store.versions.all())
         extra = {"gpu_memory_utilization": m.gpu_memory_utilization, "tensor_parallel_size": m.tensor_parallel_size,
                  "max_model_len": m.max_model_len, "enable_lora": lora}
+    elif m.backend == "remote":
+        import os
+
+        # The key comes from the environment only, never from prefloop.toml.
+        key = os.environ.get(m.remote_api_key_env) if m.remote_api_key_env else None
+        extra = {"url": m.remote_url, "model": m.remote_model, "api_key": key, "timeout_s": m.remote_timeout_s,
+                 "replicas": [u.strip() for u in m.remote_replicas.split(",") if u.strip()]}
     else:
         extra = {"device": m.device}
     with refusals(unavailable=(ModelLoadError,)):
@@ -55,14 +62,15 @@ def generate(app: App, limit: int | None = None, samples: int | None = None, pro
 
 
 def watch_generation(app: App, stop_event: threading.Event, samples: int | None = None,
-                     max_batches: int | None = None, on_batch=None):
-    """Keep the label queue topped up until `stop_event` is set, following deploys without a restart."""
+                     max_batches: int | None = None, on_batch=None, pause=None):
+    """Keep the label queue topped up until `stop_event` is set, following deploys without a restart; `pause`
+    (generation.worker.watch's) hands the device to a round between batches."""
     from generation.backend import ModelLoadError
     from generation.worker import watch
 
     with open_generator(app) as backend, refusals(unavailable=(ModelLoadError,)):
         return watch(app.store, backend, sampling_config(app, samples), stop_event, max_batches=max_batches,
-                     on_batch=on_batch)
+                     on_batch=on_batch, pause=pause)
 
 
 @dataclass(frozen=True)
@@ -105,7 +113,8 @@ class GenerationWorker:
     """The sampling loop (watch_generation) and, with training.auto_every > 0, the automatic-round loop in a thread
     beside it: a check (rounds.maybe_auto_round) after every generation batch, and every AUTO_ROUND_IDLE_S while no
     batch comes (the queue is full, or every prompt is sampled under the deployed version). A round runs as its own
-    process; when it deploys, the sampling loop swaps to the new version before its next batch.
+    process; when it deploys, the sampling loop swaps to the new version before its next batch. A round on the
+    sampler's device takes it (training.handoff): between two batches the sampler sleeps until the round ends.
 
     `run` samples in the calling thread until Ctrl-C; `start`/`stop` run it in a background thread. Callbacks (from
     the worker's threads): `on_batch(report)` after every batch, `on_round(run_id)` when it starts an automatic
@@ -137,6 +146,7 @@ class GenerationWorker:
         self.auto_rounds: list[int] = []  # training runs this worker started
         self.auto_error: str | None = None
         self.progress: SamplingProgress | None = None  # refreshed before sampling and after every batch
+        self.devices = None  # the sampling loop's training.handoff.DeviceWatch while it runs
 
     @property
     def running(self) -> bool:
@@ -148,7 +158,7 @@ class GenerationWorker:
         auto = self._start_auto(stop)
         self._refresh()
         try:
-            watch_generation(self.app, stop, samples=self.samples, on_batch=self._on_batch)
+            self._watch(stop)
         finally:
             self._end(stop)
             if auto is not None:
@@ -188,8 +198,11 @@ class GenerationWorker:
         if self.elsewhere:
             return self._elsewhere_note()
         self._refresh()
+        paused = self.devices.paused_note() if self.devices is not None else None
         if self.running and self._stop.is_set():
             state = "Generation is stopping after the current batch"
+        elif self.running and paused:
+            state = f"Generation is paused: {paused}; it samples again when the round ends"
         elif self.running:
             state = f"Generation is running: {self.progress.text() if self.progress else 'no version is deployed'}"
         else:
@@ -200,8 +213,9 @@ class GenerationWorker:
     def sampling_note(self) -> str:
         """For the annotator's progress: 'sampling k of N prompts from v0' while this worker is sampling (not
         while it waits for a full queue, is stopped or runs in another process), else ''."""
-        progress = self.progress
-        if not self.running or self._stop.is_set() or progress is None or not progress.sampling:
+        progress, devices = self.progress, self.devices
+        paused = devices is not None and devices.paused_note() is not None
+        if not self.running or self._stop.is_set() or paused or progress is None or not progress.sampling:
             return ""
         return progress.text()
 
@@ -236,12 +250,25 @@ class GenerationWorker:
     def _run(self, stop: threading.Event) -> None:
         try:
             self._refresh()  # the total is known before the model loads
-            watch_generation(self.app, stop, samples=self.samples, on_batch=self._on_batch)
+            self._watch(stop)
         except Exception as e:  # the worker reports, the server stays up
             log.exception("generation worker stopped")
             self.error = str(e) or type(e).__name__
         finally:
             self._end(stop)  # generation stopped or failed: so do automatic rounds
+
+    def _watch(self, stop: threading.Event) -> None:
+        """watch_generation, registered on the devices it samples on, so that a round on them can take them."""
+        from training.handoff import DeviceWatch, generator_devices
+
+        m, t = self.app.settings.model, self.app.settings.training
+        devices = generator_devices(m.backend, m.device, m.tensor_parallel_size, t.handoff)
+        with DeviceWatch(self.app.store, devices, t.stale_after_s) as watcher:
+            self.devices = watcher
+            try:
+                watch_generation(self.app, stop, samples=self.samples, on_batch=self._on_batch, pause=watcher.pause)
+            finally:
+                self.devices = None
 
     def _end(self, stop: threading.Event) -> None:
         stop.set()
