@@ -6,7 +6,7 @@ Precedence: defaults < `<workdir>/prefloop.toml` < `PREFLOOP_<SECTION>_<FIELD>` 
 import os
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -30,6 +30,22 @@ class LabellingSettings(Section):
         "Pick the response that is more helpful, honest and harmless. Use Tie when they are equally good, "
         "Both bad when neither is acceptable, Skip when you cannot judge.",
         description="Guidelines shown to annotators beside every comparison (Markdown).")
+    priority: Literal["fifo", "uncertainty", "judge_disagreement"] = Field(
+        "fifo", description="Which open comparisons are handed out first, after their operator-set priority: "
+                            "'fifo' the oldest; 'uncertainty' those whose implicit reward margin under the deployed "
+                            "policy is closest to 0 (the generation worker computes it); 'judge_disagreement' those "
+                            "where a judge flipped with the order of the responses or abstained.")
+    gold_rate: float = Field(0.1, ge=0, le=0.5, description="Share of handed-out comparisons that are gold questions "
+                                                             "(known answers), while an annotator has gold left "
+                                                             "to answer. 0 hands out none.")
+    gold_window: int = Field(20, ge=1, description="How many of an annotator's latest gold answers make their recent "
+                                                   "gold accuracy, which the hold-back threshold looks at.")
+    gold_min_answers: int = Field(5, ge=1, description="Gold answers an annotator gives before their accuracy can "
+                                                       "hold their labels back.")
+    gold_threshold: float = Field(0.6, ge=0, le=1, description="Recent gold accuracy below which an annotator's labels "
+                                                               "are held back from training and export (kept, not "
+                                                               "deleted, until an operator releases or discards "
+                                                               "them). 0 turns the hold off.")
 
 
 class ServerSettings(Section):

@@ -80,6 +80,15 @@ class Comparison(SQLModel, table=True):
     content_hash: str | None = Field(default=None, unique=True, max_length=64)
     discarded_at: datetime | None = None  # see Prompt.discarded_at
     discard_reason: str | None = None
+    # A gold question: its known answer (a|b|tie|both_bad). Handed to every annotator now and then (never filling
+    # an overlap) to measure them; people's labels on it never resolve it, train or count as agreement.
+    gold_choice: str | None = Field(default=None, max_length=16, index=True)
+    # The deployed policy's implicit reward margin, beta * [log pi/pi_ref(A) - log pi/pi_ref(B)], and the version
+    # it was computed under (labelling.priority = uncertainty hands out those closest to 0 first).
+    margin: float | None = None
+    margin_version_id: int | None = None  # a ModelVersion id (no foreign key: added to SQLite without a rebuild)
+    # Judge verdicts on it that flipped with the order or abstained (labelling.priority = judge_disagreement).
+    judge_split: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     created_at: datetime = Field(default_factory=utcnow)
 
 
@@ -97,20 +106,23 @@ class Label(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     comparison_id: int = Field(foreign_key="comparison.id", index=True)
     annotator: str = Field(max_length=128, index=True)  # a user name, 'judge:<name>' or 'import'
-    source: str = Field(default="human", max_length=16)  # human|judge|import
+    # human|judge|import|adjudication ('adjudication:<name>': a reviewer's decision, which resolves the pair)
+    source: str = Field(default="human", max_length=16)
     choice: str = Field(max_length=16)  # a|b|tie|both_bad|skip
     shown_order: str = Field(default="ab", max_length=2)
     rationale: str | None = None
     time_spent_s: float | None = None
     discarded_at: datetime | None = None  # a discarded label counts for nothing: not resolved, trained or exported
     discard_reason: str | None = None
+    # An operator released it from the gold-accuracy hold: it counts although its annotator is held back.
+    released_at: datetime | None = None
     created_at: datetime = Field(default_factory=utcnow, index=True)
 
 
 class User(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(unique=True, index=True, max_length=128)
-    role: str = Field(default="annotator", max_length=16)  # annotator|operator
+    role: str = Field(default="annotator", max_length=16)  # annotator|reviewer|operator
     password_hash: str
     created_at: datetime = Field(default_factory=utcnow)
     disabled_at: datetime | None = None  # set by an operator: no login, no API token; their labels stay

@@ -105,6 +105,15 @@ class Session:
         self.page.wait_for_function("([sel, text]) => (document.querySelector(sel)?.innerText || '').includes(text)",
                                     arg=[selector, text], timeout=timeout)
 
+    def settled_text(self, selector: str, text: str, timeout: int = 20_000) -> str:
+        """The text of `selector` once it shows `text` and Gradio's progress overlay on it has gone."""
+        self.page.wait_for_function(
+            "([sel, text]) => { const e = document.querySelector(sel);"
+            " return !!e && (e.innerText || '').includes(text)"
+            " && !e.querySelector('.progress-text, .meta-text, .meta-text-center, .eta-bar'); }",
+            arg=[selector, text], timeout=timeout)
+        return self.page.inner_text(selector)
+
     def close(self):
         self.context.close()
 

@@ -101,8 +101,7 @@ def pick(page, name: str) -> None:
 
 
 def outcome(s, text: str) -> str:
-    s.wait_text("#pf-account-result", text)
-    return s.page.inner_text("#pf-account-result")
+    return s.settled_text("#pf-account-result", text)
 
 
 def secret(page) -> str:
