@@ -12,12 +12,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
-from app.services import accounts, console, curation, labelling, transfer
+from app.services import accounts, adjudication, console, curation, labelling, transfer
 from app.services.errors import BadInput, Conflict, Forbidden, NotFound, ServiceError, TooManyTries, Unavailable
 from app.services.throttle import LoginThrottle
 from app.services.workdir import App
@@ -47,6 +47,12 @@ class LabelIn(BaseModel):
 class UndoIn(BaseModel):
     label_id: int | None = Field(None, ge=1, le=DB_ID_MAX,
                                  description="Undo only if this is your last label (guards against a stale view).")
+
+
+class DecisionIn(BaseModel):
+    choice: Literal["a", "b", "tie", "both_bad"] = Field(description="The decision about responses A/B.")
+    rationale: str | None = Field(None, max_length=TEXT_MAX)
+    make_gold: bool = Field(False, description="Also make the comparison a gold question with this answer.")
 
 
 class CurateIn(BaseModel):
@@ -154,6 +160,15 @@ def operator(user: AnyUser) -> User:
 Operator = Annotated[User, Depends(operator)]
 
 
+def reviewer(user: AnyUser) -> User:
+    if user.role not in accounts.ADJUDICATORS:
+        raise HTTPException(403, "reviewers and operators only")
+    return user
+
+
+Reviewer = Annotated[User, Depends(reviewer)]
+
+
 def client_address(request: Request) -> str | None:
     """The client's address (uvicorn takes it from X-Forwarded-For when a proxy on this machine sends one)."""
     return request.client.host if request.client else None
@@ -231,6 +246,30 @@ async def undo(api: State, user: AnyUser, body: UndoIn | None = None) -> dict[st
     """Undo your own last label while no training round has taken it: 404 when you have none, 409 when it
     cannot be undone, 403 for someone else's label. GET /next then gives that comparison back."""
     return await api.on_db(labelling.undo_last_label, api.app, user.name, body.label_id if body else None)
+
+
+@router.get("/adjudication")
+def adjudication_queue(api: State, user: Reviewer,
+                       limit: Annotated[int, Query(ge=1, le=adjudication.LIST_MAX)] = 50) -> dict[str, Any]:
+    """Reviewers and operators: the adjudication queue, newest disagreement first: counts (in all and per reason)
+    and the first `limit` comparisons, each with why it is there."""
+    return adjudication.queue(api.app, limit)
+
+
+@router.get("/adjudication/{comparison_id}")
+def adjudication_item(comparison_id: Annotated[int, Path(ge=1, le=DB_ID_MAX)], api: State,
+                      user: Reviewer) -> dict[str, Any]:
+    """Reviewers and operators: one comparison in full: prompt, responses, every label with its rationale, the
+    judges' choices, why it is in the queue and the decision so far."""
+    return adjudication.item(api.app, comparison_id)
+
+
+@router.post("/adjudication/{comparison_id}")
+def adjudication_decide(comparison_id: Annotated[int, Path(ge=1, le=DB_ID_MAX)], body: DecisionIn, api: State,
+                        user: Reviewer) -> dict[str, Any]:
+    """Reviewers and operators: decide a comparison; the decision resolves it (deciding again replaces it), and
+    with make_gold it becomes a gold question with that answer. 409 for a retired, discarded or gold comparison."""
+    return adjudication.decide(api.app, user.name, comparison_id, body.choice, body.rationale, body.make_gold)
 
 
 @router.post("/discard")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from app.services import accounts, console, curation, judging, transfer, workdir, workers
+from app.services import accounts, adjudication, console, curation, judging, quality, transfer, workdir, workers
 from app.services import rounds as training_rounds
 from app.services import versions as model_versions
 from app.services.errors import MalformedRecord, ServiceError
@@ -123,7 +123,7 @@ def import_cmd(obj: Context, file: Path, fmt, prompt_field, skip_invalid, report
                                    "reports the invalid ones.") from None
     click.echo(f"{file}: format {r.format}; prompts +{r.prompts_added} ({r.prompts_duplicate} duplicate), "
                f"comparisons +{r.comparisons_added} ({r.comparisons_duplicate} duplicate), "
-               f"labels +{r.labels_added}")
+               f"labels +{r.labels_added}" + (f", gold questions +{r.gold_added}" if r.gold_added else ""))
     if r.invalid:
         click.echo(f"{len(r.invalid)} invalid record(s) skipped; report: {r.report_path}", err=True)
     app.close()
@@ -175,10 +175,40 @@ def stats(obj: Context, as_json: bool):
         click.echo(json.dumps(data, indent=2, ensure_ascii=False))
         return
     for key, value in data.items():
+        if key == "people":
+            click.echo("\n".join(_people_lines(value)))
+            continue
         click.echo(f"{key}: {_plain(value)}")
         for name, nested in (value.items() if isinstance(value, dict) else ()):
             if isinstance(nested, dict):  # e.g. one judge's agreement numbers: a line each
                 click.echo(f"  {name}: {_plain(nested)}")
+
+
+def _people_lines(people: dict) -> list[str]:
+    """Agreement between people: alpha overall and per round, then per annotator their majority agreement, pooled
+    kappa, alpha without them and gold record, and their kappa with each person they overlap with."""
+    lines = [f"people: alpha {_shown(people['alpha'])} over {people['units']} comparison(s) labelled by 2+ people "
+             f"({people['values']} labels)"]
+    lines += [f"  round {r}: alpha {_shown(a['alpha'])} over {a['units']} comparison(s)"
+              for r, a in people["by_round"].items()]
+    for name, mine in people["annotators"].items():
+        parts = []
+        if "majority_compared" in mine:
+            parts.append(f"majority agreement {_shown(mine['majority_agreement'])} of {mine['majority_compared']}, "
+                         f"kappa {_shown(mine['kappa'])} over {mine['pairs']} pair(s), "
+                         f"alpha without them {_shown(mine['alpha_without'])}")
+        if gold := mine.get("gold"):
+            parts.append(f"gold {_shown(gold['accuracy'])} of {gold['answered']} (recent "
+                         f"{_shown(gold['recent_accuracy'])} of {gold['recent_answered']})"
+                         + (f", HELD BACK: {gold['held_labels']} label(s) held" if gold["held"] else ""))
+        lines.append(f"  {name}: {'; '.join(parts)}")
+        lines += [f"    kappa with {other}: {_shown(k['kappa'])} over {k['compared']} (agreement "
+                  f"{_shown(k['agreement'])})" for other, k in mine.get("kappas", {}).items()]
+    return lines
+
+
+def _shown(value) -> str:
+    return "n/a" if value is None else _plain(value)
 
 
 def _plain(value) -> str:
@@ -374,13 +404,14 @@ def _serve(app, host, port, with_worker, extra: str = "") -> None:
 
 @cli.group()
 def users():
-    """Manage accounts: annotators label, operators also run the console (import, export, rounds, deploys)."""
+    """Manage accounts: annotators label, reviewers also adjudicate, operators also run the console (import,
+    export, rounds, deploys) and adjudicate."""
 
 
 @users.command("add")
 @click.argument("name")
-@click.option("--role", type=click.Choice(["annotator", "operator"]), default="annotator", show_default=True,
-              help="What the account may do.")
+@click.option("--role", type=click.Choice(accounts.ROLES), default="annotator", show_default=True,
+              help="What the account may do: label; also adjudicate (reviewer); also run the console (operator).")
 @click.option("--password-stdin", is_flag=True, help="Read the password from standard input instead of "
                                                      "generating one (a generated one is printed once).")
 @click.pass_obj
@@ -438,12 +469,12 @@ def users_reset_password(obj: Context, name: str, password_stdin: bool):
 
 @users.command("role")
 @click.argument("name")
-@click.argument("role", type=click.Choice(["annotator", "operator"]))
+@click.argument("role", type=click.Choice(accounts.ROLES))
 @click.pass_obj
 def users_role(obj: Context, name: str, role: str):
-    """Make account NAME an annotator or an operator (the last enabled operator stays one). Audited."""
+    """Make account NAME an annotator, a reviewer or an operator (the last enabled operator stays one). Audited."""
     obj.call(accounts.set_role, name, role, _cli_actor())
-    click.echo(f"{name} is now an {role}")
+    click.echo(f"{name} is now {accounts.with_article(role)}")
 
 
 @users.command("disable")
@@ -536,6 +567,112 @@ def audit(obj: Context, limit: int):
     for e in events:
         target = e["target"] + (f" {e['id']}" if e["id"] is not None else "")
         click.echo(f"{e['when']}  {e['actor']}  {e['action']}  {target}" + (f"  {e['reason']}" if e["reason"] else ""))
+
+
+# -- adjudication ---------------------------------------------------------------------------------------------------
+@cli.command("adjudication")
+@click.option("--limit", type=click.IntRange(1, adjudication.LIST_MAX), default=50, show_default=True,
+              help="How many comparisons to list.")
+@click.pass_obj
+def adjudication_cmd(obj: Context, limit: int):
+    """The adjudication queue, newest disagreement first: how many comparisons wait and why (people disagree, or a
+    judge contradicts their majority), then one line each: id, why, people's A/B/tie/both-bad counts, prompt."""
+    listed = obj.call(adjudication.queue, limit)
+    click.echo(listed["message"])
+    for e in listed["items"]:
+        counts = "/".join(str(e["counts"][c]) for c in adjudication.CHOICES)
+        click.echo(f"{e['comparison_id']}  {e['why']}  a/b/tie/both_bad {counts}  {e['prompt']}")
+
+
+@cli.command("adjudicate")
+@click.argument("comparison_id", metavar="ID", type=click.IntRange(min=1))
+@click.argument("choice", type=click.Choice(adjudication.CHOICES))
+@click.option("--rationale", help="Why (kept with the decision).")
+@click.option("--gold", "make_gold", is_flag=True, help="Also make the comparison a gold question with this answer.")
+@click.pass_obj
+def adjudicate_cmd(obj: Context, comparison_id: int, choice: str, rationale: str | None, make_gold: bool):
+    """Decide comparison ID (`prefloop show comparison ID` shows its labels): the decision resolves it and is
+    exported as its adjudicated label; deciding again replaces it. Audited."""
+    click.echo(obj.call(adjudication.decide, _cli_actor(), comparison_id, choice, rationale, make_gold)["message"])
+
+
+# -- gold questions and held labels ---------------------------------------------------------------------------------
+@cli.group()
+def gold():
+    """Gold questions: comparisons with a known answer, handed to annotators now and then to measure them
+    (labelling.gold_rate). A gold question resolves from its answer alone; people's labels on it never train."""
+
+
+@gold.command("mark")
+@click.argument("comparison_id", metavar="ID", type=click.IntRange(min=1))
+@click.argument("choice", type=click.Choice(quality.CHOICES))
+@click.option("--reason", help="Why (kept in the audit trail).")
+@click.pass_obj
+def gold_mark(obj: Context, comparison_id: int, choice: str, reason: str | None):
+    """Make comparison ID a gold question whose known answer is CHOICE (or change its answer). Audited."""
+    click.echo(obj.call(quality.mark_gold, comparison_id, choice, _cli_actor(), reason)["message"])
+
+
+@gold.command("unmark")
+@click.argument("comparison_id", metavar="ID", type=click.IntRange(min=1))
+@click.option("--reason", help="Why (kept in the audit trail).")
+@click.pass_obj
+def gold_unmark(obj: Context, comparison_id: int, reason: str | None):
+    """Make gold question ID an ordinary comparison again: its labels resolve it. Audited."""
+    click.echo(obj.call(quality.unmark_gold, comparison_id, _cli_actor(), reason)["message"])
+
+
+@gold.command("list")
+@click.pass_obj
+def gold_list(obj: Context):
+    """Every gold question: id, known answer, status, and how many people answered it (and how many rightly)."""
+    rows = obj.call(quality.gold_questions)
+    if not rows:
+        click.echo("no gold questions yet (prefloop gold mark ID CHOICE, or a 'gold' field on import)")
+    for r in rows:
+        click.echo(f"{r['id']}  {r['gold']}  {r['status']}{' (discarded)' if r['discarded'] else ''}  "
+                   f"{r['correct']}/{r['answered']} right")
+
+
+@cli.group(invoke_without_command=True)
+@click.pass_context
+def holds(ctx):
+    """Annotators whose recent gold accuracy is below labelling.gold_threshold (over their latest
+    labelling.gold_window gold answers, from labelling.gold_min_answers on): their labels are held back from
+    training and export, kept until you release or discard them. Alone, lists every annotator's gold accuracy."""
+    if ctx.invoked_subcommand is not None:
+        return
+    scores = ctx.obj.call(quality.gold_scores)
+    if not scores:
+        click.echo("nobody has answered a gold question yet")
+    for name, g in sorted(scores.items()):
+        state = f"HELD ({g.held_labels} label(s) held)" if g.held else "ok"
+        click.echo(f"{name}  gold {g.correct}/{g.answered} ({_percent(g.accuracy)}), recent "
+                   f"{_percent(g.recent_accuracy)} of {g.recent_answered}  {state}")
+
+
+def _percent(share: float | None) -> str:
+    return "-" if share is None else f"{share:.0%}"
+
+
+@holds.command("release")
+@click.argument("name")
+@click.option("--reason", help="Why (kept in the audit trail).")
+@click.pass_obj
+def holds_release(obj: Context, name: str, reason: str | None):
+    """Let NAME's held labels train and export. Labels they give later are held again while their accuracy stays
+    low. Audited."""
+    click.echo(obj.call(quality.release_held, name, _cli_actor(), reason)["message"])
+
+
+@holds.command("discard")
+@click.argument("name")
+@click.option("--reason", required=True, help="Why (kept in the audit trail).")
+@click.pass_obj
+def holds_discard(obj: Context, name: str, reason: str):
+    """Discard NAME's held labels (kept, counting for nothing, as `prefloop discard label` does): the comparisons
+    they filled reopen for others to label. Audited."""
+    click.echo(obj.call(quality.discard_held, name, _cli_actor(), reason)["message"])
 
 
 # -- training rounds ------------------------------------------------------------------------------------------------

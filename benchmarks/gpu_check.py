@@ -330,7 +330,7 @@ def policy_bytes(params: int, device: str) -> int:
     """The policy's own weights as the full round holds them: its parameters in the dtype it loads them in."""
     import torch
 
-    from training.round import training_dtype
+    from training.loading import training_dtype
 
     dtype = training_dtype(device, False, "bfloat16")
     return params * torch.empty((), dtype=getattr(torch, dtype)).element_size()

@@ -122,7 +122,7 @@ def _describe_comparison(s: Session, c: Comparison) -> dict[str, Any]:
     prompt = s.get(Prompt, c.prompt_id)
     labels = s.exec(select(Label).where(Label.comparison_id == c.id).order_by(Label.id)).all()
     return {"kind": "comparison", "id": c.id, "status": c.status, "source": c.source, "origin": c.origin,
-            "discarded": c.discard_reason if c.discarded_at else None, "prompt_id": prompt.id,
+            "discarded": c.discard_reason if c.discarded_at else None, "gold": c.gold_choice, "prompt_id": prompt.id,
             "prompt_discarded": prompt.discard_reason if prompt.discarded_at else None,
             "messages": prompt.messages, "response_a": s.get(Response, c.response_a_id).text,
             "response_b": s.get(Response, c.response_b_id).text, "labels": [_label_row(x) for x in labels]}

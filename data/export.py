@@ -19,6 +19,7 @@ from typing import IO, NamedTuple
 from sqlalchemy.pool import SingletonThreadPool
 
 from data.pairs import DEFAULT_BATCH, PAIR_OUTCOMES, ResolvedRow, count_resolved, iter_resolved_batches
+from data.rules import ADJUDICATION
 
 _OPEN = '[{"role": "assistant", "content": '
 
@@ -296,8 +297,11 @@ def _json_line(value) -> str:
 def _metadata(r: ResolvedRow) -> dict:
     versions = ({"chosen": r.chosen_version, "rejected": r.rejected_version} if r.is_pair
                 else {"response_a": r.chosen_version, "response_b": r.rejected_version})
-    return {"comparison_id": r.comparison_id, "source": r.source, "annotators": r.annotators,
+    meta = {"comparison_id": r.comparison_id, "source": r.source, "annotators": r.annotators,
             "agreement": r.agreement, "labels": r.labels, "model_versions": versions, "round": r.round}
+    if r.source == ADJUDICATION:  # a reviewer decided it: who (annotator 'adjudication:<reviewer>')
+        meta["adjudicated_by"] = [a.partition(":")[2] or a for a in r.annotators or ()]
+    return meta
 
 
 # -- writing ---------------------------------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """Import file formats: read and validate prompt, response and preference files into plain records (no database).
 
 `parse_file` validates a whole file before anything is stored; `sniff_format` guesses a file's format. A file may
-also be a Hugging Face datasets folder (`save_to_disk`): its rows are read like JSONL records, numbered from 0."""
+also be a Hugging Face datasets folder (`save_to_disk`): its rows are read like JSONL records, numbered from 0.
+A responses or preference record may carry an optional `gold` field: it imports as a gold question (known answer)."""
 
 import os
 import re
@@ -20,6 +21,7 @@ from data.readers import (
     kind,
     load_dataset_folder,
 )
+from data.rules import COUNTED_CHOICES
 
 FORMATS = ("prompts-jsonl", "prompts-csv", "responses-jsonl", "trl", "openai", "hh-rlhf", "llamafactory")
 PROMPT_FIELD_FORMATS = ("prompts-jsonl", "prompts-csv", "responses-jsonl")
@@ -39,21 +41,25 @@ class PromptRecord:
 
 @dataclass
 class ResponsesRecord:
-    """A prompt with responses to label ("bring your own"); `responses` holds the distinct texts in file order."""
+    """A prompt with responses to label ("bring your own"); `responses` holds the distinct texts in file order.
+    `gold`: the known answer (a|b|tie|both_bad, A and B the two responses in order) of a gold question."""
     messages: list[dict[str, str]]
     responses: list[str]
     line: int
+    gold: str | None = None
 
 
 @dataclass
 class PreferenceRecord:
-    """A labelled pair; `tools`/`parallel_tool_calls` come with the prompt in OpenAI data (None elsewhere)."""
+    """A labelled pair; `tools`/`parallel_tool_calls` come with the prompt in OpenAI data (None elsewhere).
+    `gold`: the pair is a gold question whose known answer is the chosen response."""
     messages: list[dict[str, str]]
     chosen: str
     rejected: str
     line: int
     tools: list[dict[str, Any]] | None = None
     parallel_tool_calls: bool | None = None
+    gold: bool = False
 
 
 Record = PromptRecord | ResponsesRecord | PreferenceRecord
@@ -112,7 +118,7 @@ def _records(path: Path, fmt: str, prompt_field: str | None, max_bytes: int) -> 
         try:
             if problem:
                 raise _Bad(None, problem)
-            yield convert(obj, line, prompt_field)
+            yield _with_gold(convert(obj, line, prompt_field), obj)
         except _Bad as bad:
             yield InvalidRecord(str(path), line, bad.field, bad.message, index, unit)
 
@@ -325,6 +331,28 @@ def _llamafactory_turn(turn: Any, field: str, roles: dict[str, str]) -> dict[str
     if not isinstance(value, str):
         raise _Bad(f"{field}.value", _type_message(value, "a string"))
     return {"role": roles[turn["from"]], "content": value}
+
+
+def _with_gold(record: Record, obj: dict) -> Record:
+    """The optional `gold` field of a responses record ("a"|"b"|"tie"|"both_bad", with exactly two responses) or
+    of a preference pair (true: the chosen response is the known answer). Prompt records ignore it: a prompt
+    dataset's own "gold" column is no gold question."""
+    value = obj.get("gold") if not isinstance(record, PromptRecord) else None
+    if value is None:
+        return record
+    if isinstance(record, ResponsesRecord):
+        if value not in COUNTED_CHOICES:
+            raise _Bad("gold", f"must be one of {', '.join(map(repr, COUNTED_CHOICES))} (the known answer; A and B "
+                               f"are the two responses in order), not "
+                               + (repr(value[:40]) if isinstance(value, str) else kind(value)))
+        if len(record.responses) != 2:
+            raise _Bad("gold", f"needs exactly 2 distinct responses (A and B), got {len(record.responses)}")
+        record.gold = value
+    elif not isinstance(value, bool):
+        raise _Bad("gold", f"must be true (the chosen response is the known answer) or false, not {kind(value)}")
+    else:
+        record.gold = value
+    return record
 
 
 _CONVERTERS = {

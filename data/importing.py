@@ -37,6 +37,7 @@ class ImportResult:
     comparisons_added: int = 0
     comparisons_duplicate: int = 0
     labels_added: int = 0
+    gold_added: int = 0  # of the comparisons added, gold questions (the records' `gold` field)
     invalid: list[InvalidRecord] = field(default_factory=list)
     report_path: Path | None = None
 
@@ -50,6 +51,7 @@ class _Pair:
     content_hash: str
     origin: str
     source: str  # import|byo
+    gold: str | None = None  # the known answer of a gold question
 
 
 def import_file(store: Store, path: str | Path, fmt: str | None = None, prompt_field: str | None = None,
@@ -97,7 +99,7 @@ def _store_records(session: Session, records: list[Record], source: tuple[str, s
     comparison_ids = _insert(session, Comparison, [
         dict(prompt_id=prompt_ids[p.prompt], response_a_id=response_ids[p.prompt, p.source, p.a],
              response_b_id=response_ids[p.prompt, p.source, p.b], content_hash=p.content_hash,
-             origin=p.origin, source=p.source, **_comparison_state(p.source, overlap))
+             origin=p.origin, source=p.source, gold_choice=p.gold, **_comparison_state(p.source, overlap))
         for p in pairs
     ])
     label_ids = _insert(session, Label, [
@@ -105,6 +107,7 @@ def _store_records(session: Session, records: list[Record], source: tuple[str, s
         for cid, p in zip(comparison_ids, pairs, strict=True) if p.source == "import"
     ])
     result.comparisons_added += len(comparison_ids)
+    result.gold_added += sum(1 for p in pairs if p.gold)
     result.labels_added += len(label_ids)
 
 
@@ -146,12 +149,13 @@ def _pairs(records: Sequence[Record], hashes: list[str], source: tuple[str, str]
         origin = f"{where}{record.line}"
         if isinstance(record, PreferenceRecord):
             key = _content_hash("import", h, record.chosen, record.rejected)
-            pairs.append(_Pair(h, record.chosen, record.rejected, key, origin, "import"))
+            # A is the chosen response: a gold pair's known answer is 'a'. A duplicate keeps its stored answer.
+            pairs.append(_Pair(h, record.chosen, record.rejected, key, origin, "import", "a" if record.gold else None))
         elif isinstance(record, ResponsesRecord):
             for i, j in _spread_pairs(len(record.responses))[:MAX_PAIRS_PER_RECORD]:
                 a, b = record.responses[i], record.responses[j]
                 # Unordered: the same two responses in either order are one comparison.
-                pairs.append(_Pair(h, a, b, _content_hash("byo", h, *sorted((a, b))), origin, "byo"))
+                pairs.append(_Pair(h, a, b, _content_hash("byo", h, *sorted((a, b))), origin, "byo", record.gold))
     return pairs
 
 

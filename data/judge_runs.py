@@ -87,6 +87,15 @@ class JudgeRuns:
         held = exists().where(Lease.comparison_id == Comparison.id, col(Lease.expires_at) > utcnow())
         return ~seen, ~held
 
+    def count_split(self, comparison_ids: Sequence[int]) -> None:
+        """One more judge_split on each comparison whose verdicts flipped with the order or that the judge abstained
+        on (labelling.priority = judge_disagreement hands those out first); one statement for the batch."""
+        if not comparison_ids:
+            return
+        with self.store.write() as s:
+            s.exec(update(Comparison).where(col(Comparison.id).in_(list(comparison_ids)))
+                   .values(judge_split=Comparison.judge_split + 1))
+
     def start(self, judge: str, kind: str, mode: str, record: dict[str, Any] | None = None) -> int:
         """A running run, outside the lock (a watching worker's drain); `record`: the run's own (RUN_KEY)."""
         with self.store.write() as s:

@@ -1,12 +1,15 @@
 """Which comparisons are resolved: labels aggregated in SQL into pairs (and, on request, ties), streamed
-in comparison id order in constant memory. Export and DPO training both read labelled data through here."""
+in comparison id order in constant memory. Export and DPO training both read labelled data through here.
+A gold question resolves from its known answer alone; labels of annotators held back by their gold accuracy
+(data/quality.py) are left out until an operator releases them."""
 
 import math
 from collections.abc import Collection, Iterator, Sequence
 from typing import NamedTuple
 
+from data.quality import held_annotators_from_cursor
+from data.rules import ADJUDICATION, GOLD_RESOLVES_WITH, GOLD_SOURCE, SOURCES
 from data.rules import COUNTED_CHOICES as CHOICES
-from data.rules import SOURCES
 
 PAIR_OUTCOMES = ("a", "b")
 DEFAULT_BATCH = 5000
@@ -20,7 +23,7 @@ class ResolvedRow(NamedTuple):
     chosen: str
     rejected: str
     outcome: str  # a|b|tie|both_bad
-    source: str  # human|import|judge
+    source: str  # adjudication|human|import|judge, or gold (a gold question's known answer: agreement 1, labels 1)
     agreement: float  # the majority choice's count / labels counted
     labels: int  # non-skip labels of `source`
     annotators: list[str] | None = None  # this and the rest only with metadata=True
@@ -40,7 +43,11 @@ def iter_resolved(store, *, sources: Sequence[str] = ("human", "import"), since_
                   batch_size: int = DEFAULT_BATCH, ids: Collection[int] | None = None) -> Iterator[ResolvedRow]:
     """Resolved comparisons in id order, one row each, read batch by batch in one read transaction (which
     ends when the iterator is exhausted or closed). `ids`: only these comparisons (the batches then cover only
-    the id spans they lie in: a round reading back its pairs does not resolve the whole database again)."""
+    the id spans they lie in: a round reading back its pairs does not resolve the whole database again).
+
+    `sources`: the label sources that may resolve a comparison, in rules.SOURCES' precedence order; adjudication
+    labels speak first whenever any source is allowed, and gold questions resolve (source 'gold') whenever
+    'human' or 'import' is allowed."""
     make = ResolvedRow._make
     for batch in iter_resolved_batches(store, sources=sources, since_round=since_round,
                                        min_agreement=min_agreement, include_ties=include_ties,
@@ -56,19 +63,40 @@ def iter_resolved_batches(store, *, sources: Sequence[str] = ("human", "import")
     for exporters: no object per row). Arguments are checked here, before the first batch is asked for."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, not {batch_size}")
-    sql = _resolved_sql(_check_sources(sources), since_round, _check_agreement(min_agreement),
-                        include_ties, metadata)
-    return _batches(store, sql, metadata, batch_size, None if ids is None else frozenset(ids))
+    query = _Query(_check_sources(sources), since_round, _check_agreement(min_agreement), include_ties, metadata)
+    return _batches(store, query, batch_size, None if ids is None else frozenset(ids))
 
 
-def _batches(store, sql: str, metadata: bool, batch_size: int, ids: frozenset[int] | None) -> Iterator[list[tuple]]:
+class _Query(NamedTuple):
+    """The checked filters of one resolution; `sql(held)` is its SQL once the held annotators are known."""
+
+    sources: list[str]
+    since_round: int | None
+    min_agreement: float | None
+    include_ties: bool
+    metadata: bool
+
+    @property
+    def gold(self) -> bool:
+        return any(s in GOLD_RESOLVES_WITH for s in self.sources)
+
+    def sql(self, held: set[str]) -> str:
+        return _resolved_sql(self.sources, self.since_round, self.min_agreement, self.include_ties, self.metadata,
+                             self.gold, held)
+
+
+def _batches(store, query: _Query, batch_size: int, ids: frozenset[int] | None) -> Iterator[list[tuple]]:
     """One query per range of `batch_size` comparison ids: memory stays flat on any database, with no
     server-side cursor, and a raw DBAPI cursor makes no object per row."""
+    metadata = query.metadata
     with store.engine.connect() as conn:
         conn.begin()  # one snapshot for every batch
         cursor = conn.connection.cursor()
         try:
-            for lo, hi in _id_ranges(cursor, batch_size) if ids is None else _spans(ids, batch_size):
+            held = _held(store, cursor)
+            sql = query.sql(held)
+            ranges = _id_ranges(cursor, batch_size, query.gold) if ids is None else _spans(ids, batch_size)
+            for lo, hi in ranges:
                 cursor.execute(sql.format(lo=lo, hi=hi))
                 batch = cursor.fetchall()
                 if ids is not None:
@@ -77,7 +105,7 @@ def _batches(store, sql: str, metadata: bool, batch_size: int, ids: frozenset[in
                 # while ORDER BY would copy every row and its texts through a sorter.
                 batch.sort(key=_first)
                 if batch and metadata:
-                    batch = _with_annotators(cursor, batch, lo, hi)
+                    batch = _with_annotators(cursor, batch, lo, hi, held)
                 if batch:
                     yield batch
         finally:
@@ -87,12 +115,12 @@ def _batches(store, sql: str, metadata: bool, batch_size: int, ids: frozenset[in
 def count_resolved(store, *, sources: Sequence[str] = ("human", "import"), since_round: int | None = None,
                    min_agreement: float | None = None, include_ties: bool = False) -> int:
     """How many rows `iter_resolved` would yield with the same filters."""
-    sql = _resolved_sql(_check_sources(sources), since_round, _check_agreement(min_agreement),
-                        include_ties, metadata=False)
+    query = _Query(_check_sources(sources), since_round, _check_agreement(min_agreement), include_ties, False)
     with store.engine.connect() as conn:
         cursor = conn.connection.cursor()
         try:
-            lo, hi = _label_id_span(cursor)
+            sql = query.sql(_held(store, cursor))
+            lo, hi = _id_span(cursor, query.gold)
             cursor.execute(f"SELECT COUNT(*) FROM ({sql.format(lo=lo, hi=hi)}) resolved")
             return cursor.fetchone()[0]
         finally:
@@ -105,8 +133,14 @@ def _check_sources(sources: Sequence[str]) -> list[str]:
     unknown = sorted(set(sources) - set(SOURCES))
     if unknown or not sources:
         raise ValueError(f"unknown label source(s) {unknown or list(sources)}; allowed: {', '.join(SOURCES)}")
-    # Checked against SOURCES, so the SQL below can inline the names.
-    return [s for s in SOURCES if s in sources]
+    # Checked against SOURCES, so the SQL below can inline the names. A reviewer's decision is always heard.
+    return [s for s in SOURCES if s in sources or s == ADJUDICATION]
+
+
+def _held(store, cursor) -> set[str]:
+    """Who is held back now, under the store's gold policy (the labelling.gold_* settings of the app that opened
+    it), read in the resolution's own snapshot."""
+    return held_annotators_from_cursor(cursor, store.gold_policy)
 
 
 def _check_agreement(min_agreement: float | None) -> float | None:
@@ -118,19 +152,24 @@ def _check_agreement(min_agreement: float | None) -> float | None:
     return value
 
 
-def _label_id_span(cursor) -> tuple[int, int]:
-    """The half-open range of comparison ids that have labels ((0, 0) when there are none)."""
+def _id_span(cursor, gold: bool) -> tuple[int, int]:
+    """The half-open range of comparison ids that have labels, or with `gold` are gold questions ((0, 0) when
+    there are none): a gold question resolves with no label at all."""
     cursor.execute("SELECT MIN(comparison_id), MAX(comparison_id) FROM label")
-    lo, hi = cursor.fetchone()
-    return (0, 0) if lo is None else (lo, hi + 1)
+    spans = [cursor.fetchone()]
+    if gold:
+        cursor.execute("SELECT MIN(id), MAX(id) FROM comparison WHERE gold_choice IS NOT NULL")
+        spans.append(cursor.fetchone())
+    spans = [(lo, hi) for lo, hi in spans if lo is not None]
+    return (min(lo for lo, _ in spans), max(hi for _, hi in spans) + 1) if spans else (0, 0)
 
 
 def _first(row: tuple) -> int:
     return row[0]
 
 
-def _id_ranges(cursor, batch_size: int) -> Iterator[tuple[int, int]]:
-    lo, hi = _label_id_span(cursor)
+def _id_ranges(cursor, batch_size: int, gold: bool) -> Iterator[tuple[int, int]]:
+    lo, hi = _id_span(cursor, gold)
     for start in range(lo, hi, batch_size):
         yield start, min(start + batch_size, hi)
 
@@ -153,10 +192,11 @@ def _spans(ids: frozenset[int], batch_size: int) -> Iterator[tuple[int, int]]:
 # so raw DBAPI cursors run it under any paramstyle. `{lo}`/`{hi}` bound the comparison ids of one batch.
 
 def _resolved_sql(sources: list[str], since_round: int | None, min_agreement: float | None,
-                  include_ties: bool, metadata: bool) -> str:
+                  include_ties: bool, metadata: bool, gold: bool, held: set[str]) -> str:
     versions = metadata or since_round is not None
-    return f"""WITH agg AS ({_aggregate_sql(sources)}),
-res AS ({_pick_sql(sources, versions)})
+    gold_rows = f"\nUNION ALL {_gold_sql(versions)}" if gold else ""
+    return f"""WITH agg AS ({_aggregate_sql(sources, held)}),
+res AS ({_pick_sql(sources, versions)}{gold_rows})
 SELECT {_select_sql(metadata)}
 FROM res
 JOIN prompt p ON p.id = res.prompt_id
@@ -171,9 +211,9 @@ def _count(source: str, choice: str | None = None) -> str:
     return f"COUNT(*) FILTER (WHERE {where})"
 
 
-def _aggregate_sql(sources: list[str]) -> str:
+def _aggregate_sql(sources: list[str], held: set[str]) -> str:
     """Per comparison and allowed source: labels counted, the strict-majority choice (NULL if none) and its
-    count. Strict majority (more than half) means at most one choice can have it."""
+    count. Strict majority (more than half) means at most one choice can have it. Held labels are not counted."""
     cols = []
     for s in sources:
         majority = [(f"2 * {_count(s, c)} > {_count(s)}", c) for c in CHOICES]
@@ -182,11 +222,35 @@ def _aggregate_sql(sources: list[str]) -> str:
         cols.append("CASE " + " ".join(f"WHEN {cond} THEN {_count(s, c)}" for cond, c in majority) + f" END AS {s}_top")
     return (f"SELECT comparison_id AS cid, {', '.join(cols)} FROM label "
             f"WHERE source IN ({_quoted(sources)}) AND choice IN ({_quoted(CHOICES)}) AND discarded_at IS NULL "
-            "AND comparison_id >= {lo} AND comparison_id < {hi} GROUP BY comparison_id")
+            f"{_not_held_sql(held)}AND comparison_id >= {{lo}} AND comparison_id < {{hi}} GROUP BY comparison_id")
+
+
+def _not_held_sql(held: set[str]) -> str:
+    """Leaves out the labels of held annotators that an operator has not released (on a gold question they only
+    measure, and gold questions resolve from their answer anyway)."""
+    if not held:
+        return ""
+    names = ", ".join(_literal(n) for n in sorted(held))
+    return f"AND NOT (source = 'human' AND released_at IS NULL AND annotator IN ({names})) "
+
+
+def _literal(value: str) -> str:
+    """A string as an SQL literal inside SQL that str.format fills in later (quotes and braces doubled)."""
+    return "'" + value.replace("'", "''").replace("{", "{{").replace("}", "}}") + "'"
+
+
+def _gold_sql(versions: bool) -> str:
+    """Gold questions, resolved from their known answer alone: one row each, agreement 1 from 1 'label'."""
+    version_join = "LEFT JOIN modelversion mv ON mv.id = c.model_version_id" if versions else ""
+    version_round = "COALESCE(mv.round, 0)" if versions else "NULL"
+    return (f"SELECT c.id, c.prompt_id, c.response_a_id, c.response_b_id, {version_round}, '{GOLD_SOURCE}', "
+            f"c.gold_choice, 1, 1 FROM comparison c {version_join} WHERE c.gold_choice IS NOT NULL "
+            "AND c.id >= {lo} AND c.id < {hi} AND c.status IN ('open', 'done') AND c.discarded_at IS NULL")
 
 
 def _pick_sql(sources: list[str], versions: bool) -> str:
-    """Per comparison: the first source in precedence order that resolves (a majority and enough labels)."""
+    """Per comparison that is no gold question: the first source in precedence order that resolves (a majority
+    and enough labels: the overlap's for human labels, one for the others)."""
     resolves = {s: f"agg.{s}_out IS NOT NULL AND agg.{s}_n >= {'c.overlap' if s == 'human' else 1}"
                 for s in sources}
 
@@ -199,7 +263,7 @@ def _pick_sql(sources: list[str], versions: bool) -> str:
             f"{pick(lambda s: repr(s))} AS src, {pick(lambda s: f'agg.{s}_out')} AS outcome, "
             f"{pick(lambda s: f'agg.{s}_n')} AS n, {pick(lambda s: f'agg.{s}_top')} AS top "
             f"FROM agg JOIN comparison c ON c.id = agg.cid {version_join} "
-            "WHERE c.status IN ('open', 'done') AND c.discarded_at IS NULL")
+            "WHERE c.status IN ('open', 'done') AND c.discarded_at IS NULL AND c.gold_choice IS NULL")
 
 
 def _select_sql(metadata: bool) -> str:
@@ -237,11 +301,11 @@ def _quoted(names: Sequence[str]) -> str:
     return ", ".join(f"'{n}'" for n in names)
 
 
-def _with_annotators(cursor, batch: list[tuple], lo: int, hi: int) -> list[tuple]:
-    """Fill in who gave the counted labels of each row's source, with one query per batch."""
-    cursor.execute(f"SELECT comparison_id, source, annotator FROM label WHERE comparison_id >= {lo} "
-                   f"AND comparison_id < {hi} AND choice IN ({_quoted(CHOICES)}) AND discarded_at IS NULL "
-                   "ORDER BY comparison_id, annotator")
+def _with_annotators(cursor, batch: list[tuple], lo: int, hi: int, held: set[str]) -> list[tuple]:
+    """Fill in who gave the counted labels of each row's source, with one query per batch (a gold row: nobody)."""
+    cursor.execute((f"SELECT comparison_id, source, annotator FROM label WHERE comparison_id >= {lo} "
+                    f"AND comparison_id < {hi} AND choice IN ({_quoted(CHOICES)}) AND discarded_at IS NULL "
+                    f"{_not_held_sql(held)}ORDER BY comparison_id, annotator").format())
     found: dict[tuple[int, str], list[str]] = {}
     for cid, source, annotator in cursor.fetchall():
         found.setdefault((cid, source), []).append(annotator)

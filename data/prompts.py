@@ -109,9 +109,11 @@ class Prompts:
             return s.exec(q).one()
 
     def add_samples(self, prompt_id: int, version_id: int, samples: Sequence[Any],
-                    pairs: Sequence[tuple[int, int]], params: dict[str, Any], overlap: int) -> list[int]:
+                    pairs: Sequence[tuple[int, int]], params: dict[str, Any], overlap: int,
+                    margins: Sequence[float] | None = None) -> list[int]:
         """Store every sample (text, finish_reason, token_count: a generation.backend.Sample) with its version and
-        params, and one open comparison per (i, j) pair of samples."""
+        params, and one open comparison per (i, j) pair of samples; `margins`, one per pair, are their implicit
+        reward margins under `version_id` (generation/margins.py)."""
         with self.store.write() as s:
             rows = [Response(prompt_id=prompt_id, model_version_id=version_id, text=x.text,
                              finish_reason=x.finish_reason, token_count=x.token_count,
@@ -120,6 +122,8 @@ class Prompts:
             s.flush()
             comps = [Comparison(prompt_id=prompt_id, response_a_id=rows[i].id, response_b_id=rows[j].id,
                                 model_version_id=version_id, overlap=overlap) for i, j in pairs]
+            for comp, margin in zip(comps, margins or (), strict=False):
+                comp.margin, comp.margin_version_id = margin, version_id
             s.add_all(comps)
             s.flush()
             return [c.id for c in comps]

@@ -1,4 +1,5 @@
-"""The label queue: handing comparisons out under leases, taking each back exactly `overlap` times, edits.
+"""The label queue: handing comparisons out under leases (in the order labelling.priority asks, with gold questions
+mixed in), taking each back exactly `overlap` times, edits.
 
 Every operation is one transaction. On SQLite it holds the write lock from its start (BEGIN IMMEDIATE), so
 check-then-write is atomic across processes. On PostgreSQL annotators run side by side: a lease or label is added
@@ -29,7 +30,16 @@ from sqlmodel import Session, col, select
 
 from data.db import ROW_LOCK, SKIP_LOCKED, locks_rows
 from data.models import Comparison, Label, Lease, Prompt, Response, utcnow
-from data.rules import CHOICES, FILLING_SQL, LIVE_COMPARISON_SQL, SOURCES, fills_overlap, live_comparison, persons_label
+from data.rules import (
+    CHOICES,
+    COUNTED_CHOICES,
+    FILLING_SQL,
+    LIVE_COMPARISON_SQL,
+    SOURCES,
+    fills_overlap,
+    live_comparison,
+    persons_label,
+)
 from data.store import Store
 
 SIDES = ("left", "right", "tie", "both_bad", "skip")
@@ -42,6 +52,11 @@ class QueueError(ValueError):
 
 class ComparisonUnavailable(QueueError):
     """The comparison is retired, or already holds every label it wants."""
+
+
+class NotHanded(QueueError):
+    """A person labels only a comparison they were handed (one they hold a lease on): otherwise they could choose
+    their items, and gold questions would measure nothing."""
 
 
 class LabelConflict(QueueError):
@@ -68,6 +83,27 @@ class QueueItem:
     right_response_id: int
     shown_order: str  # pass back to submit_label / choice_from_side
     expires_at: datetime
+
+
+PRIORITIES = ("fifo", "uncertainty", "judge_disagreement")
+
+
+@dataclass(frozen=True)
+class Handing:
+    """How comparisons are handed out (the [labelling] settings): `priority` orders the open ones after their
+    operator-set priority; `gold_rate` is the chance that a new hand-out is a gold question the annotator has not
+    answered yet (a gold question never fills an overlap: everyone gets each one once)."""
+    priority: str = "fifo"
+    gold_rate: float = 0.0
+
+    def __post_init__(self):
+        if self.priority not in PRIORITIES:
+            raise ValueError(f"priority must be one of {PRIORITIES}, not {self.priority!r}")
+        if not 0.0 <= self.gold_rate <= 1.0:
+            raise ValueError(f"gold_rate must be between 0 and 1, not {self.gold_rate!r}")
+
+
+FIFO = Handing()
 
 
 @dataclass(frozen=True)
@@ -107,24 +143,40 @@ _EXPIRE = _sql("DELETE FROM lease WHERE expires_at <= :now", now=_TS)
 _HELD = _sql(
     # CROSS JOIN: SQLite's way to say "lease first" (a handful of rows), not a walk over every open comparison.
     "SELECT l.id, l.comparison_id, l.shown_order, l.expires_at FROM lease l CROSS JOIN comparison c"
-    " WHERE c.id = l.comparison_id AND l.annotator = :annotator AND c.status = 'open' AND NOT EXISTS"
+    " WHERE c.id = l.comparison_id AND l.annotator = :annotator"
+    " AND (c.status = 'open' OR c.gold_choice IS NOT NULL AND c.status <> 'retired') AND NOT EXISTS"
     " (SELECT 1 FROM label x WHERE x.comparison_id = c.id AND x.annotator = :annotator)"
     " ORDER BY l.id LIMIT 1", {"expires_at": _TS})
 _DROP_MINE = text("DELETE FROM lease WHERE annotator = :annotator")
-# Walks ix_comparison_queue (open rows in priority DESC, id order) and stops at the first one with room.
-# Discarded comparisons, and those of discarded prompts (a primary-key probe per row walked), are never handed out.
+# fifo walks ix_comparison_queue (open rows in priority DESC, id order) and stops at the first one with room; the
+# other orders sort the open rows. Discarded comparisons, those of discarded prompts (a primary-key probe per row
+# walked) and gold questions (handed out by _GOLD alone) are never handed out here.
 _FIRST_SQL = (
-    f"SELECT c.id, c.overlap FROM comparison c WHERE c.status = 'open' AND {LIVE_COMPARISON_SQL} AND NOT EXISTS"
+    "SELECT c.id, c.overlap FROM comparison c WHERE c.status = 'open' AND c.gold_choice IS NULL"
+    f" AND {LIVE_COMPARISON_SQL} AND NOT EXISTS"
     " (SELECT 1 FROM label x WHERE x.comparison_id = c.id AND x.annotator = :annotator)"
     f" AND {_WANTED} > (SELECT count(*) FROM label x WHERE x.comparison_id = c.id AND {FILLING_SQL})"
     " + (SELECT count(*) FROM lease y WHERE y.comparison_id = c.id AND y.expires_at > :now)")
-_FIRST_ORDER = " ORDER BY c.priority DESC, c.id LIMIT 1"
-_FIRST = _sql(_FIRST_SQL + _FIRST_ORDER, now=_TS)
+_ORDERS = {
+    "fifo": " ORDER BY c.priority DESC, c.id LIMIT 1",
+    # Closest to 0 first; comparisons without a margin (made before it was computed) after all that have one.
+    "uncertainty": " ORDER BY c.priority DESC, CASE WHEN c.margin IS NULL THEN 1 ELSE 0 END, abs(c.margin), c.id"
+                   " LIMIT 1",
+    "judge_disagreement": " ORDER BY c.priority DESC, c.judge_split DESC, c.id LIMIT 1",
+}
+_FIRST = {p: _sql(_FIRST_SQL + order, now=_TS) for p, order in _ORDERS.items()}
 # PostgreSQL: lock the comparison found, skipping those another transaction holds. The counts above come from the
 # statement's snapshot, which may predate a lease committed just before the lock was taken, so _take_first checks
 # the room again; a comparison it gave up on stays locked by it until commit, hence `tried`.
-_FIRST_LOCKED = _sql(_FIRST_SQL + " AND c.id <> ALL(CAST(:tried AS integer[]))" + _FIRST_ORDER
-                     + SKIP_LOCKED, now=_TS)
+_FIRST_LOCKED = {p: _sql(_FIRST_SQL + " AND c.id <> ALL(CAST(:tried AS integer[]))" + order + SKIP_LOCKED, now=_TS)
+                 for p, order in _ORDERS.items()}
+# A gold question this annotator has not answered (or skipped), at random: no room to check, everyone answers each.
+# (IN rather than IS NOT NULL: SQLite then searches ix_comparison_gold_choice instead of scanning comparisons.)
+_GOLD = text(f"SELECT c.id FROM comparison c WHERE c.gold_choice IN ({', '.join(map(repr, COUNTED_CHOICES))})"
+             " AND c.status <> 'retired'"
+             f" AND {LIVE_COMPARISON_SQL} AND NOT EXISTS"
+             " (SELECT 1 FROM label x WHERE x.comparison_id = c.id AND x.annotator = :annotator)"
+             " ORDER BY random() LIMIT 1")
 _EXPIRE_LOCKED = _sql("DELETE FROM lease WHERE id IN (SELECT id FROM lease WHERE expires_at <= :now"
                       " FOR UPDATE SKIP LOCKED)", now=_TS)
 _TRIES = 32  # comparisons _take_first looks at before it says nothing is left: only a race loses one
@@ -136,16 +188,18 @@ _ITEM = _sql(
     " JOIN response b ON b.id = c.response_b_id WHERE c.id = :comparison_id", {"messages": JSON})
 
 
-def next_comparison(store: Store, annotator: str, lease_seconds: float,
-                    overlap_default: int | None = None) -> QueueItem | None:
+def next_comparison(store: Store, annotator: str, lease_seconds: float, overlap_default: int | None = None,
+                    handing: Handing = FIFO) -> QueueItem | None:
     """Lease the next comparison to `annotator`, or give back the one they already hold (a page reload).
 
-    Highest priority first, then oldest. None when nothing is left for them."""
+    Highest operator-set priority first, then in `handing.priority` order; now and then a gold question instead
+    (`handing.gold_rate`), which looks like any other item. None when nothing but gold is left for them."""
     with store.queue_conn(annotator) as conn:
-        return _next(conn, annotator, lease_seconds, overlap_default)
+        return _next(conn, annotator, lease_seconds, overlap_default, handing)
 
 
-def _next(conn: Connection, annotator: str, lease_seconds: float, overlap_default: int | None) -> QueueItem | None:
+def _next(conn: Connection, annotator: str, lease_seconds: float, overlap_default: int | None,
+          handing: Handing = FIFO) -> QueueItem | None:
     now = utcnow()
     # Expired leases must not hold places; clearing them here keeps the table small too.
     _run(conn, _EXPIRE_LOCKED if locks_rows(conn.engine) else _EXPIRE, {"now": now})
@@ -155,9 +209,13 @@ def _next(conn: Connection, annotator: str, lease_seconds: float, overlap_defaul
     else:
         # Whatever else they hold is on a comparison retired or labelled meanwhile: one lease per person.
         _run(conn, _DROP_MINE, {"annotator": annotator})
-        comparison_id = _take_first(conn, annotator, now, overlap_default or 1)
+        comparison_id = _take_first(conn, annotator, now, overlap_default or 1, handing.priority)
         if comparison_id is None:
             return None
+        if handing.gold_rate and random.random() < handing.gold_rate:
+            # Only while ordinary work is left: an annotator whose queue ends in gold alone would know it is gold.
+            gold = _row(conn, _GOLD, {"annotator": annotator})
+            comparison_id = gold[0] if gold else comparison_id
         shown_order, expires_at = random.choice(ORDERS), now + timedelta(seconds=lease_seconds)
         lease_id = _row(conn, _LEASE, {"comparison_id": comparison_id, "annotator": annotator,
                                        "expires_at": expires_at, "shown_order": shown_order})[0]
@@ -169,15 +227,16 @@ def _next(conn: Connection, annotator: str, lease_seconds: float, overlap_defaul
                      shown_order=shown_order, expires_at=_aware(_datetime(expires_at)))
 
 
-def _take_first(conn: Connection, annotator: str, now: datetime, overlap_default: int) -> int | None:
+def _take_first(conn: Connection, annotator: str, now: datetime, overlap_default: int,
+                priority: str = "fifo") -> int | None:
     """The first comparison with room for `annotator`, locked against other queue transactions on PostgreSQL."""
     params = {"annotator": annotator, "now": now, "overlap_default": overlap_default}
     if not locks_rows(conn.engine):
-        first = _row(conn, _FIRST, params)  # SQLite: the write lock already excludes every other writer
+        first = _row(conn, _FIRST[priority], params)  # SQLite: the write lock already excludes every other writer
         return first[0] if first else None
     tried: list[int] = []
     for _ in range(_TRIES):
-        first = _row(conn, _FIRST_LOCKED, {**params, "tried": tried})
+        first = _row(conn, _FIRST_LOCKED[priority], {**params, "tried": tried})
         if first is None:
             return None
         comparison_id, overlap = first
@@ -238,11 +297,12 @@ def expire_leases(store: Store) -> int:
 
 
 # -- taking labels back ----------------------------------------------------------------------------------------
-_COMPARISON = text(f"SELECT c.status, c.overlap, NOT ({LIVE_COMPARISON_SQL}) FROM comparison c"
+_COMPARISON = text(f"SELECT c.status, c.overlap, NOT ({LIVE_COMPARISON_SQL}), c.gold_choice FROM comparison c"
                    " WHERE c.id = :comparison_id")
 # Every lease or label added to a comparison is added under its row lock (PostgreSQL; SQLite's write lock is wider).
 _COMPARISON_LOCKED = text(_COMPARISON.text + ROW_LOCK)
 _MY_LABEL = text("SELECT id, choice FROM label WHERE comparison_id = :comparison_id AND annotator = :annotator")
+_MY_LEASE = text("SELECT 1 FROM lease WHERE comparison_id = :comparison_id AND annotator = :annotator")
 _ROOM = _sql(
     f"SELECT (SELECT count(*) FROM label WHERE comparison_id = :comparison_id AND {FILLING_SQL}),"
     " (SELECT count(*) FROM lease WHERE comparison_id = :comparison_id AND expires_at > :now"
@@ -264,27 +324,31 @@ _SETTLE = text(
 
 def submit_label(store: Store, annotator: str, comparison_id: int, choice: str, shown_order: str,
                  rationale: str | None = None, time_spent_s: float | None = None, source: str = "human",
-                 overlap_default: int | None = None) -> SubmitResult:
+                 overlap_default: int | None = None, handed_only: bool = False) -> SubmitResult:
     """Record `annotator`'s choice (a|b|tie|both_bad|skip, about responses A/B) and release their lease.
 
     One label per (comparison, annotator): the same choice again returns the stored label (created=False);
     another choice raises LabelConflict. A skip never fills the overlap, but the comparison is not handed to
-    this annotator again. Refused: unknown (LookupError) or retired comparisons, and labels beyond the overlap."""
+    this annotator again. Refused: unknown (LookupError) or retired comparisons, and labels beyond the overlap;
+    with `handed_only` (a person labelling: every front end asks for it), comparisons they hold no lease on
+    (NotHanded). Judges, imports and scripts that record labels leave it off."""
     _check_label(choice, shown_order, source)
     with store.queue_conn(annotator) as conn:
         return _submit(conn, comparison_id, annotator, choice, shown_order, rationale, time_spent_s, source,
-                       overlap_default)
+                       overlap_default, handed_only)
 
 
 def submit_and_next(store: Store, annotator: str, comparison_id: int, choice: str, shown_order: str,
                     lease_seconds: float, rationale: str | None = None, time_spent_s: float | None = None,
-                    overlap_default: int | None = None) -> tuple[SubmitResult, QueueItem | None]:
-    """submit_label (a human label) then next_comparison, in one transaction: the API's label-and-next."""
+                    overlap_default: int | None = None,
+                    handing: Handing = FIFO) -> tuple[SubmitResult, QueueItem | None]:
+    """submit_label (a person's label, on a comparison they were handed) then next_comparison, in one
+    transaction: the API's label-and-next."""
     _check_label(choice, shown_order, "human")
     with store.queue_conn(annotator) as conn:
         result = _submit(conn, comparison_id, annotator, choice, shown_order, rationale, time_spent_s, "human",
-                         overlap_default)
-        return result, _next(conn, annotator, lease_seconds, overlap_default)
+                         overlap_default, handed_only=True)
+        return result, _next(conn, annotator, lease_seconds, overlap_default, handing)
 
 
 @dataclass(frozen=True)
@@ -298,23 +362,23 @@ class Click:
 
 def click(store: Store, annotator: str, comparison_id: int, choice: str, shown_order: str, lease_seconds: float,
           rationale: str | None = None, time_spent_s: float | None = None,
-          overlap_default: int | None = None) -> Click:
+          overlap_default: int | None = None, handing: Handing = FIFO) -> Click:
     """submit_and_next and then the annotator's queue_counts, all in one transaction: one click, one commit."""
     _check_label(choice, shown_order, "human")
     with store.queue_conn(annotator) as conn:
         result = _submit(conn, comparison_id, annotator, choice, shown_order, rationale, time_spent_s, "human",
-                         overlap_default)
-        item = _next(conn, annotator, lease_seconds, overlap_default)
+                         overlap_default, handed_only=True)
+        item = _next(conn, annotator, lease_seconds, overlap_default, handing)
         return Click(result, item, _counts(conn, annotator, overlap_default))
 
 
 def _submit(conn: Connection, comparison_id: int, annotator: str, choice: str, shown_order: str,
             rationale: str | None, time_spent_s: float | None, source: str,
-            overlap_default: int | None) -> SubmitResult:
+            overlap_default: int | None, handed_only: bool = False) -> SubmitResult:
     found = _row(conn, _COMPARISON_LOCKED if locks_rows(conn.engine) else _COMPARISON, {"comparison_id": comparison_id})
     if found is None:
         raise LookupError(f"no comparison with id {comparison_id}")
-    status, overlap, discarded = found
+    status, overlap, discarded, gold = found
     key = {"comparison_id": comparison_id, "annotator": annotator}
     existing = _row(conn, _MY_LABEL, key)
     if existing is not None:
@@ -326,9 +390,13 @@ def _submit(conn: Connection, comparison_id: int, annotator: str, choice: str, s
         raise ComparisonUnavailable(f"comparison {comparison_id} was retired and takes no more labels")
     if discarded:
         raise ComparisonUnavailable(f"comparison {comparison_id} was discarded by an operator and takes no labels")
+    if handed_only and _row(conn, _MY_LEASE, key) is None:
+        raise NotHanded(f"comparison {comparison_id} is not one you were handed (or your hold on it expired and it "
+                        "went back to the queue): label the comparison you are shown")
     wanted = _wanted(overlap, overlap_default)
     filled = None
-    if fills_overlap(choice, source):
+    # A label on a gold question measures its annotator: it fills no overlap and closes nothing.
+    if gold is None and fills_overlap(choice, source):
         # Labels + other people's live leases never exceed the overlap, so each comparison gets exactly that many.
         # A live lease of one's own is a reserved place; without one (it expired) a label still fits if one is free.
         labels, others, mine = _row(conn, _ROOM, {**key, "now": utcnow()})
@@ -339,13 +407,14 @@ def _submit(conn: Connection, comparison_id: int, annotator: str, choice: str, s
                                    "rationale": rationale or None, "time_spent_s": time_spent_s,
                                    "created_at": utcnow()})[0]
     _run(conn, _RELEASE, key)
-    if status == "open":
+    if status == "open" and gold is None:
         if filled is None:
             filled = _row(conn, _FILLED, {"comparison_id": comparison_id})[0]
         if filled >= wanted:
             _run(conn, _DONE, {"comparison_id": comparison_id})
             status = "done"
-    return SubmitResult(label_id, comparison_id, choice, created=True, done=status == "done")
+    # A gold question reads as done, as an ordinary comparison of overlap 1 would: the answer must not tell them apart.
+    return SubmitResult(label_id, comparison_id, choice, created=True, done=status == "done" or gold is not None)
 
 
 def settle_status(conn: Connection, comparison_id: int, overlap_default: int | None = None) -> str | None:
@@ -360,7 +429,11 @@ def has_room(conn: Connection, comparison_id: int, annotator: str, overlap_defau
     """Whether `annotator` may take a place on the comparison now: it is open and live, and its filling labels
     plus other people's live leases leave room under its overlap (submit_label's rule)."""
     found = _row(conn, _COMPARISON, {"comparison_id": comparison_id})
-    if found is None or found[0] != "open" or found[2]:
+    if found is None or found[2]:
+        return False
+    if found[3] is not None:  # a gold question: everyone answers it once, no overlap to fill
+        return found[0] != "retired"
+    if found[0] != "open":
         return False
     wanted = _wanted(found[1], overlap_default)
     labels, others, _mine = _row(conn, _ROOM, {"comparison_id": comparison_id, "annotator": annotator,
@@ -377,7 +450,8 @@ def add_edited_response(store: Store, annotator: str, comparison_id: int, edited
     One transaction stores: the edit as a new Response (source 'edit', same prompt, no model version); a new
     Comparison (source 'edit', status 'done', overlap 1) with the edit as A and the response it came from as B,
     labelled 'a' by the annotator; and the annotator's `original_choice` (default 'skip') on the original
-    comparison, under submit_label's rules, unless they labelled it already (that label stands)."""
+    comparison, under submit_label's rules for a person (they were handed it), unless they labelled it already
+    (that label stands)."""
     _require(edited_from in ("a", "b"), f"edited_from must be 'a' or 'b', not {edited_from!r}")
     _check_label(original_choice, shown_order, "human")
     _require(bool(edited_text and edited_text.strip()), "the edited response is empty")
@@ -393,7 +467,7 @@ def add_edited_response(store: Store, annotator: str, comparison_id: int, edited
         if not _has_label(s, c.id, annotator):
             s.flush()
             _submit(s.connection(), c.id, annotator, original_choice, shown_order, rationale, time_spent_s, "human",
-                    None)
+                    None, handed_only=True)
         s.exec(delete(Lease).where(Lease.comparison_id == c.id, Lease.annotator == annotator))
         return edit_id
 
@@ -416,9 +490,10 @@ def _store_edit(s: Session, c: Comparison, rejected: Response, text: str, annota
 
 # -- progress --------------------------------------------------------------------------------------------------
 def queue_counts(store: Store, annotator: str | None = None, overlap_default: int | None = None) -> dict[str, int]:
-    """open: open comparisons; left: those still wanting a label (and, given an annotator, not yet seen by them);
-    labelled_today: people's labels (rules.persons_label) since 00:00 UTC (the annotator's, when given); without
-    an annotator (the console) also leased: comparisons in someone's hands now (unexpired leases)."""
+    """open: open comparisons (never gold questions: they are not work to do); left: those still wanting a label
+    (and, given an annotator, not yet seen by them); labelled_today: people's labels (rules.persons_label) since
+    00:00 UTC (the annotator's, when given); without an annotator (the console) also leased: comparisons in
+    someone's hands now (unexpired leases)."""
     with store.read() as s:
         counts = _counts(s.connection(), annotator, overlap_default)
         if annotator is None:  # not on the per-click path: one more query only for the console
@@ -429,7 +504,8 @@ def queue_counts(store: Store, annotator: str | None = None, overlap_default: in
 
 def _counts(conn: Connection, annotator: str | None, overlap_default: int | None) -> dict[str, int]:
     today = utcnow().replace(hour=0, minute=0, second=0, microsecond=0)
-    open_q = select(func.count()).select_from(Comparison).where(Comparison.status == "open", live_comparison())
+    open_q = select(func.count()).select_from(Comparison).where(Comparison.status == "open", live_comparison(),
+                                                                col(Comparison.gold_choice).is_(None))
     left_q = open_q.where(_wanted_sql(overlap_default) > _label_count(Comparison.id).scalar_subquery())
     today_q = select(func.count()).select_from(Label).where(col(Label.created_at) >= today, persons_label())
     if annotator is not None:

@@ -2,12 +2,24 @@
 count toward a pair, which fill a comparison's overlap, and which comparisons are live."""
 
 from sqlalchemy import and_, text
-from sqlmodel import col
+from sqlmodel import col, select
 
 CHOICES = ("a", "b", "tie", "both_bad", "skip")
 COUNTED_CHOICES = ("a", "b", "tie", "both_bad")  # a skip says "not me", never a preference
 # Also the precedence order: when a comparison resolves under several allowed sources, the first one speaks.
-SOURCES = ("human", "import", "judge")
+# 'adjudication' (annotator 'adjudication:<reviewer>') is a reviewer's decision: it speaks first whenever any
+# source is allowed, and one such label resolves a comparison alone.
+SOURCES = ("adjudication", "human", "import", "judge")
+ADJUDICATION = "adjudication"
+
+# A gold question (comparison.gold_choice set) resolves from its known answer alone, as source 'gold', whenever
+# 'human' or 'import' labels are allowed; people's labels on it only measure them: they never resolve it, train
+# or count as agreement. NOT_GOLD_LABEL_SQL: a label not on a gold question (unqualified, like FILLING_SQL).
+GOLD_SOURCE = "gold"
+GOLD_RESOLVES_WITH = ("human", "import")
+NOT_GOLD_LABEL_SQL = "comparison_id NOT IN (SELECT id FROM comparison WHERE gold_choice IS NOT NULL)"
+# A person's label (persons_label() in SQL, unqualified): human, saying something, not discarded.
+PERSONS_LABEL_SQL = "source = 'human' AND choice != 'skip' AND discarded_at IS NULL"
 
 # What fills a comparison's overlap: not skips, not judges (advisory extras), not labels an operator discarded.
 # Unqualified on purpose: inside a subquery over `label x` the names resolve to x.
@@ -24,6 +36,14 @@ def persons_label():
     from data.models import Label
 
     return and_(Label.source == "human", Label.choice != "skip", col(Label.discarded_at).is_(None))
+
+
+def not_gold():
+    """NOT_GOLD_LABEL_SQL as a clause over the `label` table (for ORM queries): labels that may count as
+    agreement or resolve a comparison."""
+    from data.models import Comparison, Label
+
+    return col(Label.comparison_id).not_in(select(Comparison.id).where(col(Comparison.gold_choice).is_not(None)))
 
 
 def fills_overlap(choice: str, source: str) -> bool:

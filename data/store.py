@@ -9,6 +9,7 @@ from data.db import locks_rows, make_engine, queue_connection, read_session, wri
 from data.devices import Devices
 from data.judge_runs import JudgeRuns
 from data.prompts import Prompts
+from data.quality import GoldPolicy
 from data.runs import TrainingRuns
 from data.schema import ensure_current
 from data.stats import Stats
@@ -31,6 +32,9 @@ class Store:
         self.judge_runs = JudgeRuns(self)
         self.devices = Devices(self)
         self.stats = Stats(self)
+        # The gold-accuracy hold-back (labelling.gold_*): who is held back decides which labels resolve pairs.
+        # An app sets it from its settings; a bare store (a round's process) holds back under the defaults.
+        self.gold_policy = GoldPolicy()
 
     def read(self):
         return read_session(self.engine)

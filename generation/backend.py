@@ -17,10 +17,14 @@ ADAPTER_CONFIG = "adapter_config.json"
 
 @dataclass
 class Sample:
-    """One sampled response, as a generator backend returns it."""
+    """One sampled response, as a generator backend returns it. Asked for log-probs (generate(logprobs=True)), a
+    backend that has them gives the tokens it sampled (the EOS included when it stopped) and the sum of their
+    log-probs under the model's own distribution (not the tempered, top-p one sampled from)."""
     text: str
     finish_reason: str  # stop|length
     token_count: int
+    token_ids: list[int] | None = None
+    logprob: float | None = None
 
 
 @dataclass(frozen=True)
@@ -45,8 +49,16 @@ class Backend(ABC):
         return True
 
     @abstractmethod
-    def generate(self, prompts: list[list[dict]], n: int, params: SamplingConfig) -> list[list[Sample] | SkipReason]:
-        """One entry per prompt, in order: its n samples, or why it was skipped. Never raises for one bad prompt."""
+    def generate(self, prompts: list[list[dict]], n: int, params: SamplingConfig,
+                 logprobs: bool = False) -> list[list[Sample] | SkipReason]:
+        """One entry per prompt, in order: its n samples, or why it was skipped. Never raises for one bad prompt.
+        `logprobs`: fill Sample.token_ids and Sample.logprob where this backend can (the margins of
+        generation/margins.py)."""
+
+    def sequence_logprobs(self, sequences: list[list[int]]) -> list[list[float]] | None:
+        """log p(token_t | tokens_<t), t >= 1, of each token sequence under the model served now; None when this
+        backend cannot compute them (the caller then loads the version with transformers)."""
+        return None
 
     @abstractmethod
     def load_version(self, path: str) -> None:

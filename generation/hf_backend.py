@@ -64,12 +64,20 @@ class HFBackend(Backend):
         del old
         free_memory()
 
+    def sequence_logprobs(self, sequences: list[list[int]]) -> list[list[float]]:
+        """The served model's log-probs of each sequence, one forward pass each (generation/weights.py)."""
+        from generation.weights import token_logprobs
+
+        self._check_awake()
+        return token_logprobs(self.current.model, sequences)
+
     def close(self) -> None:
         with self._lock:
             self._loaded = None
         free_memory()
 
-    def generate(self, prompts: list[list[dict]], n: int, params: SamplingConfig) -> list[list[Sample] | SkipReason]:
+    def generate(self, prompts: list[list[dict]], n: int, params: SamplingConfig,
+                 logprobs: bool = False) -> list[list[Sample] | SkipReason]:
         self._check_awake()
         loaded = self.current  # one version for the whole call, even if a swap lands meanwhile
         encoded = [encode_prompt(loaded.tokenizer, messages) for messages in prompts]
@@ -78,7 +86,7 @@ class HFBackend(Backend):
         todo = [i for i, r in enumerate(results) if r is None]
 
         def run(chunk: list[int]) -> list[list[Sample]]:
-            return _sample(loaded, [encoded[i] for i in chunk], [prompts[i] for i in chunk], n, params)
+            return _sample(loaded, [encoded[i] for i in chunk], [prompts[i] for i in chunk], n, params, logprobs)
 
         outputs, self._batch_cap = run_adaptive(todo, min(params.batch_size, self._batch_cap), run)
         for i, samples in zip(todo, outputs, strict=True):
@@ -179,9 +187,11 @@ def _context_length(model, tokenizer) -> int:
 
 # -- sampling ----------------------------------------------------------------------------------------------------
 def _sample(loaded: LoadedModel, ids_list: list[list[int]], prompts: list[list[dict]], n: int,
-            params: SamplingConfig) -> list[list[Sample]]:
+            params: SamplingConfig, logprobs: bool = False) -> list[list[Sample]]:
     """n samples for each prompt of one batch: prefill the prompts once, copy each prompt's cache n times, then
-    decode all rows together, dropping a row from the batch as soon as it emits EOS."""
+    decode all rows together, dropping a row from the batch as soon as it emits EOS. With `logprobs` each sample
+    keeps its tokens and their summed log-prob under the model's logits as they are, before temperature and top_p
+    (the policy's own log pi, which the implicit reward margin needs), taken in the same decoding passes."""
     import torch
 
     device = loaded.model.device
@@ -189,8 +199,9 @@ def _sample(loaded: LoadedModel, ids_list: list[list[int]], prompts: list[list[d
     input_ids, mask = left_pad(ids_list, loaded.tokenizer.pad_token_id)
     with torch.inference_mode():
         state = _prefill(loaded.model, input_ids.to(device), mask.to(device), n)
-        rows = _decode(loaded.model, state, torch.tensor(sorted(loaded.eos_ids), device=device), params, generator)
-    samples = [_to_sample(loaded, tokens, stopped) for tokens, stopped in rows]
+        rows, sums = _decode(loaded.model, state, torch.tensor(sorted(loaded.eos_ids), device=device), params,
+                             generator, logprobs)
+    samples = [_to_sample(loaded, tokens, stopped, total) for (tokens, stopped), total in zip(rows, sums, strict=True)]
     return [samples[k * n:(k + 1) * n] for k in range(len(ids_list))]
 
 
@@ -204,15 +215,22 @@ def _prefill(model, input_ids, mask, n: int) -> dict:
             "mask": mask.repeat_interleave(n, dim=0), "position": positions[:, -1:].repeat_interleave(n, dim=0)}
 
 
-def _decode(model, state: dict, eos, params: SamplingConfig, generator) -> list[tuple[list[int], bool]]:
-    """(tokens, stopped at EOS) per row, decoding up to max_new_tokens."""
+def _decode(model, state: dict, eos, params: SamplingConfig, generator,
+            logprobs: bool = False) -> tuple[list[tuple[list[int], bool]], list[float | None]]:
+    """(tokens, stopped at EOS) per row, decoding up to max_new_tokens; and per row the summed raw log-prob of its
+    tokens (None without `logprobs`)."""
     import torch
 
     cache, logits, mask, position = state["cache"], state["logits"], state["mask"], state["position"]
     rows: list[tuple[list[int], bool]] = [([], False) for _ in range(logits.shape[0])]
+    sums: list[float | None] = [0.0 if logprobs else None] * logits.shape[0]
     alive = torch.arange(logits.shape[0], device=logits.device)  # which sample each batch row is
     for step in range(params.max_new_tokens):
         next_tokens = sample_next(logits, params.temperature, params.top_p, generator)
+        if logprobs:
+            chosen = torch.log_softmax(logits.float(), dim=-1).gather(1, next_tokens[:, None])[:, 0]
+            for row, value in zip(alive.tolist(), chosen.tolist(), strict=True):
+                sums[row] += value
         done = torch.isin(next_tokens, eos)
         for row, token, is_done in zip(alive.tolist(), next_tokens.tolist(), done.tolist(), strict=True):
             rows[row][0].append(token)
@@ -228,7 +246,7 @@ def _decode(model, state: dict, eos, params: SamplingConfig, generator) -> list[
         out = model(input_ids=next_tokens[:, None], attention_mask=mask, position_ids=position,
                     past_key_values=cache, use_cache=True)
         logits = out.logits[:, -1]
-    return rows
+    return rows, sums
 
 
 def sample_next(logits, temperature: float, top_p: float, generator, candidates: int = 64):
@@ -274,11 +292,12 @@ def left_pad(ids_list: list[list[int]], pad_id: int):
     return input_ids, mask
 
 
-def _to_sample(loaded: LoadedModel, tokens: list[int], stopped: bool) -> Sample:
+def _to_sample(loaded: LoadedModel, tokens: list[int], stopped: bool, logprob: float | None = None) -> Sample:
     """A row that emitted EOS stopped ('stop'; the EOS counts as a token); any other ran out ('length')."""
     body = tokens[:-1] if stopped else tokens
     text = loaded.tokenizer.decode(body, skip_special_tokens=True).strip()
-    return Sample(text=text, finish_reason="stop" if stopped else "length", token_count=len(tokens))
+    return Sample(text=text, finish_reason="stop" if stopped else "length", token_count=len(tokens),
+                  token_ids=list(tokens) if logprob is not None else None, logprob=logprob)
 
 
 # -- memory ------------------------------------------------------------------------------------------------------

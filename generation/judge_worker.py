@@ -150,11 +150,15 @@ def judge_once(store: Store, judge: Judge, mode: str = "unseen", limit: int | No
     try:
         while rows:
             items = [JudgeItem(messages, a, b) for _cid, messages, a, b in rows]
+            split = []  # flipped with the order, or abstained: labelling.priority = judge_disagreement
             for (cid, *_), pv in zip(rows, judge_both_orders(judge, items), strict=True):
                 stored = _store_label(store, annotator, cid, pv)
                 if stored is None:
                     skip.add(cid)
+                if pv.outcome in ("flipped", "abstain"):
+                    split.append(cid)
                 report.add(pv.outcome, stored, pv.verdict.rationale)
+            store.judge_runs.count_split(split)
             store.judge_runs.update(report.run_id, **report.counts())
             if bar is not None:
                 bar.update(len(rows))

@@ -95,7 +95,11 @@ class RemoteBackend(Backend):
             if old is not None and old != name:
                 self._unload_adapter(old)
 
-    def generate(self, prompts: list[list[dict]], n: int, params: SamplingConfig) -> list[list[Sample] | SkipReason]:
+    def generate(self, prompts: list[list[dict]], n: int, params: SamplingConfig,
+                 logprobs: bool = False) -> list[list[Sample] | SkipReason]:
+        """`logprobs`: the sampled tokens' log-probs, as the server's /v1/completions returns them (vLLM's default
+        logprobs_mode 'raw_logprobs': before temperature and top_p). This backend cannot score a given sequence
+        (sequence_logprobs is None): generation/margins.py loads the version with transformers for that."""
         with self._lock:
             if self._closed:
                 raise RuntimeError("this backend is closed")
@@ -108,7 +112,7 @@ class RemoteBackend(Backend):
 
             def one(i: int) -> list[Sample] | SkipReason:
                 # A seed per prompt, as the vllm backend: each prompt's samples repeat whatever it is batched with.
-                return self._complete(encoded[i], n, params, content_seed(params.seed, prompts[i]))
+                return self._complete(encoded[i], n, params, content_seed(params.seed, prompts[i]), logprobs)
 
             # One request per prompt (the seed is per request), batch_size of them in flight: a load balancer
             # spreads them over the fleet.
@@ -184,9 +188,12 @@ class RemoteBackend(Backend):
                 log.warning("could not unload LoRA adapter %s from %s: HTTP %s", name, url, r.status_code)
 
     # -- sampling ------------------------------------------------------------------------------------------------
-    def _complete(self, ids: list[int], n: int, params: SamplingConfig, seed: int) -> list[Sample] | SkipReason:
+    def _complete(self, ids: list[int], n: int, params: SamplingConfig, seed: int,
+                  logprobs: bool = False) -> list[Sample] | SkipReason:
         body = {"model": self._model, "prompt": ids, "n": n, "temperature": params.temperature,
                 "top_p": params.top_p, "max_tokens": params.max_new_tokens, "seed": seed, "return_token_ids": True}
+        if logprobs:
+            body["logprobs"] = 0  # the sampled token's own log-prob only
         r = self._request("post", f"{self.url}/v1/completions", body, RuntimeError)
         if r.status_code == 404 and self._adapter is not None:
             # A replica restarted since the adapter was loaded and forgot it: load it again, once.
@@ -215,7 +222,11 @@ class RemoteBackend(Backend):
             count = max_tokens
         else:
             count = len(self.tokenizer(text, add_special_tokens=False)["input_ids"]) + 1
-        return Sample(text=text.strip(), finish_reason=finish, token_count=count)
+        scores = (choice.get("logprobs") or {}).get("token_logprobs")
+        if ids is None or scores is None or len(scores) != len(ids) or None in scores:
+            return Sample(text=text.strip(), finish_reason=finish, token_count=count)
+        return Sample(text=text.strip(), finish_reason=finish, token_count=count, token_ids=list(ids),
+                      logprob=float(sum(scores)))
 
     def _request(self, method: str, url: str, body: dict | None, error: type[Exception], retries: int | None = None):
         """The response; timeouts, connection errors, 429 and 5xx are retried `retries` (default self.retries)

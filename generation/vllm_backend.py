@@ -90,7 +90,10 @@ class VLLMBackend(Backend):
     def context_length(self) -> int:
         return int(self._llm.llm_engine.model_config.max_model_len)
 
-    def generate(self, prompts: list[list[dict]], n: int, params: SamplingConfig) -> list[list[Sample] | SkipReason]:
+    def generate(self, prompts: list[list[dict]], n: int, params: SamplingConfig,
+                 logprobs: bool = False) -> list[list[Sample] | SkipReason]:
+        """`logprobs`: each sampled token's log-prob, as vLLM returns it by default (logprobs_mode 'raw_logprobs':
+        the model's own distribution, before temperature and top_p)."""
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
@@ -101,18 +104,25 @@ class VLLMBackend(Backend):
             todo = [i for i, r in enumerate(results) if r is None]
             # vLLM batches and schedules by itself; a seed per prompt makes each prompt's samples repeatable.
             sampling = [SamplingParams(n=n, temperature=params.temperature, top_p=params.top_p,
-                                       max_tokens=params.max_new_tokens, seed=content_seed(params.seed, prompts[i]))
+                                       max_tokens=params.max_new_tokens, seed=content_seed(params.seed, prompts[i]),
+                                       logprobs=0 if logprobs else None)
                         for i in todo]
             outputs = self._llm.generate([TokensPrompt(prompt_token_ids=encoded[i]) for i in todo], sampling,
                                          use_tqdm=False, lora_request=self._lora) if todo else []
             eos = _eos_ids(self.tokenizer)
             for i, out in zip(todo, outputs, strict=True):
-                results[i] = [_to_sample(c, eos) for c in out.outputs]
+                results[i] = [_to_sample(c, eos, logprobs) for c in out.outputs]
             return results
 
     @property
     def ready(self) -> bool:
         return self._broken is None
+
+    def sequence_logprobs(self, sequences: list[list[int]]) -> list[list[float]]:
+        """The served version's log-probs of each sequence (prompt_logprobs), on the engine itself."""
+        with self._lock:
+            self._check_ready()
+            return self.live_logprobs(sequences)
 
     def load_version(self, path: str) -> None:
         """Serve `path`: an adapter folder as a LoRARequest, a full model by reloading weights in place. After a
@@ -320,12 +330,16 @@ def _resolve_device(device: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _to_sample(completion, eos_ids: frozenset[int]) -> Sample:
+def _to_sample(completion, eos_ids: frozenset[int], logprobs: bool = False) -> Sample:
     tokens = list(completion.token_ids)
     finish = "stop" if completion.finish_reason == "stop" else "length"
     # Count the EOS token like the hf backend does, whether or not the engine kept it in token_ids.
     count = len(tokens) + (1 if finish == "stop" and (not tokens or tokens[-1] not in eos_ids) else 0)
-    return Sample(text=completion.text.strip(), finish_reason=finish, token_count=count)
+    scored = logprobs and completion.logprobs is not None and len(completion.logprobs) == len(tokens)
+    total = (sum(entry[token].logprob for token, entry in zip(tokens, completion.logprobs, strict=True))
+             if scored else None)
+    return Sample(text=completion.text.strip(), finish_reason=finish, token_count=count,
+                  token_ids=tokens if scored else None, logprob=total)
 
 
 def _eos_ids(tokenizer) -> frozenset[int]:

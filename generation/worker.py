@@ -1,7 +1,9 @@
 """The sampling worker: prompts that still need comparisons under the deployed version -> n samples each ->
 responses stored with the version and params that made them -> comparisons per the pairing strategy.
 
-`generate_once` works through the backlog once; `watch` keeps the open queue topped up and follows deployments."""
+`generate_once` works through the backlog once; `watch` keeps the open queue topped up and follows deployments.
+With a MarginScorer (labelling.priority = uncertainty) every new comparison gets its implicit reward margin under the
+deployed version (generation/margins.py), and `watch`, when idle, rescores open comparisons made before a deploy."""
 
 import logging
 import random
@@ -11,8 +13,9 @@ from dataclasses import dataclass, field
 
 from data.models import ModelVersion, Prompt
 from data.store import Store
-from generation.backend import Backend, SkipReason, same_model
+from generation.backend import Backend, ModelLoadError, SkipReason, same_model
 from generation.config import SamplingConfig
+from generation.margins import MarginScorer, Scored
 from generation.pairing import make_pairs
 
 log = logging.getLogger(__name__)
@@ -27,6 +30,8 @@ class GenerationReport:
     skipped: dict[int, str] = field(default_factory=dict)  # prompt id -> reason
     versions_loaded: list[str] = field(default_factory=list)  # swaps made on the way, in order
     batches: int = 0
+    margins_rescored: int = 0  # open comparisons given margins under the deployed version while idle (watch)
+    margin_error: str | None = None  # why the last batch's comparisons got no margins
 
     @property
     def prompts_skipped(self) -> int:
@@ -42,9 +47,11 @@ class NoDeployedVersion(LookupError):
 
 
 def generate_once(store: Store, backend: Backend, cfg: SamplingConfig, limit: int | None = None,
-                  progress: bool = False, again_tied: bool = False) -> GenerationReport:
+                  progress: bool = False, again_tied: bool = False,
+                  margins: MarginScorer | None = None) -> GenerationReport:
     """Sample every prompt (at most `limit`) that has no responses from the deployed version yet; with
-    `again_tied`, once more each prompt whose comparisons under it all ended in ties or both-bad."""
+    `again_tied`, once more each prompt whose comparisons under it all ended in ties or both-bad; with `margins`,
+    each new comparison with its margin."""
     from tqdm.auto import tqdm
 
     version = store.versions.deployed()
@@ -64,7 +71,7 @@ def generate_once(store: Store, backend: Backend, cfg: SamplingConfig, limit: in
                 prompts, again = again[:size], again[size:]
             if not prompts:
                 break
-            sample_batch(store, backend, cfg, version, prompts, report)
+            sample_batch(store, backend, cfg, version, prompts, report, margins)
             bar.update(len(prompts))
     return report
 
@@ -72,26 +79,32 @@ def generate_once(store: Store, backend: Backend, cfg: SamplingConfig, limit: in
 def watch(store: Store, backend: Backend, cfg: SamplingConfig, stop_event: threading.Event,
           max_batches: int | None = None,
           on_batch: Callable[[GenerationReport], None] | None = None,
-          pause: Callable[[Backend, threading.Event], bool] | None = None) -> GenerationReport:
+          pause: Callable[[Backend, threading.Event], bool] | None = None,
+          margins: MarginScorer | None = None) -> GenerationReport:
     """Keep cfg.queue_target open comparisons queued until stop_event is set (or after max_batches batches).
 
     The deployed version is re-read before every batch; a new one is loaded into the backend in place. `pause`, asked
     before every batch, gives the device to a round that wants it (training.handoff.DeviceWatch.pause: it sleeps the
     backend, waits for the round's end and wakes it) and says whether it did; the batch after it serves the version
-    deployed then."""
+    deployed then. With `margins`, a cycle with nothing to sample rescores up to margins.RESCORE_BATCH open
+    comparisons whose margins are not under the deployed version (stale after a deploy), until none is left."""
     report = GenerationReport()
+    # A round taking the device takes the margin models' memory on it too.
+    sleeper = backend if margins is None else margins.sleeping_with(backend)
     while not stop_event.is_set() and (max_batches is None or report.batches < max_batches):
-        if pause is not None and pause(backend, stop_event):
+        if pause is not None and pause(sleeper, stop_event):
             continue
-        if not _watch_step(store, backend, cfg, report):
-            stop_event.wait(cfg.watch_interval_s)
+        if not _watch_step(store, backend, cfg, report, margins):
+            if margins is None or not _rescore_step(store, backend, margins, report):
+                stop_event.wait(cfg.watch_interval_s)
             continue
         if on_batch is not None:
             on_batch(report)
     return report
 
 
-def _watch_step(store: Store, backend: Backend, cfg: SamplingConfig, report: GenerationReport) -> bool:
+def _watch_step(store: Store, backend: Backend, cfg: SamplingConfig, report: GenerationReport,
+                margins: MarginScorer | None = None) -> bool:
     """One batch of watch's work; False when there was nothing to do."""
     version = store.versions.deployed()
     if version is None:
@@ -105,8 +118,26 @@ def _watch_step(store: Store, backend: Backend, cfg: SamplingConfig, report: Gen
     if not prompts:
         return False
     report.version = version.name
-    sample_batch(store, backend, cfg, version, prompts, report)
+    sample_batch(store, backend, cfg, version, prompts, report, margins)
     return True
+
+
+def _rescore_step(store: Store, backend: Backend, margins: MarginScorer, report: GenerationReport) -> bool:
+    """Margins under the deployed version for one bounded batch of open comparisons that lack them; False when
+    there were none."""
+    version = store.versions.deployed()
+    if version is None:
+        return False
+    if ensure_serving(backend, version):
+        report.versions_loaded.append(version.name)
+    try:
+        done = margins.rescore(store, backend, version)
+    except ModelLoadError as error:  # e.g. the reference's folder is gone: sampling goes on, tried again later
+        log.warning("open comparisons not rescored: %s", error)
+        report.margin_error = str(error)
+        return False
+    report.margins_rescored += done
+    return done > 0
 
 
 def ensure_serving(backend: Backend, version: ModelVersion) -> bool:
@@ -120,10 +151,13 @@ def ensure_serving(backend: Backend, version: ModelVersion) -> bool:
 
 
 def sample_batch(store: Store, backend: Backend, cfg: SamplingConfig, version: ModelVersion,
-                 prompts: list[Prompt], report: GenerationReport) -> None:
-    """Sample one batch of prompts and store responses and comparisons (one transaction per prompt)."""
-    results = backend.generate([p.messages for p in prompts], cfg.samples_per_prompt, cfg)
+                 prompts: list[Prompt], report: GenerationReport, margins: MarginScorer | None = None) -> None:
+    """Sample one batch of prompts and store responses and comparisons (one transaction per prompt); with
+    `margins`, each comparison with its margin under `version`."""
+    results = backend.generate([p.messages for p in prompts], cfg.samples_per_prompt, cfg,
+                               logprobs=margins is not None)
     params = {**cfg.sampling_params(), "backend": backend.kind}
+    paired = []
     for prompt, result in zip(prompts, results, strict=True):
         if isinstance(result, SkipReason) or not result:
             reason = result.reason if isinstance(result, SkipReason) else "the backend returned no samples"
@@ -132,12 +166,34 @@ def sample_batch(store: Store, backend: Backend, cfg: SamplingConfig, version: M
             continue
         # Seeded per (run seed, version, prompt): the same run pairs the same way.
         rng = random.Random(f"{cfg.seed}:{version.id}:{prompt.id}")
-        pairs = make_pairs(result, cfg.pairing, cfg.max_pairs_per_prompt, cfg.bad_samples, rng)
-        comparison_ids = store.prompts.add_samples(prompt.id, version.id, result, pairs, params, cfg.overlap)
+        paired.append((prompt, result, make_pairs(result, cfg.pairing, cfg.max_pairs_per_prompt, cfg.bad_samples,
+                                                  rng)))
+    scores = _pair_margins(store, backend, version, paired, margins, report)
+    for (prompt, result, pairs), values in zip(paired, scores, strict=True):
+        comparison_ids = store.prompts.add_samples(prompt.id, version.id, result, pairs, params, cfg.overlap,
+                                                   margins=values)
         report.prompts_sampled += 1
         report.responses_stored += len(result)
         report.comparisons_created += len(comparison_ids)
     report.batches += 1
+
+
+def _pair_margins(store: Store, backend: Backend, version: ModelVersion, paired: list, scorer: MarginScorer | None,
+                  report: GenerationReport) -> list[list[float] | None]:
+    """Per prompt of the batch, the margins of its pairs, all scored together (None each without a scorer, or when
+    a model the margins need cannot be loaded: those comparisons go last in the uncertainty order, rescored later)."""
+    if scorer is None:
+        return [None] * len(paired)
+    scored = [[Scored(prompt.messages, s.text, s) for s in result] for prompt, result, _ in paired]
+    flat = [(items[i], items[j]) for items, (*_, pairs) in zip(scored, paired, strict=True) for i, j in pairs]
+    try:
+        values = iter(scorer.margins(store, backend, version, flat))
+    except ModelLoadError as error:
+        log.warning("comparisons stored without margins: %s", error)
+        report.margin_error = str(error)
+        return [None] * len(paired)
+    report.margin_error = None
+    return [[next(values) for _ in pairs] for *_, pairs in paired]
 
 
 def _handled(report: GenerationReport) -> int:

@@ -79,7 +79,7 @@ BOTH_BACKENDS = {"test_store", "test_queue", "test_pairs", "test_export", "test_
                  "test_curation", "test_server", "test_round", "test_round_process", "test_round_backoff",
                  "test_roundtrip", "test_judge_worker", "test_worker", "test_labelling", "test_api",
                  "test_console_annotators", "test_console_models", "test_console_overview",
-                 "test_console_judges"}
+                 "test_console_judges", "test_adjudication", "test_quality"}
 TEST_PG_ENV = "PREFLOOP_TEST_DATABASE_URL"
 
 
@@ -196,6 +196,18 @@ def shots(tmp_path: Path) -> Path:
     folder = Path(os.environ.get("PREFLOOP_SCREENSHOTS") or tmp_path / "shots")
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+@pytest.fixture
+def initialised(workdir, tmp_path):
+    """A workdir that `prefloop init` made over a placeholder base: for tests of CLI verbs that load no model."""
+    from test_cli import run
+
+    base = tmp_path / "base-model"
+    base.mkdir()
+    r = run("init", "--base", base, workdir=workdir)
+    assert r.returncode == 0, r.stderr
+    return workdir
 
 
 @pytest.fixture

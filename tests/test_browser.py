@@ -12,6 +12,7 @@ from sqlmodel import select
 
 from app.services import console, labelling
 from data.models import Comparison, Label
+from data.queue import submit_label
 
 pytestmark = BROWSER
 
@@ -145,7 +146,7 @@ def test_operator_exports_a_download(site, session, tmp_path):
     url, app = site
     ids = seed_comparisons(app.store, 2)
     for cid in ids:
-        labelling.label(app, "olivia", cid, "ab", choice="a")
+        submit_label(app.store, "olivia", cid, "a", "ab")
     s = session("olivia")
     page = s.page
     page.get_by_role("tab", name="Console").click()

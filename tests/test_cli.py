@@ -20,15 +20,6 @@ def run(*args, workdir=None, env=None, input=None):
     return subprocess.run(cmd, capture_output=True, text=True, env=full_env, input=input, timeout=300)
 
 
-@pytest.fixture
-def initialised(workdir, tmp_path):
-    base = tmp_path / "base-model"
-    base.mkdir()
-    r = run("init", "--base", base, workdir=workdir)
-    assert r.returncode == 0, r.stderr
-    return workdir
-
-
 def verbs() -> list[str]:
     from app.cli import cli
 

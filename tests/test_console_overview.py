@@ -8,8 +8,9 @@ import pytest
 from browsing import browser_test
 from conftest import seed_comparisons
 
-from app.services import console, labelling
+from app.services import console
 from app.ui.console import overview
+from data.queue import submit_label
 
 
 def full_report(accuracy=(0.5, 0.75), tokens=(12.0, 10.0), eos=(0.5, 1.0), win_rate=0.625):
@@ -148,7 +149,7 @@ def test_operator_sees_the_loop_at_a_glance_before_and_after_two_rounds(site, se
 
     finish_round(app, "v0", "v1", full_report())
     finish_round(app, "v1", "v2", full_report(accuracy=(0.7, 0.875), win_rate=None))  # no judge: no point
-    labelling.label(app, "alice", free, "ab", choice="a")
+    submit_label(app.store, "alice", free, "a", "ab")
     page.click("#pf-btn-refresh")
     s.wait_text("#pf-summary", "2 finished rounds")
     wait_points(page, {"pf-plot-accuracy": 4, "pf-plot-win-rate": 1, "pf-plot-length": 4, "pf-plot-eos": 4})

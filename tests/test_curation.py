@@ -16,13 +16,15 @@ from app.services import curation, labelling, transfer
 from app.services.errors import Conflict, Forbidden, NotFound
 from app.services.workdir import open_app
 from data.models import Comparison, Label, Prompt
+from data.queue import submit_label
 from generation.backend import Sample
 from training.config import RoundConfig
 from training.pairs import NotEnoughPairs, select_pairs
 
 
 def label(app, annotator: str, cid: int, choice: str = "a"):
-    return labelling.label(app, annotator, cid, "ab", choice=choice).result
+    """`annotator`'s label on comparison `cid`, recorded as a script does (not handed out first)."""
+    return submit_label(app.store, annotator, cid, choice, "ab", overlap_default=app.settings.labelling.overlap)
 
 
 def exported_ids(app) -> set[int]:
@@ -240,7 +242,10 @@ def test_api_undo_and_operator_only_discard(web_app, api):
     item = alice.get("/next").json()["comparison"]
     mine = alice.post("/labels", json={"comparison_id": item["comparison_id"], "side": "left",
                                        "shown_order": item["shown_order"]}).json()
-    theirs = bob.post("/labels", json={"comparison_id": cids[1], "choice": "b", "shown_order": "ab"}).json()
+    handed = bob.get("/next").json()["comparison"]  # alice holds the first: bob is handed the second
+    assert handed["comparison_id"] == cids[1]
+    theirs = bob.post("/labels", json={"comparison_id": cids[1], "choice": "b",
+                                       "shown_order": handed["shown_order"]}).json()
     r = alice.post("/labels/undo", json={"label_id": theirs["label_id"]})
     assert r.status_code == 403 and "not yours" in r.json()["detail"]
     r = alice.post("/labels/undo")

@@ -295,7 +295,7 @@ def test_bad_arguments_fail_before_writing(store, tmp_path):
     with pytest.raises(ValueError, match="allowed: trl, openai"):
         export_pairs(store, tmp_path / "x.jsonl", fmt="csv")
     assert FORMATS == ("trl", "openai")
-    with pytest.raises(ValueError, match="allowed: human, import, judge"):
+    with pytest.raises(ValueError, match="allowed: adjudication, human, import, judge"):
         export_pairs(store, tmp_path / "x.jsonl", sources=("robot",))
     with pytest.raises(ValueError, match="min_agreement"):
         export_pairs(store, tmp_path / "x.jsonl", min_agreement=-0.1)

@@ -199,6 +199,16 @@ MALFORMED = [
         "preferred_output": [{"role": "assistant", "content": "a"}],
         "non_preferred_output": [{"role": "assistant", "content": "b"}]})],
      1, "input.messages[0].content[0].type", "only text"),
+    ("gold-not-a-choice", "responses-jsonl", [json.dumps({"prompt": "p", "responses": ["r1", "r2"]}),
+                                              json.dumps({"prompt": "p", "responses": ["r1", "r2"], "gold": "A"})],
+     2, "gold", "must be one of 'a', 'b', 'tie', 'both_bad'"),
+    ("gold-three-responses", "responses-jsonl", [json.dumps({"prompt": "p", "responses": ["x", "y", "z"],
+                                                             "gold": "a"})], 1, "gold", "exactly 2 distinct"),
+    ("gold-pair-not-bool", "trl", [json.dumps(pair() | {"gold": "a"})], 1, "gold", "must be true"),
+    ("gold-openai-not-bool", "openai", [json.dumps({"input": {"messages": GOOD_MESSAGES}, "gold": 1,
+                                                    "preferred_output": [{"role": "assistant", "content": "a"}],
+                                                    "non_preferred_output": [{"role": "assistant", "content": "b"}]})],
+     1, "gold", "not a number"),
 ]
 
 
@@ -490,3 +500,39 @@ def test_a_folder_that_is_not_a_dataset_is_refused(store, tmp_path):
     (tmp_path / "notes").mkdir()
     with pytest.raises(ValueError, match="not a Hugging Face datasets folder"):
         import_file(store, tmp_path / "notes")
+
+
+# -- gold questions ------------------------------------------------------------------------------------------------
+def gold_answers(store) -> dict[str, str | None]:
+    """Origin -> gold answer of every comparison."""
+    with store.read() as s:
+        return {c.origin: c.gold_choice for c in s.exec(select(Comparison)).all()}
+
+
+def test_the_gold_field_imports_responses_and_pairs_as_gold_questions(store, tmp_path):
+    byo = write_jsonl(tmp_path / "byo.jsonl", {"prompt": "p", "responses": ["r1", "r2"], "gold": "b"},
+                      {"prompt": "q", "responses": ["s1", "s2"], "gold": "both_bad"},
+                      {"prompt": "r", "responses": ["t1", "t2", "t3"]})
+    result = import_file(store, byo, overlap=2)
+    assert (result.comparisons_added, result.gold_added) == (5, 2)
+    trl = write_jsonl(tmp_path / "trl.jsonl", pair(prompt="x") | {"gold": True}, pair(prompt="y") | {"gold": False},
+                      pair(prompt="z"))
+    assert import_file(store, trl).gold_added == 1
+    answers = gold_answers(store)
+    assert (answers["byo.jsonl:1"], answers["byo.jsonl:2"], answers["trl.jsonl:1"]) == ("b", "both_bad", "a")
+    assert {k for k, v in answers.items() if v is None} == {"byo.jsonl:3", "trl.jsonl:2", "trl.jsonl:3"}
+    assert next((a, b) for origin, _, a, b in stored_pairs(store) if origin == "byo.jsonl:1") == ("r1", "r2")
+
+
+def test_a_prompts_file_with_a_gold_column_is_just_prompts(store, tmp_path):
+    path = write_jsonl(tmp_path / "prompts.jsonl", {"prompt": "2 + 2?", "gold": "4"})
+    assert import_file(store, path).prompts_added == 1
+
+
+def test_reimporting_a_gold_pair_keeps_what_is_stored(store, tmp_path):
+    first = write_jsonl(tmp_path / "a.jsonl", pair())
+    import_file(store, first)
+    again = write_jsonl(tmp_path / "b.jsonl", pair() | {"gold": True})
+    result = import_file(store, again)
+    assert (result.comparisons_duplicate, result.gold_added) == (1, 0)
+    assert gold_answers(store) == {"a.jsonl:1": None}

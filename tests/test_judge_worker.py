@@ -121,3 +121,22 @@ def test_service_and_cli_run_the_configured_judge(web_app, seed):
     assert r.exit_code != 0 and "judge.function" in r.output  # a clear message, no traceback
     assert judging.judge_status(web_app)["judge:rule"]["labelled"] == 2
     assert judging.judge_agreement(web_app)["judge:rule"]["labels"] == 2
+
+
+def judge_splits(store) -> dict[int, int]:
+    with store.read() as s:
+        return {c.id: c.judge_split for c in s.exec(select(Comparison)).all()}
+
+
+def test_flips_and_abstains_add_one_to_the_comparisons_judge_split_per_judging(store, seed):
+    def rule(_prompt, a, b):  # the shorter wins, the first shown when equally long (a flip), none when empty
+        return "abstain" if not a else "a" if len(a) == len(b) else prefer_shorter(_prompt, a, b)
+
+    answers = {0: ("short", "a much longer answer"), 1: ("same", "size"), 2: ("", "")}
+    consistent, flipped, abstained = seed(store, 3, texts=lambda i: (f"q {uuid.uuid4().hex}", *answers[i]))
+    report = judge_once(store, PythonJudge(rule, name="rule"), mode="all", batch_size=2)
+    assert (report.consistent, report.flipped, report.abstained) == (1, 1, 1)
+    assert judge_splits(store) == {consistent: 0, flipped: 1, abstained: 1}
+    # Another judge splits on the same ones: the counts add up (the abstained one is still open to it).
+    judge_once(store, PythonJudge(rule, name="rule-2"), mode="all")
+    assert judge_splits(store) == {consistent: 0, flipped: 2, abstained: 2}

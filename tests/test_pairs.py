@@ -244,7 +244,7 @@ def test_empty_store(store):
 
 
 def test_bad_arguments(store):
-    with pytest.raises(ValueError, match="allowed: human, import, judge"):
+    with pytest.raises(ValueError, match="allowed: adjudication, human, import, judge"):
         list(iter_resolved(store, sources=("humans",)))
     with pytest.raises(ValueError, match="allowed"):
         count_resolved(store, sources=())

@@ -15,7 +15,9 @@ from sqlmodel import select
 from data.models import Comparison, Label, Lease, Response, utcnow
 from data.queue import (
     ComparisonUnavailable,
+    Handing,
     LabelConflict,
+    NotHanded,
     add_edited_response,
     choice_from_side,
     expire_leases,
@@ -45,6 +47,11 @@ def make_comparisons(store: Store, n: int, overlap: int = 1, priority: int = 0) 
     return ids
 
 
+def set_columns(store: Store, ids, **values) -> None:
+    with store.write() as s:
+        s.exec(update(Comparison).where(Comparison.id.in_(ids)).values(**values))
+
+
 def labels_of(store: Store, comparison_id: int) -> list[Label]:
     with store.read() as s:
         return list(s.exec(select(Label).where(Label.comparison_id == comparison_id).order_by(Label.id)).all())
@@ -66,9 +73,10 @@ def age_all_leases(store: Store) -> None:
         s.exec(update(Lease).values(expires_at=utcnow() - timedelta(seconds=1)))
 
 
-def label(store: Store, annotator: str, choice: str = "a", lease_seconds: float = LEASE):
-    """Take the next comparison and label it `choice`."""
-    item = next_comparison(store, annotator, lease_seconds)
+def label(store: Store, annotator: str, choice: str = "a", lease_seconds: float = LEASE,
+          handing: Handing | None = None):
+    """Take the next comparison (handed out as `handing` says) and label it `choice`."""
+    item = next_comparison(store, annotator, lease_seconds, handing=handing or Handing())
     return item, submit_label(store, annotator, item.comparison_id, choice, item.shown_order)
 
 
@@ -353,9 +361,10 @@ def test_the_queue_queries_are_index_driven(store, backend):
     """No full scan of comparisons, labels or leases on the hot path (the query planner's own word)."""
     from data import queue
 
-    statements = [queue._HELD, queue._FIRST, queue._ROOM, queue._ITEM, queue._MY_LABEL, queue._FILLED]
+    statements = [queue._HELD, *queue._FIRST.values(), queue._ROOM, queue._ITEM, queue._MY_LABEL, queue._MY_LEASE,
+                  queue._FILLED, queue._GOLD]
     if backend == "postgresql":
-        statements += [queue._FIRST_LOCKED, queue._COMPARISON_LOCKED]
+        statements += [*queue._FIRST_LOCKED.values(), queue._COMPARISON_LOCKED]
     plan_of = sqlite_plan if backend == "sqlite" else postgresql_plan
     with store.engine.begin() as conn:
         for statement in statements:
@@ -547,3 +556,115 @@ def test_recent_labels_are_the_persons_last_ones_as_they_clicked_them_with_disca
 def labels_of_all(store: Store) -> list[Label]:
     with store.read() as s:
         return list(s.exec(select(Label).order_by(Label.id)).all())
+
+
+# -- who may label what ------------------------------------------------------------------------------------------
+def test_a_person_labels_only_the_comparison_they_were_handed(store):
+    handed, other = make_comparisons(store, 2)
+    item = next_comparison(store, "alice", LEASE)
+    assert item.comparison_id == handed
+    with pytest.raises(NotHanded, match=f"comparison {other} is not one you were handed"):
+        submit_label(store, "alice", other, "a", "ab", handed_only=True)
+    with pytest.raises(NotHanded):
+        submit_and_next(store, "alice", other, "a", "ab", LEASE)
+    with pytest.raises(NotHanded):
+        add_edited_response(store, "alice", other, "a rewrite", "ab", edited_from="a")
+    assert labels_of(store, other) == [] and status_of(store, other) == "open"
+    first = submit_label(store, "alice", handed, "b", item.shown_order, handed_only=True)
+    again = submit_label(store, "alice", handed, "b", item.shown_order, handed_only=True)  # a retry, lease gone
+    assert first.created and not again.created and again.label_id == first.label_id
+
+
+def test_a_person_whose_hold_was_cleared_is_refused_and_the_place_goes_to_the_next_person(store):
+    cid, = make_comparisons(store, 1)
+    item = next_comparison(store, "alice", LEASE)
+    age_all_leases(store)
+    assert next_comparison(store, "bob", LEASE).comparison_id == cid  # clears alice's expired lease
+    with pytest.raises(NotHanded):
+        submit_label(store, "alice", cid, "a", item.shown_order, handed_only=True)
+
+
+# -- gold questions ------------------------------------------------------------------------------------------------
+def test_gold_questions_are_mixed_in_at_the_configured_rate(store):
+    import random
+
+    random.seed(14)
+    ordinary = make_comparisons(store, 240)
+    gold = make_comparisons(store, 120)
+    set_columns(store, gold, gold_choice="a")
+    handing = Handing(gold_rate=0.25)
+    handed_gold = 0
+    for _ in range(200):
+        item = next_comparison(store, "alice", LEASE, handing=handing)
+        handed_gold += item.comparison_id in gold
+        submit_label(store, "alice", item.comparison_id, "a", item.shown_order, handed_only=True)
+    # 200 draws at 0.25: mean 50, standard deviation 6.1; these bounds are 4 deviations wide.
+    assert 25 <= handed_gold <= 75
+    assert all(next_comparison(store, f"p{k}", LEASE).comparison_id in ordinary for k in range(20))  # rate 0: none
+
+
+def test_every_annotator_answers_each_gold_question_once_and_it_fills_no_overlap(store):
+    ordinary = make_comparisons(store, 3)
+    gold, = make_comparisons(store, 1)
+    set_columns(store, [gold], gold_choice="b")
+    always = Handing(gold_rate=1.0)
+    for name in ("alice", "bob", "carol"):
+        item = next_comparison(store, name, LEASE, handing=always)
+        assert item.comparison_id == gold
+        assert submit_label(store, name, gold, "a", item.shown_order, handed_only=True).done  # as overlap 1 says
+        following = next_comparison(store, name, LEASE, handing=always)  # answered: ordinary work from now on
+        assert following.comparison_id in ordinary
+        submit_label(store, name, following.comparison_id, "a", following.shown_order, handed_only=True)
+    assert status_of(store, gold) == "open" and len(labels_of(store, gold)) == 3
+    assert [status_of(store, cid) for cid in ordinary] == ["done"] * 3
+
+
+def test_gold_is_never_the_only_thing_left_and_never_counted_as_work(store):
+    gold = make_comparisons(store, 3)
+    set_columns(store, gold, gold_choice="tie")
+    assert next_comparison(store, "alice", LEASE, handing=Handing(gold_rate=1.0)) is None
+    assert queue_counts(store, "alice") == {"open": 0, "left": 0, "labelled_today": 0}
+
+
+def test_a_retired_or_discarded_gold_question_is_not_handed_out(store):
+    cid, = make_comparisons(store, 1)
+    retired, discarded = make_comparisons(store, 2)
+    set_columns(store, [retired, discarded], gold_choice="a")
+    set_columns(store, [retired], status="retired")
+    set_columns(store, [discarded], discarded_at=utcnow())
+    assert next_comparison(store, "alice", LEASE, handing=Handing(gold_rate=1.0)).comparison_id == cid
+
+
+# -- priority orders -----------------------------------------------------------------------------------------------
+def test_uncertainty_hands_out_the_margin_closest_to_zero_first_and_unscored_ones_last(store):
+    unscored, far, near, negative = make_comparisons(store, 4)
+    for cid, margin in ((far, 2.5), (near, 0.05), (negative, -0.4)):
+        set_columns(store, [cid], margin=margin)
+    order = [label(store, f"p{k}", lease_seconds=LEASE, handing=Handing(priority="uncertainty"))[0].comparison_id
+             for k in range(4)]
+    assert order == [near, negative, far, unscored]
+
+
+def test_judge_disagreement_hands_out_the_most_split_first_then_the_oldest(store):
+    calm, split_once, split_twice, calm_too = make_comparisons(store, 4)
+    set_columns(store, [split_once], judge_split=1)
+    set_columns(store, [split_twice], judge_split=2)
+    order = [label(store, f"p{k}", handing=Handing(priority="judge_disagreement"))[0].comparison_id
+             for k in range(4)]
+    assert order == [split_twice, split_once, calm, calm_too]
+
+
+def test_an_operator_set_priority_still_comes_before_any_order(store):
+    near, = make_comparisons(store, 1)
+    set_columns(store, [near], margin=0.0, judge_split=5)
+    urgent, = make_comparisons(store, 1, overlap=2, priority=3)
+    for priority in ("uncertainty", "judge_disagreement"):
+        assert next_comparison(store, f"x-{priority}", LEASE, handing=Handing(priority=priority)).comparison_id \
+            == urgent
+
+
+def test_unknown_orders_and_rates_are_refused():
+    with pytest.raises(ValueError, match="priority must be one of"):
+        Handing(priority="newest")
+    with pytest.raises(ValueError, match="gold_rate must be between 0 and 1"):
+        Handing(gold_rate=1.5)

@@ -363,7 +363,8 @@ def cuda():
 
 
 def test_on_cpu_a_round_loads_and_trains_in_float32_without_mixed_precision(tmp_path):
-    from training.round import dpo_args, training_dtype
+    from training.loading import training_dtype
+    from training.round import dpo_args
 
     assert training_dtype("cpu", lora=False) == training_dtype("cpu", lora=True) == "float32"
     args = dpo_args(RoundConfig(gradient_accumulation_steps=3, gradient_checkpointing=True), str(tmp_path), "cpu")
@@ -373,7 +374,8 @@ def test_on_cpu_a_round_loads_and_trains_in_float32_without_mixed_precision(tmp_
 
 @pytest.mark.gpu
 def test_on_a_gpu_full_rounds_keep_float32_weights_unless_asked_and_the_trainer_autocasts(cuda, tmp_path):
-    from training.round import dpo_args, training_dtype
+    from training.loading import training_dtype
+    from training.round import dpo_args
 
     bf16 = cuda.cuda.is_bf16_supported()
     args = dpo_args(RoundConfig(), str(tmp_path), "cuda")

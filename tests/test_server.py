@@ -105,6 +105,41 @@ def test_next_label_progress_and_idempotent_submit(server, web_app, password_has
     assert label.rationale == "clearer" and label.shown_order == item["shown_order"]
 
 
+def test_a_gold_question_looks_like_any_other_comparison_over_the_api(server, web_app, password_hash, seed):
+    from sqlalchemy import update
+
+    from data.models import Comparison
+
+    add_users(web_app, password_hash, ["alice"])
+    *ordinary, gold = seed(web_app.store, 21)
+    with web_app.store.write() as s:
+        s.exec(update(Comparison).where(Comparison.id == gold).values(gold_choice="a"))
+    web_app.settings.labelling.gold_rate = 0.5  # over 20 hand-outs, gold is missed with odds of 1 in a million
+    seen, answers = {}, {}
+    with closing(login(server, "alice")) as client:
+        while gold not in seen or len(seen) < 2:  # the gold question and at least one ordinary comparison
+            item = client.get("/api/v1/next").json()["comparison"]
+            seen[item["comparison_id"]] = item
+            body = {"comparison_id": item["comparison_id"], "side": "left", "shown_order": item["shown_order"]}
+            answers[item["comparison_id"]] = client.post("/api/v1/labels", json=body).json()
+    ordinary = next(cid for cid in seen if cid != gold)
+    assert seen[gold].keys() == seen[ordinary].keys() and "gold" not in json.dumps(seen[gold]).lower()
+    assert {k: type(v) for k, v in seen[gold].items()} == {k: type(v) for k, v in seen[ordinary].items()}
+    assert answers[gold].keys() == answers[ordinary].keys() and answers[gold]["done"] == answers[ordinary]["done"]
+
+
+def test_a_person_cannot_label_a_comparison_they_were_not_handed_over_the_api(server, web_app, password_hash, seed):
+    add_users(web_app, password_hash, ["alice"])
+    handed, chosen = seed(web_app.store, 2)
+    with closing(login(server, "alice")) as client:
+        assert client.get("/api/v1/next").json()["comparison"]["comparison_id"] == handed
+        for path in ("/api/v1/labels", "/api/v1/labels?next=true"):
+            r = client.post(path, json={"comparison_id": chosen, "side": "left", "shown_order": "ab"})
+            assert r.status_code == 409 and "not one you were handed" in r.json()["detail"]
+    with web_app.store.read() as s:
+        assert s.exec(select(Label).where(Label.comparison_id == chosen)).all() == []
+
+
 def test_a_label_with_next_true_answers_with_the_next_comparison(server, web_app, password_hash, seed):
     add_users(web_app, password_hash, ["alice"])
     seed(web_app.store, 2)

@@ -210,6 +210,26 @@ def test_watch_tops_the_queue_up_to_the_target_then_waits_until_stopped(store, b
     assert report.prompts_sampled == len({r.prompt_id for r in responses(store)})
 
 
+def test_an_idle_watch_with_a_margin_scorer_gives_open_comparisons_margins_under_the_deployed_version(
+        store, backend, v0, prompt_ids):
+    from generation.margins import MarginScorer
+
+    generate_once(store, backend, replace(CFG, pairing="all"))  # no scorer: no margins
+    assert {(c.margin, c.margin_version_id) for c in comparisons(store)} == {(None, None)}
+    stop = threading.Event()
+    cfg = replace(CFG, queue_target=1, watch_interval_s=0.05)  # the queue is full: nothing to sample
+    thread = threading.Thread(target=watch, args=(store, backend, cfg, stop), kwargs={"margins": MarginScorer(0.1)})
+    thread.start()
+    deadline = time.monotonic() + 30
+    while any(c.margin is None for c in comparisons(store)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    stop.set()
+    thread.join(timeout=10)
+    # v0 has no parent: it is its own reference, every margin 0, and nothing else was sampled
+    assert {(c.margin, c.margin_version_id) for c in comparisons(store)} == {(0.0, v0.id)}
+    assert len(responses(store)) == len(QUESTIONS) * CFG.samples_per_prompt
+
+
 def test_watch_without_a_deployed_version_waits_and_stops_on_request(store, backend, prompt_ids):
     stop = threading.Event()
     threading.Timer(0.2, stop.set).start()

@@ -51,7 +51,7 @@ class CompletionOutput:
     text: str
     token_ids: list[int]
     cumulative_logprob: float | None
-    logprobs: None
+    logprobs: list[dict[int, Logprob]] | None  # with SamplingParams.logprobs: each sampled token's raw log-prob
     finish_reason: str | None  # 'stop' (EOS sampled, kept in token_ids) or 'length'
     stop_reason: int | str | None = None
 
@@ -211,9 +211,12 @@ class LLM:
         max_new = min(sp.max_tokens or max_len, max_len - len(ids))
         seed = sp.seed if sp.seed is not None else _randint(self._seeds)
         samples = sample(model, ids, sp, max_new, self.tokenizer.eos_token_id, seed)
+        wanted = sp.logprobs is not None
         outputs = [CompletionOutput(i, self.tokenizer.decode(tokens, skip_special_tokens=sp.skip_special_tokens),
-                                    tokens, None, None, finish)
-                   for i, (tokens, finish) in enumerate(samples)]
+                                    tokens, sum(lps) if wanted else None,
+                                    [{t: Logprob(v)} for t, v in zip(tokens, lps, strict=True)] if wanted else None,
+                                    finish)
+                   for i, (tokens, lps, finish) in enumerate(samples)]
         return RequestOutput(str(index), prompt if isinstance(prompt, str) else None, ids, logprobs, outputs)
 
 
@@ -229,14 +232,16 @@ def prompt_logprobs(model, ids: list[int]) -> list[dict[int, Logprob] | None]:
 
 
 def sample(model, ids: list[int], sp: SamplingParams, max_new: int, eos: int,
-           seed: int) -> list[tuple[list[int], str]]:
-    """n samples of at most max_new tokens: (token ids, 'stop' or 'length'), repeatable by seed. No top-k (vLLM's
-    default); temperature 0 is greedy."""
+           seed: int) -> list[tuple[list[int], list[float], str]]:
+    """n samples of at most max_new tokens: (token ids, their raw log-probs, 'stop' or 'length'), repeatable by
+    seed. The log-probs are of the model's logits before temperature and top_p, as vLLM's default logprobs_mode
+    ('raw_logprobs') returns them. No top-k (vLLM's default); temperature 0 is greedy."""
     import torch
 
     generator = _generator(seed)
     x = torch.tensor([ids] * sp.n)
     tokens: list[list[int]] = [[] for _ in range(sp.n)]
+    scores: list[list[float]] = [[] for _ in range(sp.n)]
     done = [False] * sp.n
     past = None
     with torch.inference_mode():
@@ -244,14 +249,16 @@ def sample(model, ids: list[int], sp: SamplingParams, max_new: int, eos: int,
             out = model(input_ids=x, past_key_values=past, use_cache=True)
             past = out.past_key_values
             nxt = _pick(out.logits[:, -1].float(), sp, generator)
+            raw = torch.log_softmax(out.logits[:, -1].float(), dim=-1).gather(1, nxt[:, None])[:, 0].tolist()
             for row, token in enumerate(nxt.tolist()):
                 if not done[row]:
                     tokens[row].append(token)
+                    scores[row].append(raw[row])
                     done[row] = token == eos
             if all(done):
                 break
             x = nxt[:, None]
-    return [(t, "stop" if t and t[-1] == eos else "length") for t in tokens]
+    return [(t, lp, "stop" if t and t[-1] == eos else "length") for t, lp in zip(tokens, scores, strict=True)]
 
 
 def _pick(logits, sp: SamplingParams, generator):

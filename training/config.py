@@ -24,6 +24,9 @@ class RoundConfig(SettingsData):
     deploy: bool = False  # deploy the new version when the round succeeds (prefloop train --deploy)
     retire_open: bool = True  # generation.on_deploy == 'retire'
     judge: dict[str, Any] | None = None  # generation.judges.JudgeConfig as a dict: the win-rate judge (or None)
+    # data.quality.GoldPolicy as a dict (the labelling.gold_* settings): whose labels are held back when the round
+    # process reads its pairs back, as when they were selected. None: GoldPolicy's defaults.
+    gold: dict[str, Any] | None = None
 
     def __post_init__(self):
         self.check_choices("judge_labels", "reference", prefix="training.")

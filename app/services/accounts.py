@@ -1,6 +1,6 @@
 """Accounts: who may log in and as what. Argon2 password hashes, generated passwords, the login check, the JSON
-API's bearer tokens (stored only as SHA-256 hashes), the role checked on every operator request and the check that
-a browser session's account is still enabled."""
+API's bearer tokens (stored only as SHA-256 hashes), the role checked on every operator or reviewer request and the
+check that a browser session's account is still enabled."""
 
 import re
 import secrets
@@ -14,7 +14,9 @@ from app.services.throttle import LoginThrottle
 from app.services.workdir import App
 from data.models import User
 
-ROLES = ("annotator", "operator")
+# Annotators label; reviewers label and adjudicate; operators also run the console and its API.
+ROLES = ("annotator", "reviewer", "operator")
+ADJUDICATORS = ("reviewer", "operator")  # who may decide comparisons in the adjudication queue
 MIN_PASSWORD_LENGTH = 8
 # Letters, digits and . _ @ - (so no 'judge:<name>' look-alikes); it starts with a letter or digit.
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
@@ -95,12 +97,12 @@ def reset_password(app: App, name: str, actor: str, password: str | None = None)
 
 
 def set_role(app: App, name: str, role: str, actor: str) -> None:
-    """Make `name` an annotator or an operator; the last enabled operator cannot stop being one."""
+    """Make `name` an annotator, a reviewer or an operator; the last enabled operator cannot stop being one."""
     if role not in ROLES:
         raise BadInput(f"role must be one of {', '.join(ROLES)}, not {role!r}")
     user = _existing(app, name)
     if role != "operator":
-        _keep_an_operator(app, user, "an annotator")
+        _keep_an_operator(app, user, with_article(role))
     app.store.accounts.set_role(user.name, role)
     app.accounts_seen.forget(user.name)
     _audit(app, actor, "role_changed", user, role=role)
@@ -202,6 +204,17 @@ def role_of(app: App, name: str | None) -> str | None:
     event."""
     user = app.store.accounts.get_user(name) if name else None
     return user.role if user and user.disabled_at is None else None
+
+
+def with_article(role: str) -> str:
+    """'an annotator', 'a reviewer', 'an operator': a role in a sentence."""
+    return f"{'an' if role[:1] in 'aeiou' else 'a'} {role}"
+
+
+def can_adjudicate(app: App, name: str | None) -> bool:
+    """Whether user `name` may work the adjudication queue now (an enabled reviewer or operator): checked on every
+    adjudication request."""
+    return role_of(app, name) in ADJUDICATORS
 
 
 def is_enabled(app: App, name: str | None) -> bool:

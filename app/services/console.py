@@ -70,10 +70,28 @@ class JudgePanel:
 
 
 def stats(app: App) -> dict[str, Any]:
-    """Counts of prompts, responses, comparisons, labels by source and annotator, versions; judge agreement."""
+    """Counts of prompts, responses, comparisons, labels by source and annotator, versions; judge agreement; and
+    `people`: agreement between people (data.agreement.people_agreement: alpha, units, values, by_round, and per
+    annotator majority agreement, kappas, alpha_without) with each annotator's gold record under `gold` (answered,
+    correct, accuracy, recent_answered, recent_accuracy, held, held_labels; absent before any gold answer)."""
     data = app.store.stats.summary()
     data["judges"] = judge_agreement(app)
+    data["people"] = people_stats(app)
     return data
+
+
+def people_stats(app: App) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    from app.services.quality import gold_scores
+    from data.agreement import people_agreement
+
+    agreement = people_agreement(app.store)
+    annotators = agreement["annotators"]
+    for name, score in sorted(gold_scores(app).items()):
+        annotators.setdefault(name, {})["gold"] = asdict(score)
+    agreement["annotators"] = dict(sorted(annotators.items()))
+    return agreement
 
 
 def overview(app: App) -> dict[str, Any]:

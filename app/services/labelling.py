@@ -36,12 +36,21 @@ def guidelines(app: App) -> str:
     return app.settings.labelling.guidelines
 
 
+def handing(app: App):
+    """How the queue hands comparisons out, from the [labelling] settings (data.queue.Handing)."""
+    from data.queue import Handing
+
+    labelling = app.settings.labelling
+    return Handing(priority=labelling.priority, gold_rate=labelling.gold_rate)
+
+
 def next_for(app: App, annotator: str):
     """The comparison `annotator` should label now (the one they hold, after a reload), or None when done."""
     from data.queue import next_comparison
 
     labelling = app.settings.labelling
-    return next_comparison(app.store, annotator, labelling.lease_seconds, overlap_default=labelling.overlap)
+    return next_comparison(app.store, annotator, labelling.lease_seconds, overlap_default=labelling.overlap,
+                           handing=handing(app))
 
 
 def my_progress(app: App, annotator: str) -> dict[str, int]:
@@ -57,7 +66,7 @@ def label(app: App, annotator: str, comparison_id: int, shown_order: str, *, sid
     """Record one click: `side` as shown (left|right|tie|both_bad|skip) or `choice` about responses A/B as stored.
     With `and_next`, the label and the lease on the next comparison are one write transaction (one BEGIN/COMMIT,
     one fsync), and so is the annotator's progress with `progress` too. The same label again is no change
-    (created: False); another choice on it is a Conflict."""
+    (created: False); another choice on it is a Conflict, and so is a comparison they were not handed."""
     from data.queue import QueueError, choice_from_side, click, submit_and_next, submit_label
 
     if (side is None) == (choice is None):
@@ -69,10 +78,11 @@ def label(app: App, annotator: str, comparison_id: int, shown_order: str, *, sid
         if not and_next:
             return Labelled(submit_label(app.store, annotator, comparison_id, choice, shown_order,
                                          rationale=rationale, time_spent_s=time_spent_s,
-                                         overlap_default=labelling.overlap))
+                                         overlap_default=labelling.overlap, handed_only=True))
         step = click if progress else submit_and_next
         done = step(app.store, annotator, comparison_id, choice, shown_order, labelling.lease_seconds,
-                    rationale=rationale, time_spent_s=time_spent_s, overlap_default=labelling.overlap)
+                    rationale=rationale, time_spent_s=time_spent_s, overlap_default=labelling.overlap,
+                    handing=handing(app))
         return Labelled(done.result, done.next, done.counts) if progress else Labelled(*done)
 
 

@@ -31,6 +31,12 @@ class App:
     store: Store
     accounts_seen: AccountMemory = field(default_factory=AccountMemory)  # this process's, between requests
 
+    def __post_init__(self):
+        # Which labels resolve pairs depends on who the gold-accuracy settings hold back (data.pairs reads it there).
+        from app.services.quality import gold_policy
+
+        self.store.gold_policy = gold_policy(self.settings)
+
     @property
     def config_path(self) -> Path:
         return self.workdir / CONFIG_NAME

@@ -22,6 +22,18 @@ def sampling_config(app: App, samples: int | None = None):
     return SamplingConfig.from_settings(app.settings.generation, overlap=app.settings.labelling.overlap, **changes)
 
 
+def margin_scorer(app: App):
+    """With labelling.priority = uncertainty, what gives each new comparison its implicit reward margin under the
+    deployed version (generation/margins.py); None otherwise (it costs the reference model's forward passes)."""
+    if app.settings.labelling.priority != "uncertainty":
+        return None
+    from generation.hf_backend import resolve_device
+    from generation.margins import MarginScorer
+
+    m = app.settings.model
+    return MarginScorer(app.settings.training.beta, device=resolve_device(m.device), dtype=m.dtype)
+
+
 def open_generator(app: App):
     """Start the configured backend on the deployed version (the worker swaps versions itself later)."""
     from generation.backend import ModelLoadError
@@ -58,7 +70,7 @@ def generate(app: App, limit: int | None = None, samples: int | None = None, pro
 
     with open_generator(app) as backend, refusals(unavailable=(ModelLoadError,)):
         return generate_once(app.store, backend, sampling_config(app, samples), limit=limit, progress=progress,
-                             again_tied=again_tied)
+                             again_tied=again_tied, margins=margin_scorer(app))
 
 
 def watch_generation(app: App, stop_event: threading.Event, samples: int | None = None,
@@ -70,7 +82,7 @@ def watch_generation(app: App, stop_event: threading.Event, samples: int | None 
 
     with open_generator(app) as backend, refusals(unavailable=(ModelLoadError,)):
         return watch(app.store, backend, sampling_config(app, samples), stop_event, max_batches=max_batches,
-                     on_batch=on_batch, pause=pause)
+                     on_batch=on_batch, pause=pause, margins=margin_scorer(app))
 
 
 @dataclass(frozen=True)

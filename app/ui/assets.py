@@ -1,6 +1,6 @@
 """The page's own CSS and JavaScript, passed to Gradio once when the server mounts the UI: the label view's cards,
-fixed choice bar, raw-text toggle, keyboard shortcuts and scrolling back up to a new comparison. Nothing here
-touches untrusted text."""
+fixed choice bar, raw-text toggle, keyboard shortcuts and scrolling back up to a new comparison, and the review tab's
+labels. Nothing here touches untrusted text."""
 
 from app.ui.label import CHOICE_BUTTONS, RAW_KEY, UNDO_KEY
 
@@ -133,4 +133,22 @@ body.pf-show-raw .pf-md { display: none !important; }
 .pf-recent-discarded { font-style: italic; opacity: 0.75; }
 .pf-sampling { opacity: 0.8; }
 @media (max-width: 720px) { .pf-sampling { display: block; } .pf-sampling .pf-sep { display: none; } }
+
+/* The review tab: one comparison's labels as a list, the decision buttons in a row (wrapping on a phone). */
+.pf-review-head { overflow-wrap: anywhere; }
+.pf-review-decided { margin-top: 4px; font-size: 0.95em; }
+ul.pf-labels { list-style: none; margin: 4px 0 0; padding: 0; display: grid; gap: 6px; }
+ul.pf-labels li.pf-label { margin: 0; padding: 6px 10px; border: 1px solid var(--border-color-primary);
+  border-radius: var(--radius-lg); background: var(--background-fill-primary); overflow-wrap: anywhere; }
+.pf-label-choice { font-weight: 700; }
+.pf-label-who { font-weight: 600; }
+.pf-label-meta { opacity: 0.7; font-size: 0.9em; }
+.pf-label-rationale { white-space: pre-wrap; margin-top: 2px; }
+.pf-label-none { opacity: 0.55; font-style: italic; }
+li.pf-label-out { opacity: 0.55; }
+ul.pf-labels li.pf-label-adjudication { border-left: 4px solid var(--color-accent); }
+#pf-review-nav { align-items: end; flex-wrap: wrap; }
+#pf-review-buttons { flex-wrap: wrap; }
+#pf-review-buttons > button { flex: 1 1 120px; min-width: 0 !important; white-space: nowrap; }
+#pf-review-result:not(:has(.pf-inline)) { display: none; }
 """.replace("__BAR_SPACE__", BAR_SPACE)

@@ -1,8 +1,8 @@
-"""The whole page: a header with who is logged in, the label tab and the operator console tab."""
+"""The whole page: a header with who is logged in, the label tab, the review tab and the operator console tab."""
 
 import gradio as gr
 
-from app.ui import console, label
+from app.ui import console, label, review
 from app.ui.common import EVENT, bind, whoami
 
 
@@ -14,9 +14,12 @@ def build_blocks(app, worker) -> gr.Blocks:
             gr.Button("Log out", link="/logout", size="sm", scale=0)
         with gr.Tab("Label", id="label") as label_tab:
             label.build(blocks, app, worker)
+        with gr.Tab("Review", id="review", visible=False, elem_id="pf-review") as review_tab:
+            review.build(app, review_tab)
         with gr.Tab("Console", id="console", visible=False, elem_id="pf-console") as console_tab:
             timer = console.build(app, worker, console_tab)
-        blocks.load(bind(whoami, app), None, [who, console_tab], **EVENT)
-        label_tab.select(console.training.pause_timer, None, timer, **EVENT)
+        blocks.load(bind(whoami, app), None, [who, console_tab, review_tab], **EVENT)
+        for tab in (label_tab, review_tab):  # the console's refresh timer runs only while the console is open
+            tab.select(console.training.pause_timer, None, timer, **EVENT)
     blocks.queue(default_concurrency_limit=None)
     return blocks

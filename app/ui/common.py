@@ -1,5 +1,5 @@
 """What every tab's handlers share: binding a handler to the App without a closure, the logged-in user, the
-operator check, and turning errors into a sentence for the person (never a traceback)."""
+operator and reviewer checks, and turning errors into a sentence for the person (never a traceback)."""
 
 import contextlib
 import functools
@@ -75,6 +75,18 @@ def operator_only(fn):
     return friendly(wrapper)
 
 
+def reviewer_only(fn):
+    """operator_only for the review tab: refuse an event unless the logged-in user is a reviewer or an operator
+    now (accounts.can_adjudicate, checked in the database on every event). `fn` takes the App first."""
+    @functools.wraps(fn)
+    def wrapper(app, *args, **kwargs):
+        request = kwargs.get("request") or next((a for a in args if isinstance(a, gr.Request)), None)
+        if not accounts.can_adjudicate(app, getattr(request, "username", None)):
+            raise gr.Error("Only reviewers and operators can adjudicate.", print_exception=False)
+        return fn(app, *args, **kwargs)
+    return friendly(wrapper)
+
+
 @contextlib.contextmanager
 def section(title: str, elem_id: str | None = None):
     """One titled part of a console tab: a heading over its controls (the tab itself is the navigation)."""
@@ -84,7 +96,8 @@ def section(title: str, elem_id: str | None = None):
 
 
 def whoami(app, request: gr.Request):
-    """The header's name, and the console tab shown to operators only."""
+    """The header's name, the console tab shown to operators only and the review tab to reviewers and operators."""
     name = getattr(request, "username", None)
-    is_operator = accounts.role_of(app, name) == "operator"
-    return f"Logged in as **{name}**", gr.update(visible=is_operator)
+    role = accounts.role_of(app, name)
+    return (f"Logged in as **{name}**", gr.update(visible=role == "operator"),
+            gr.update(visible=role in accounts.ADJUDICATORS))

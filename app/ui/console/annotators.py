@@ -1,5 +1,6 @@
-"""The console's annotators tab: accounts (add, reset a password, disable, change role, revoke tokens) and how
-each person labels (counts, agreement, time per label)."""
+"""The console's annotators tab: accounts (add, reset a password, disable, change role, revoke tokens), how each
+person labels (counts, time per label), the quality of their labels (agreement with the others, gold accuracy, the
+hold-back, with releasing or discarding held labels) and the agreement between people (alpha, kappa per pair)."""
 
 import html
 
@@ -7,24 +8,66 @@ import gradio as gr
 
 from app.services import accounts
 from app.services import annotators as people_views
+from app.services import quality as quality_service
 from app.services.errors import ServiceError
 from app.ui.common import EVENT, bind, operator_only, section, user_name
 from app.ui.console.training_parts import num
 
 ACCOUNT_COLUMNS = ["name", "role", "status", "created (UTC)", "last label (UTC)"]
-PEOPLE_COLUMNS = ["person", "labels", "today", "last 7 days", "skips", "median s / label", "timed",
-                  "agreement", "kappa", "pairs"]
+PEOPLE_COLUMNS = ["person", "labels", "today", "last 7 days", "skips", "median s / label", "timed"]
 PEOPLE_HELP = (
     "People's labels only (imports and judges are not people); skips and discarded labels are not counted as "
     "labels. **today**: since 00:00 UTC. **median s / label**: the median time from a comparison being shown "
     "to the click, over the **timed** labels (the web page measures it on the server; API clients report their "
-    "own). **agreement**: on comparisons someone else labelled too, the share of their labels that match "
-    "another person's (each other person once per comparison: **pairs**; both bad counts as a tie); **kappa**: "
-    "Cohen's kappa over those pairs, agreement beyond chance (1 perfect, 0 chance).")
+    "own).")
+QUALITY_COLUMNS = ["person", "held back", "majority agreement", "kappa", "pairs", "alpha without",
+                   "gold accuracy", "recent gold"]
+QUALITY_HELP = (
+    "Agreement counts comparisons two or more people labelled, never gold questions; a, b, tie and both bad are "
+    "four different answers. **majority agreement**: how often their label matches the strict majority of the "
+    "others' labels on the same comparison, of the comparisons where the others have one. **kappa**: Cohen's "
+    "kappa of their labels against each other person's (**pairs**), agreement beyond chance (1 perfect, 0 "
+    "chance); per person below. **alpha without**: the team's alpha with their labels left out; above the "
+    "team's alpha, they lower the agreement. **gold accuracy**: right answers to gold questions, of all they "
+    "answered; **recent gold**: over their latest answers, which decide the hold-back. A **held back** person's "
+    "labels stay stored and count here, but resolve no pair until an operator releases or discards them.")
+ROUND_COLUMNS = ["round", "alpha", "comparisons", "labels"]
+PAIR_COLUMNS = ["person", "with", "compared", "agreement", "kappa"]
+AGREEMENT_HELP = (
+    "**alpha**: Krippendorff's alpha over every comparison two or more people labelled (1 perfect agreement, 0 "
+    "chance, below 0 worse than chance; missing labels allowed), per round of the comparisons' model version. "
+    "Each pair of people below: Cohen's kappa over the comparisons both labelled.")
 SECRET_LABEL = "New password, shown this once: copy it and give it to them"
+HELD_UNPICKED = "Pick a held-back person first (nobody is held back when the list is empty)."
 
 
 def build(app, triggers) -> None:
+    table, name, role, password, add_button, who, new_role, buttons, result, secret = _accounts_section()
+    with section("How each person labels", elem_id="pf-people"):
+        people = gr.Dataframe(headers=PEOPLE_COLUMNS, interactive=False, elem_id="pf-people-table",
+                              label="People", show_label=False)
+        gr.Markdown(PEOPLE_HELP, elem_id="pf-people-help")
+    quality, held, reason, release_button, discard_button, held_result = _quality_section()
+    alpha, rounds, pairs = _agreement_section()
+    # After an action the tables refresh quietly: a loading overlay over them would hide the outcome's context.
+    views = [table, people, who, quality, held, alpha, rounds, pairs]
+    tables = {"fn": bind(refresh_people, app), "inputs": [who, held], "outputs": views, **EVENT,
+              "show_progress": "hidden"}
+    # Opening the console or Refresh also clears an outcome and a password shown earlier: a password shows once.
+    gr.on(triggers, bind(open_people, app), [who, held], [*views, result, secret, held_result], **EVENT)
+    release_button.click(bind(release_labels, app), held, held_result, **EVENT).then(**tables)
+    discard_button.click(bind(discard_labels, app), [held, reason], [held_result, reason], **EVENT).then(**tables)
+    add_button.click(bind(add_account, app), [name, role, password], [result, secret, name, password],
+                     **EVENT).then(**tables)
+    role_button, reset_button, revoke_button, enable_button, disable_button = buttons
+    reset_button.click(bind(reset_account_password, app), who, [result, secret], **EVENT).then(**tables)
+    for button, change, inputs in ((role_button, change_role, [who, new_role]),
+                                   (disable_button, disable_account, who), (enable_button, enable_account, who),
+                                   (revoke_button, revoke_account_tokens, who)):
+        button.click(bind(change, app), inputs, [result, secret], **EVENT).then(**tables)
+
+
+def _accounts_section():
     with section("Accounts", elem_id="pf-accounts"):
         table = gr.Dataframe(headers=ACCOUNT_COLUMNS, interactive=False, elem_id="pf-accounts-table",
                              label="Accounts", show_label=False)
@@ -46,35 +89,69 @@ def build(app, triggers) -> None:
         result = gr.HTML(elem_id="pf-account-result")
         secret = gr.Textbox(label=SECRET_LABEL, interactive=False, visible=False, buttons=["copy"],
                             elem_id="pf-new-secret")
-    with section("How each person labels", elem_id="pf-people"):
-        people = gr.Dataframe(headers=PEOPLE_COLUMNS, interactive=False, elem_id="pf-people-table",
-                              label="People", show_label=False)
-        gr.Markdown(PEOPLE_HELP, elem_id="pf-people-help")
-    # After an action the tables refresh quietly: a loading overlay over them would hide the outcome's context.
-    tables = {"fn": bind(refresh_people, app), "inputs": who, "outputs": [table, people, who], **EVENT,
-              "show_progress": "hidden"}
-    # Opening the console or Refresh also clears an outcome and a password shown earlier: a password shows once.
-    gr.on(triggers, bind(open_people, app), who, [table, people, who, result, secret], **EVENT)
-    add_button.click(bind(add_account, app), [name, role, password], [result, secret, name, password],
-                     **EVENT).then(**tables)
-    reset_button.click(bind(reset_account_password, app), who, [result, secret], **EVENT).then(**tables)
-    for button, change, inputs in ((role_button, change_role, [who, new_role]),
-                                   (disable_button, disable_account, who), (enable_button, enable_account, who),
-                                   (revoke_button, revoke_account_tokens, who)):
-        button.click(bind(change, app), inputs, [result, secret], **EVENT).then(**tables)
+    buttons = (role_button, reset_button, revoke_button, enable_button, disable_button)
+    return table, name, role, password, add_button, who, new_role, buttons, result, secret
+
+
+def _quality_section():
+    with section("Quality of each person's labels", elem_id="pf-quality"):
+        quality = gr.Dataframe(headers=QUALITY_COLUMNS, interactive=False, elem_id="pf-quality-table",
+                               label="Label quality", show_label=False)
+        gr.Markdown(QUALITY_HELP, elem_id="pf-quality-help")
+        with gr.Row():
+            held = gr.Dropdown(label="Held-back person", choices=[], value=None, elem_id="pf-held")
+            reason = gr.Textbox(label="Reason (needed to discard; kept in the audit trail)", max_lines=1,
+                                elem_id="pf-held-reason")
+        with gr.Row():
+            release_button = gr.Button("Release held labels", elem_id="pf-btn-release-held")
+            discard_button = gr.Button("Discard held labels", variant="stop", elem_id="pf-btn-discard-held")
+        held_result = gr.HTML(elem_id="pf-held-result")
+    return quality, held, reason, release_button, discard_button, held_result
+
+
+def _agreement_section():
+    with section("Agreement between people", elem_id="pf-agreement"):
+        alpha = gr.Markdown(elem_id="pf-alpha")
+        rounds = gr.Dataframe(headers=ROUND_COLUMNS, interactive=False, elem_id="pf-alpha-rounds",
+                              label="Alpha per round")
+        pairs = gr.Dataframe(headers=PAIR_COLUMNS, interactive=False, elem_id="pf-kappa-pairs",
+                             label="Cohen's kappa per pair of people")
+        gr.Markdown(AGREEMENT_HELP, elem_id="pf-agreement-help")
+    return alpha, rounds, pairs
 
 
 # -- handlers: each reads its inputs and calls one service; a refusal is a sentence beside the controls -------------
 @operator_only
-def refresh_people(app, selected: str | None, request: gr.Request):
-    """The accounts and people tables, and the account picker (keeping its choice)."""
-    return _tables(app, selected)
+def refresh_people(app, selected: str | None, held: str | None, request: gr.Request):
+    """The accounts, people, quality and agreement tables, and the account and held-person pickers (keeping their
+    choices while they are still there)."""
+    return _tables(app, selected, held)
 
 
 @operator_only
-def open_people(app, selected: str | None, request: gr.Request):
+def open_people(app, selected: str | None, held: str | None, request: gr.Request):
     """refresh_people, and the outcome and password slots cleared."""
-    return *_tables(app, selected), "", _secret(None)
+    return *_tables(app, selected, held), "", _secret(None), ""
+
+
+@operator_only
+def release_labels(app, name: str | None, request: gr.Request):
+    try:
+        done = quality_service.release_held(app, _picked(name, HELD_UNPICKED), user_name(request))
+    except ServiceError as refused:
+        return _said(refused)
+    return _said(f"{done['message']} They count towards pairs now; labels {name} gives while their recent gold "
+                 "accuracy stays low are held again.", "info")
+
+
+@operator_only
+def discard_labels(app, name: str | None, reason: str, request: gr.Request):
+    try:
+        done = quality_service.discard_held(app, _picked(name, HELD_UNPICKED), user_name(request),
+                                            (reason or "").strip())
+    except ServiceError as refused:
+        return _said(refused), gr.skip()
+    return _said(f"{done['message']} The labels are kept but count for nothing.", "info"), ""
 
 
 @operator_only
@@ -84,7 +161,8 @@ def add_account(app, name: str, role: str, password: str, request: gr.Request):
         _, generated = accounts.add_user(app, name, role, password or None, actor=user_name(request))
     except ServiceError as refused:
         return _said(refused), _secret(None), gr.skip(), gr.skip()
-    told = f"Added {name} as an {role}." + (" Their password is below, shown this once." if generated else "")
+    told = f"Added {name} as {accounts.with_article(role)}." + (
+        " Their password is below, shown this once." if generated else "")
     return _said(told, "info"), _secret(generated), "", ""
 
 
@@ -100,7 +178,8 @@ def reset_account_password(app, name: str | None, request: gr.Request):
 
 @operator_only
 def change_role(app, name: str | None, role: str, request: gr.Request):
-    return _outcome(app, accounts.set_role, name, role, user_name(request), done=f"{name} is now an {role}.")
+    return _outcome(app, accounts.set_role, name, role, user_name(request),
+                    done=f"{name} is now {accounts.with_article(role)}.")
 
 
 @operator_only
@@ -126,11 +205,16 @@ def revoke_account_tokens(app, name: str | None, request: gr.Request):
 
 
 # -- pieces ---------------------------------------------------------------------------------------------------------
-def _tables(app, selected: str | None) -> tuple:
+def _tables(app, selected: str | None, held: str | None) -> tuple:
     view = people_views.people(app)
     names = [a.name for a in view.accounts]
     picker = gr.update(choices=names, value=selected if selected in names else None)
-    return _accounts_frame(view.accounts), _people_frame(view.labelling), picker
+    holding = [p.name for p in view.labelling if p.held]
+    held_picker = gr.update(choices=holding, value=held if held in holding else (holding[0] if holding else None))
+    together = view.reliability
+    return (_accounts_frame(view.accounts), _people_frame(view.labelling), picker,
+            _quality_frame(view.labelling), held_picker, _alpha_text(together), _rounds_frame(together.rounds),
+            _pairs_frame(together.pairs))
 
 
 def _outcome(app, change, name: str | None, *args, done: str):
@@ -142,9 +226,9 @@ def _outcome(app, change, name: str | None, *args, done: str):
     return _said(done, "info"), _secret(None)
 
 
-def _picked(name: str | None) -> str:
+def _picked(name: str | None, unpicked: str = "Pick an account first.") -> str:
     if not name:
-        raise ServiceError("Pick an account first.")
+        raise ServiceError(unpicked)
     return name
 
 
@@ -173,5 +257,48 @@ def _accounts_frame(rows):
 def _people_frame(rows):
     import pandas as pd
 
-    return pd.DataFrame([[p.name, p.labels, p.today, p.week, p.skips, num(p.median_s, 1), p.timed,
-                          num(p.agreement, 2), num(p.kappa, 2), p.pairs] for p in rows], columns=PEOPLE_COLUMNS)
+    return pd.DataFrame([[p.name, p.labels, p.today, p.week, p.skips, num(p.median_s, 1), p.timed] for p in rows],
+                        columns=PEOPLE_COLUMNS)
+
+
+def _quality_frame(rows):
+    import pandas as pd
+
+    return pd.DataFrame([[p.name, _held(p), _of(p.majority_agreement, p.majority_compared), num(p.kappa, 2),
+                          p.pairs or "", num(p.alpha_without, 2), _of(p.gold_accuracy, p.gold_answered),
+                          _of(p.gold_recent_accuracy, p.gold_recent_answered)] for p in rows],
+                        columns=QUALITY_COLUMNS)
+
+
+def _held(person) -> str:
+    if not person.held:
+        return ""
+    return f"HELD: {person.held_labels} label(s)" if person.held_labels else "HELD: none waiting"
+
+
+def _of(share: float | None, whole: int) -> str:
+    """'0.80 of 10': a share with what it is of; empty before there is anything."""
+    return f"{share:.2f} of {whole}" if share is not None and whole else ""
+
+
+def _alpha_text(together) -> str:
+    if together.alpha is not None:
+        return (f"**Krippendorff's alpha:** {together.alpha:.2f} over {together.units} comparison(s) labelled by "
+                f"two or more people ({together.values} labels).")
+    if together.units:
+        return (f"**Krippendorff's alpha:** undefined over {together.units} comparison(s): every label there is "
+                "the same answer.")
+    return "**Krippendorff's alpha:** not yet: no comparison has labels from two or more people."
+
+
+def _rounds_frame(rows):
+    import pandas as pd
+
+    return pd.DataFrame([[r.round, num(r.alpha, 2), r.units, r.values] for r in rows], columns=ROUND_COLUMNS)
+
+
+def _pairs_frame(rows):
+    import pandas as pd
+
+    return pd.DataFrame([[p.first, p.second, p.compared, num(p.agreement, 2), num(p.kappa, 2)] for p in rows],
+                        columns=PAIR_COLUMNS)

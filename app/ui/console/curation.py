@@ -1,5 +1,6 @@
 """The console's curation panel: look up a prompt, comparison or label by id, discard or restore it with a reason,
-and the audit trail. Every text shown from the database is untrusted and escaped or rendered safely."""
+make a comparison a gold question (or an ordinary one again), and the audit trail. Every text shown from the
+database is untrusted and escaped or rendered safely."""
 
 import html
 from typing import Any
@@ -7,7 +8,7 @@ from typing import Any
 import gradio as gr
 
 from app.render import render_messages, render_response
-from app.services import curation
+from app.services import curation, quality
 from app.services.errors import BadInput
 from app.ui.common import EVENT, bind, operator_only, section, user_name
 
@@ -25,6 +26,12 @@ def build(app, triggers) -> None:
             show_button = gr.Button("Show", elem_id="pf-btn-show")
             discard_button = gr.Button("Discard", variant="stop", elem_id="pf-btn-discard")
             restore_button = gr.Button("Restore", elem_id="pf-btn-restore")
+        with gr.Row():
+            gold = gr.Dropdown(list(quality.CHOICES), value="a", label="Known answer of a gold question",
+                               info="Gold questions are handed to annotators now and then to measure them; one "
+                                    "resolves from this answer alone.", elem_id="pf-gold-choice")
+            gold_button = gr.Button("Mark gold", elem_id="pf-btn-gold")
+            ungold_button = gr.Button("Unmark gold", elem_id="pf-btn-ungold")
         result = gr.Markdown(elem_id="pf-curate-result")
         shown = gr.HTML(elem_id="pf-curate-show", js_on_load=None)
         audit = gr.Dataframe(label="Audit trail (newest first)", interactive=False, elem_id="pf-audit")
@@ -33,6 +40,9 @@ def build(app, triggers) -> None:
     for button, change in ((discard_button, discard_data), (restore_button, restore_data)):
         # The trail and the looked-up item show the change at once.
         button.click(bind(change, app), [kind, target, reason], result, **EVENT).then(
+            bind(refresh_audit, app), None, audit, **EVENT).then(**show)
+    for button, change in ((gold_button, mark_gold), (ungold_button, unmark_gold)):
+        button.click(bind(change, app), [kind, target, gold, reason], result, **EVENT).then(
             bind(refresh_audit, app), None, audit, **EVENT).then(**show)
     gr.on(triggers, bind(refresh_audit, app), None, audit, **EVENT)
 
@@ -45,6 +55,22 @@ def discard_data(app, kind: str, target_id: float | None, reason: str, request: 
 @operator_only
 def restore_data(app, kind: str, target_id: float | None, reason: str, request: gr.Request):
     return curation.restore(app, kind, _target_id(target_id), user_name(request), reason)["message"]
+
+
+@operator_only
+def mark_gold(app, kind: str, target_id: float | None, choice: str, reason: str, request: gr.Request):
+    return quality.mark_gold(app, _comparison_id(kind, target_id), choice, user_name(request), reason)["message"]
+
+
+@operator_only
+def unmark_gold(app, kind: str, target_id: float | None, _choice: str, reason: str, request: gr.Request):
+    return quality.unmark_gold(app, _comparison_id(kind, target_id), user_name(request), reason)["message"]
+
+
+def _comparison_id(kind: str, target_id: float | None) -> int:
+    if kind != "comparison":
+        raise BadInput("a gold question is a comparison: choose 'comparison' and give its id")
+    return _target_id(target_id)
 
 
 @operator_only
@@ -78,8 +104,9 @@ def item_html(item: dict[str, Any]) -> str:
                      f"{html.escape(x['choice'])}{_discarded_note(x)}</li>" for x in item["labels"])
     prompt_note = (f" &middot; its prompt {item['prompt_id']} is discarded: {html.escape(item['prompt_discarded'])}"
                    if item["prompt_discarded"] else "")
+    gold = f" &middot; <b>gold question</b>, known answer {html.escape(item['gold'])}" if item.get("gold") else ""
     return (f"<p><b>comparison {item['id']}</b>: {html.escape(item['status'])}, from "
-            f"{html.escape(item['origin'] or item['source'])}{_discarded_note(item)}{prompt_note}</p>"
+            f"{html.escape(item['origin'] or item['source'])}{gold}{_discarded_note(item)}{prompt_note}</p>"
             + render_messages(item["messages"]) + render_response("A", item["response_a"])
             + render_response("B", item["response_b"]) + f"<ul>{labels or '<li>no labels</li>'}</ul>")
 

@@ -151,7 +151,18 @@ def summary_text(overview: dict[str, Any], rounds: list[console_views.RoundMetri
     discarded = ", ".join(f"{kind} {n}" for kind, n in (overview.get("discarded") or {}).items() if n)
     if discarded:
         lines.append(f"**Discarded:** {discarded}")
-    return "\n".join(lines)
+    return "\n".join(lines + _agreement_line(overview.get("people") or {}))
+
+
+def _agreement_line(people: dict[str, Any]) -> list[str]:
+    """Krippendorff's alpha between people and who is held back, once there is either (the Annotators tab has
+    the detail)."""
+    held = sum(bool((a.get("gold") or {}).get("held")) for a in (people.get("annotators") or {}).values())
+    if not people.get("units") and not held:
+        return []
+    alpha = "n/a" if people.get("alpha") is None else f"{people['alpha']:.2f}"
+    return [f"**Agreement:** alpha {alpha} over {_count(people.get('units', 0), 'comparison')} labelled by 2+ "
+            f"people" + (f" · {held} held back" if held else "")]
 
 
 def _count(n: int, noun: str) -> str:
