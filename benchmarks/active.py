@@ -16,9 +16,9 @@ on (margins of v1 against v0). Per round it prints, for both, the labels spent,
 the metric, the mean |margin| of what was labelled against all that was open, and the sampling time (uncertainty
 pays for the reference model's forward passes there).
 
-Run: python benchmarks/active.py [--rounds 3] [--labels 16] [--prompts 48] [--held 48].
+Run: python benchmarks/active.py [--rounds 3] [--labels 16] [--prompts 48] [--held 48] [--seeds 1].
 Last line: `active: <gain> the/100 chars per 100 labels (ratio <r>x vs baseline)`, <gain> the uncertainty loop's
-metric gain over v0 per 100 labels spent, baseline the fifo loop's."""
+metric gain over v0 per 100 labels spent (the mean over --seeds prompt splits), baseline the fifo loop's."""
 
 import argparse
 import contextlib
@@ -47,12 +47,12 @@ def chat(question: str) -> list[dict]:
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": question}]
 
 
-def questions(held: int, pool: int) -> tuple[list[str], list[str]]:
-    """(held-out, pool) questions, as tests/test_loop.py draws them."""
+def questions(held: int, pool: int, seed: int = 0) -> tuple[list[str], list[str]]:
+    """(held-out, pool) questions, as tests/test_loop.py draws them (seed 0); other seeds draw other splits."""
     from generation.tiny_model import CORPUS_MODULES, LONG_QUESTIONS, SHORT_QUESTIONS
 
     qs = [q.format(name=m) for m in CORPUS_MODULES for q in LONG_QUESTIONS + SHORT_QUESTIONS]
-    random.Random(0).shuffle(qs)
+    random.Random(seed).shuffle(qs)
     return qs[:held], qs[held:held + pool]
 
 
@@ -145,25 +145,15 @@ def warm_up(folder: Path, base: str, pool: list[str]) -> None:
         app.close()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--labels", type=int, default=16, help="label budget per round")
-    parser.add_argument("--prompts", type=int, default=48, help="pool of prompts sampled again every round")
-    parser.add_argument("--held", type=int, default=48, help="held-out prompts the metric samples")
-    args = parser.parse_args()
-
-    import datasets
+def side_by_side(args, seed: int) -> dict[str, float]:
+    """Both loops from the same start on the prompt split of `seed`; each one's metric gain per 100 labels."""
     import torch
-    import transformers
 
     from app.services.workdir import init_workdir
     from generation.tiny_model import cached_tiny_model
 
-    torch.manual_seed(0)
-    datasets.disable_progress_bars()
-    transformers.utils.logging.disable_progress_bar()
-    held, pool = questions(args.held, args.prompts)
+    torch.manual_seed(seed)
+    held, pool = questions(args.held, args.prompts, seed)
     with tempfile.TemporaryDirectory(prefix="prefloop-active-") as tmp:
         warm_up(Path(tmp) / "warm-up", str(cached_tiny_model()), pool)
         apps = {}
@@ -173,7 +163,7 @@ def main() -> None:
             apps[priority].store.prompts.add([chat(q) for q in pool], source="active")
         try:
             start = the_rate(apps["fifo"], held)
-            print(f"round 0 (v0, both): {start:.3f} the/100 chars", flush=True)
+            print(f"seed {seed}, round 0 (v0, both): {start:.3f} the/100 chars", flush=True)
             spent = {p: 0 for p in apps}
             last = {p: start for p in apps}
             for k in range(1, args.rounds + 1):
@@ -181,7 +171,7 @@ def main() -> None:
                     r = one_round(app, args.labels, held)
                     spent[priority] += r["labels"]
                     last[priority] = r["metric"]
-                    print(f"round {k} {priority:<11}: {spent[priority]} labels spent ({r['labels']} of "
+                    print(f"seed {seed}, round {k} {priority:<11}: {spent[priority]} labels spent ({r['labels']} of "
                           f"{r['open']} sampled comparisons), {r['version']} at {r['metric']:.3f} the/100 chars "
                           f"(gain {100 * (r['metric'] - start) / spent[priority]:+.3f} per 100 labels); |margin| "
                           f"labelled {r['labelled_margin']} vs all open {r['open_margin']}; sampling "
@@ -189,11 +179,33 @@ def main() -> None:
         finally:
             for app in apps.values():
                 app.close()
-    gain = {p: 100 * (last[p] - start) / max(1, spent[p]) for p in apps}
-    ratio = gain["uncertainty"] / gain["fifo"] if gain["fifo"] else float("nan")
-    print(f"fifo: {gain['fifo']:+.3f}, uncertainty: {gain['uncertainty']:+.3f} the/100 chars gained per 100 labels "
-          f"(from {start:.3f} at v0)")
-    print(f"active: {gain['uncertainty']:.3f} the/100 chars per 100 labels (ratio {ratio:.2f}x vs baseline)")
+    return {p: 100 * (last[p] - start) / max(1, spent[p]) for p in spent}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--labels", type=int, default=16, help="label budget per round")
+    parser.add_argument("--prompts", type=int, default=48, help="pool of prompts sampled again every round")
+    parser.add_argument("--held", type=int, default=48, help="held-out prompts the metric samples")
+    parser.add_argument("--seeds", type=int, default=1, help="prompt splits to run both loops on (one is noisy)")
+    args = parser.parse_args()
+
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
+    gains = [side_by_side(args, seed) for seed in range(args.seeds)]
+    for seed, gain in enumerate(gains):
+        print(f"seed {seed}: fifo {gain['fifo']:+.3f}, uncertainty {gain['uncertainty']:+.3f} the/100 chars gained "
+              "per 100 labels")
+    mean = {p: statistics.fmean(g[p] for g in gains) for p in ("fifo", "uncertainty")}
+    ratio = mean["uncertainty"] / mean["fifo"] if mean["fifo"] else float("nan")
+    wins = sum(g["uncertainty"] > g["fifo"] for g in gains)
+    print(f"over {len(gains)} seed(s): uncertainty ahead on {wins}; mean gain fifo {mean['fifo']:+.3f}, "
+          f"uncertainty {mean['uncertainty']:+.3f}")
+    print(f"active: {mean['uncertainty']:.3f} the/100 chars per 100 labels (ratio {ratio:.2f}x vs baseline)")
 
 
 if __name__ == "__main__":

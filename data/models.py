@@ -65,6 +65,11 @@ class Comparison(SQLModel, table=True):
         UniqueConstraint("response_a_id", "response_b_id"),
         # Matches the queue's ORDER BY priority DESC, id: next_comparison stops at the first free row, no sort.
         Index("ix_comparison_queue", "status", text("priority DESC"), "id"),
+        # The same for labelling.priority = uncertainty (the margin closest to 0 first, none last; the expression is
+        # the queue's ORDER BY, data.queue.UNCERTAINTY) and judge_disagreement.
+        Index("ix_comparison_uncertainty", "status", text("priority DESC"), text("(coalesce(abs(margin), 1e300))"),
+              "id"),
+        Index("ix_comparison_judge_split", "status", text("priority DESC"), text("judge_split DESC"), "id"),
     )
     id: int | None = Field(default=None, primary_key=True)
     prompt_id: int = Field(foreign_key="prompt.id", index=True)

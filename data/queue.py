@@ -159,9 +159,9 @@ _FIRST_SQL = (
     " + (SELECT count(*) FROM lease y WHERE y.comparison_id = c.id AND y.expires_at > :now)")
 _ORDERS = {
     "fifo": " ORDER BY c.priority DESC, c.id LIMIT 1",
-    # Closest to 0 first; comparisons without a margin (made before it was computed) after all that have one.
-    "uncertainty": " ORDER BY c.priority DESC, CASE WHEN c.margin IS NULL THEN 1 ELSE 0 END, abs(c.margin), c.id"
-                   " LIMIT 1",
+    # Closest to 0 first; comparisons without a margin (made before it was computed) after all that have one. The
+    # expression is ix_comparison_uncertainty's, so the walk stops at the first free row as fifo's does.
+    "uncertainty": " ORDER BY c.priority DESC, coalesce(abs(c.margin), 1e300), c.id LIMIT 1",
     "judge_disagreement": " ORDER BY c.priority DESC, c.judge_split DESC, c.id LIMIT 1",
 }
 _FIRST = {p: _sql(_FIRST_SQL + order, now=_TS) for p, order in _ORDERS.items()}
@@ -172,11 +172,12 @@ _FIRST_LOCKED = {p: _sql(_FIRST_SQL + " AND c.id <> ALL(CAST(:tried AS integer[]
                  for p, order in _ORDERS.items()}
 # A gold question this annotator has not answered (or skipped), at random: no room to check, everyone answers each.
 # (IN rather than IS NOT NULL: SQLite then searches ix_comparison_gold_choice instead of scanning comparisons.)
-_GOLD = text(f"SELECT c.id FROM comparison c WHERE c.gold_choice IN ({', '.join(map(repr, COUNTED_CHOICES))})"
-             " AND c.status <> 'retired'"
-             f" AND {LIVE_COMPARISON_SQL} AND NOT EXISTS"
-             " (SELECT 1 FROM label x WHERE x.comparison_id = c.id AND x.annotator = :annotator)"
-             " ORDER BY random() LIMIT 1")
+_GOLD_UNANSWERED = (
+    f" FROM comparison c WHERE c.gold_choice IN ({', '.join(map(repr, COUNTED_CHOICES))}) AND c.status <> 'retired'"
+    f" AND {LIVE_COMPARISON_SQL} AND NOT EXISTS"
+    " (SELECT 1 FROM label x WHERE x.comparison_id = c.id AND x.annotator = :annotator)")
+_GOLD = text("SELECT c.id" + _GOLD_UNANSWERED + " ORDER BY random() LIMIT 1")
+_GOLD_LEFT = text("SELECT count(*)" + _GOLD_UNANSWERED)
 _EXPIRE_LOCKED = _sql("DELETE FROM lease WHERE id IN (SELECT id FROM lease WHERE expires_at <= :now"
                       " FOR UPDATE SKIP LOCKED)", now=_TS)
 _TRIES = 32  # comparisons _take_first looks at before it says nothing is left: only a race loses one
@@ -369,7 +370,7 @@ def click(store: Store, annotator: str, comparison_id: int, choice: str, shown_o
         result = _submit(conn, comparison_id, annotator, choice, shown_order, rationale, time_spent_s, "human",
                          overlap_default, handed_only=True)
         item = _next(conn, annotator, lease_seconds, overlap_default, handing)
-        return Click(result, item, _counts(conn, annotator, overlap_default))
+        return Click(result, item, _counts(conn, annotator, overlap_default, handing))
 
 
 def _submit(conn: Connection, comparison_id: int, annotator: str, choice: str, shown_order: str,
@@ -489,20 +490,25 @@ def _store_edit(s: Session, c: Comparison, rejected: Response, text: str, annota
 
 
 # -- progress --------------------------------------------------------------------------------------------------
-def queue_counts(store: Store, annotator: str | None = None, overlap_default: int | None = None) -> dict[str, int]:
-    """open: open comparisons (never gold questions: they are not work to do); left: those still wanting a label
-    (and, given an annotator, not yet seen by them); labelled_today: people's labels (rules.persons_label) since
-    00:00 UTC (the annotator's, when given); without an annotator (the console) also leased: comparisons in
-    someone's hands now (unexpired leases)."""
+def queue_counts(store: Store, annotator: str | None = None, overlap_default: int | None = None,
+                 handing: Handing = FIFO) -> dict[str, int]:
+    """open: open comparisons; left: those still wanting a label (and, given an annotator, not yet seen by them);
+    labelled_today: people's labels (rules.persons_label) since 00:00 UTC (the annotator's, when given); without
+    an annotator (the console) also leased: comparisons in someone's hands now (unexpired leases).
+
+    Gold questions are no work to do: the console never counts them. An annotator's own open and left count those
+    they may still be handed (`handing.gold_rate` > 0, ordinary work left, not answered yet), so that answering one
+    moves their counts as an ordinary comparison would: the counts must not tell gold apart either."""
     with store.read() as s:
-        counts = _counts(s.connection(), annotator, overlap_default)
+        counts = _counts(s.connection(), annotator, overlap_default, handing)
         if annotator is None:  # not on the per-click path: one more query only for the console
             leased = select(func.count()).select_from(Lease).where(col(Lease.expires_at) > utcnow())
             counts["leased"] = s.exec(leased).one()
         return counts
 
 
-def _counts(conn: Connection, annotator: str | None, overlap_default: int | None) -> dict[str, int]:
+def _counts(conn: Connection, annotator: str | None, overlap_default: int | None,
+            handing: Handing = FIFO) -> dict[str, int]:
     today = utcnow().replace(hour=0, minute=0, second=0, microsecond=0)
     open_q = select(func.count()).select_from(Comparison).where(Comparison.status == "open", live_comparison(),
                                                                 col(Comparison.gold_choice).is_(None))
@@ -511,8 +517,13 @@ def _counts(conn: Connection, annotator: str | None, overlap_default: int | None
     if annotator is not None:
         left_q = left_q.where(~_labelled_by(annotator))
         today_q = today_q.where(Label.annotator == annotator)
-    return {"open": conn.execute(open_q).scalar_one(), "left": conn.execute(left_q).scalar_one(),
-            "labelled_today": conn.execute(today_q).scalar_one()}
+    counts = {"open": conn.execute(open_q).scalar_one(), "left": conn.execute(left_q).scalar_one(),
+              "labelled_today": conn.execute(today_q).scalar_one()}
+    if annotator is not None and handing.gold_rate and counts["left"]:
+        unanswered = _row(conn, _GOLD_LEFT, {"annotator": annotator})[0]
+        counts["open"] += unanswered
+        counts["left"] += unanswered
+    return counts
 
 
 # -- my recent labels ------------------------------------------------------------------------------------------

@@ -229,6 +229,10 @@ def test_operator_adds_a_user_resets_a_password_and_changes_a_role(site, session
     page.click("#pf-btn-set-role")
     outcome(s, "alice is now an operator")
     assert accounts.role_of(app, "alice") == "operator"
+    pick(page, "bob")  # the role picker follows the person picked
+    page.wait_for_selector("#pf-account-role input[value='annotator']:checked", timeout=20_000)
+    pick(page, "alice")
+    page.wait_for_selector("#pf-account-role input[value='operator']:checked", timeout=20_000)
 
     page.fill("#pf-new-name input", "not a name!")  # refused: one sentence beside the controls
     page.click("#pf-btn-add-user")

@@ -362,7 +362,7 @@ def test_the_queue_queries_are_index_driven(store, backend):
     from data import queue
 
     statements = [queue._HELD, *queue._FIRST.values(), queue._ROOM, queue._ITEM, queue._MY_LABEL, queue._MY_LEASE,
-                  queue._FILLED, queue._GOLD]
+                  queue._FILLED, queue._GOLD, queue._GOLD_LEFT]
     if backend == "postgresql":
         statements += [*queue._FIRST_LOCKED.values(), queue._COMPARISON_LOCKED]
     plan_of = sqlite_plan if backend == "sqlite" else postgresql_plan
@@ -624,6 +624,22 @@ def test_gold_is_never_the_only_thing_left_and_never_counted_as_work(store):
     set_columns(store, gold, gold_choice="tie")
     assert next_comparison(store, "alice", LEASE, handing=Handing(gold_rate=1.0)) is None
     assert queue_counts(store, "alice") == {"open": 0, "left": 0, "labelled_today": 0}
+
+
+def test_answering_gold_moves_an_annotators_counts_as_answering_ordinary_work_does(store):
+    make_comparisons(store, 3)
+    gold = make_comparisons(store, 2)
+    set_columns(store, gold, gold_choice="a")
+    handing = Handing(gold_rate=0.5)
+    assert queue_counts(store, overlap_default=1) == {"open": 3, "left": 3, "labelled_today": 0, "leased": 0}
+    before = queue_counts(store, "alice", handing=handing)
+    assert before == {"open": 5, "left": 5, "labelled_today": 0}
+    for step in range(1, 4):  # whatever each hand-out is, the counts fall by one
+        item = next_comparison(store, "alice", LEASE, handing=handing)
+        submit_label(store, "alice", item.comparison_id, "a", item.shown_order, handed_only=True)
+        after = queue_counts(store, "alice", handing=handing)
+        left = 5 - step if after["left"] else 0  # once ordinary work is done, unanswered gold is never handed
+        assert (after["open"], after["left"]) == (left, left)
 
 
 def test_a_retired_or_discarded_gold_question_is_not_handed_out(store):

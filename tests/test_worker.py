@@ -21,7 +21,8 @@ QUESTIONS = ["What does json.dumps do?", "Explain collections.Counter.", "What i
 
 
 @pytest.fixture(scope="module")
-def backend(tiny_model_dir):
+def sampler(tiny_model_dir):
+    """The hf backend on the tiny model, loaded once (`backend` is the database the tests run on)."""
     b = load_backend("hf", str(tiny_model_dir), device="cpu")
     yield b
     b.close()
@@ -52,8 +53,8 @@ def comparisons(store) -> list[Comparison]:
         return list(s.exec(select(Comparison)).all())
 
 
-def test_every_response_knows_the_version_and_params_that_made_it(store, backend, v0, prompt_ids):
-    report = generate_once(store, backend, CFG)
+def test_every_response_knows_the_version_and_params_that_made_it(store, sampler, v0, prompt_ids):
+    report = generate_once(store, sampler, CFG)
     assert report.version == "v0"
     assert report.prompts_sampled == len(QUESTIONS)
     assert report.responses_stored == len(QUESTIONS) * CFG.samples_per_prompt
@@ -67,43 +68,43 @@ def test_every_response_knows_the_version_and_params_that_made_it(store, backend
     assert {r.prompt_id for r in stored} == set(prompt_ids)
 
 
-def test_a_second_run_under_the_same_version_samples_nothing_new(store, backend, v0, prompt_ids):
-    generate_once(store, backend, CFG)
-    again = generate_once(store, backend, CFG)
+def test_a_second_run_under_the_same_version_samples_nothing_new(store, sampler, v0, prompt_ids):
+    generate_once(store, sampler, CFG)
+    again = generate_once(store, sampler, CFG)
     assert again.prompts_sampled == 0 and again.responses_stored == 0
 
 
-def test_again_tied_samples_once_more_only_the_prompts_whose_comparisons_all_tied(store, backend, v0, prompt_ids):
+def test_again_tied_samples_once_more_only_the_prompts_whose_comparisons_all_tied(store, sampler, v0, prompt_ids):
     from sqlmodel import select
 
     from data.models import Comparison, Label
 
-    generate_once(store, backend, CFG)
+    generate_once(store, sampler, CFG)
     with store.write() as s:  # the first prompt's comparisons all end in a tie; the others stay open
         for c in s.exec(select(Comparison).where(Comparison.prompt_id == prompt_ids[0])).all():
             c.status = "done"
             s.add(c)
             s.add(Label(comparison_id=c.id, annotator="ann", source="human", choice="tie"))
-    assert generate_once(store, backend, CFG).prompts_sampled == 0  # nothing new to sample: the loop stalls
-    again = generate_once(store, backend, CFG, again_tied=True)
+    assert generate_once(store, sampler, CFG).prompts_sampled == 0  # nothing new to sample: the loop stalls
+    again = generate_once(store, sampler, CFG, again_tied=True)
     assert again.prompts_sampled == 1 and again.comparisons_created > 0
     with store.read() as s:
         fresh = s.exec(select(Comparison).where(Comparison.prompt_id == prompt_ids[0],
                                                 Comparison.status == "open")).all()
     assert len(fresh) == again.comparisons_created
     # its new comparisons are open: it does not qualify again until they too end without a preference
-    assert generate_once(store, backend, CFG, again_tied=True).prompts_sampled == 0
+    assert generate_once(store, sampler, CFG, again_tied=True).prompts_sampled == 0
 
 
-def test_limit_caps_the_prompts_sampled(store, backend, v0, prompt_ids):
-    assert generate_once(store, backend, CFG, limit=2).prompts_sampled == 2
-    assert generate_once(store, backend, CFG).prompts_sampled == len(QUESTIONS) - 2
+def test_limit_caps_the_prompts_sampled(store, sampler, v0, prompt_ids):
+    assert generate_once(store, sampler, CFG, limit=2).prompts_sampled == 2
+    assert generate_once(store, sampler, CFG).prompts_sampled == len(QUESTIONS) - 2
 
 
 @pytest.mark.parametrize("pairing", ["random", "diverse", "all"])
-def test_comparisons_follow_the_pairing_strategy(store, backend, v0, prompt_ids, pairing):
+def test_comparisons_follow_the_pairing_strategy(store, sampler, v0, prompt_ids, pairing):
     cfg = replace(CFG, pairing=pairing, max_pairs_per_prompt=2, overlap=2)
-    report = generate_once(store, backend, cfg)
+    report = generate_once(store, sampler, cfg)
     comps = comparisons(store)
     assert report.comparisons_created == len(comps) > 0
     by_id = {r.id: r for r in responses(store)}
@@ -120,9 +121,9 @@ def test_comparisons_follow_the_pairing_strategy(store, backend, v0, prompt_ids,
         assert c.model_version_id == v0.id and c.status == "open" and c.overlap == 2
 
 
-def test_drop_stores_truncated_samples_but_never_pairs_them(store, backend, v0, prompt_ids):
+def test_drop_stores_truncated_samples_but_never_pairs_them(store, sampler, v0, prompt_ids):
     cfg = replace(CFG, max_new_tokens=6, bad_samples="drop", pairing="all")  # 6 tokens truncates nearly all
-    generate_once(store, backend, cfg)
+    generate_once(store, sampler, cfg)
     by_id = {r.id: r for r in responses(store)}
     assert any(r.finish_reason == "length" for r in by_id.values())
     for c in comparisons(store):
@@ -130,30 +131,30 @@ def test_drop_stores_truncated_samples_but_never_pairs_them(store, backend, v0, 
             assert by_id[rid].finish_reason == "stop" and by_id[rid].text
 
 
-def test_long_prompts_are_recorded_as_skipped_with_a_reason(store, backend, v0, prompt_ids):
-    [long_id] = store.prompts.add(["word " * (backend.context_length + 10)]).ids
-    report = generate_once(store, backend, CFG)
+def test_long_prompts_are_recorded_as_skipped_with_a_reason(store, sampler, v0, prompt_ids):
+    [long_id] = store.prompts.add(["word " * (sampler.context_length + 10)]).ids
+    report = generate_once(store, sampler, CFG)
     assert list(report.skipped) == [long_id]
     assert "context" in store.prompts.get(long_id).skip_reason
     assert report.prompts_sampled == len(QUESTIONS)
     assert not responses(store, prompt_id=long_id)
-    assert generate_once(store, backend, CFG).prompts_skipped == 0  # not retried
+    assert generate_once(store, sampler, CFG).prompts_skipped == 0  # not retried
 
 
-def test_generation_without_a_deployed_version_is_a_clear_error(store, backend, prompt_ids):
+def test_generation_without_a_deployed_version_is_a_clear_error(store, sampler, prompt_ids):
     with pytest.raises(NoDeployedVersion, match="deploy"):
-        generate_once(store, backend, CFG)
+        generate_once(store, sampler, CFG)
 
 
-def test_deploying_with_retire_retires_the_old_versions_open_comparisons(store, backend, v0, prompt_ids, v1_dir):
+def test_deploying_with_retire_retires_the_old_versions_open_comparisons(store, sampler, v0, prompt_ids, v1_dir):
     cfg = replace(CFG, on_deploy="retire")
-    generate_once(store, backend, cfg)
+    generate_once(store, sampler, cfg)
     open_before = store.prompts.open_comparison_count(v0.id)
     assert open_before > 0
     store.versions.add("v1", str(v1_dir), parent_id=v0.id, round=1)
     assert store.versions.deploy("v1", retire_open=cfg.on_deploy == "retire") == open_before
     assert store.prompts.open_comparison_count() == 0
-    report = generate_once(store, backend, cfg)
+    report = generate_once(store, sampler, cfg)
     v1 = store.versions.get("v1")
     assert report.version == "v1" and report.versions_loaded == ["v1"]
     assert report.prompts_sampled == len(QUESTIONS)  # every prompt again, now on-policy for v1
@@ -161,18 +162,18 @@ def test_deploying_with_retire_retires_the_old_versions_open_comparisons(store, 
     assert open_now == store.prompts.open_comparison_count(v1.id) == report.comparisons_created
 
 
-def test_deploying_with_keep_leaves_the_old_versions_comparisons_open(store, backend, v0, prompt_ids, v1_dir):
+def test_deploying_with_keep_leaves_the_old_versions_comparisons_open(store, sampler, v0, prompt_ids, v1_dir):
     cfg = replace(CFG, on_deploy="keep")
-    generate_once(store, backend, cfg)
+    generate_once(store, sampler, cfg)
     open_before = store.prompts.open_comparison_count(v0.id)
     store.versions.add("v1", str(v1_dir), parent_id=v0.id, round=1)
     assert store.versions.deploy("v1", retire_open=cfg.on_deploy == "retire") == 0
-    generate_once(store, backend, cfg)
+    generate_once(store, sampler, cfg)
     assert store.prompts.open_comparison_count(v0.id) == open_before
     assert store.prompts.open_comparison_count(store.versions.get("v1").id) > 0
 
 
-def test_watch_picks_up_a_newly_deployed_version_and_new_responses_carry_it(store, backend, v0, prompt_ids, v1_dir):
+def test_watch_picks_up_a_newly_deployed_version_and_new_responses_carry_it(store, sampler, v0, prompt_ids, v1_dir):
     cfg = replace(CFG, batch_size=2, queue_target=1000, watch_interval_s=0.01)
     v1 = store.versions.add("v1", str(v1_dir), parent_id=v0.id, round=1)
 
@@ -180,10 +181,10 @@ def test_watch_picks_up_a_newly_deployed_version_and_new_responses_carry_it(stor
         if report.batches == 1:
             store.versions.deploy("v1", retire_open=False)
 
-    report = watch(store, backend, cfg, threading.Event(), max_batches=2, on_batch=deploy_v1_after_first_batch)
+    report = watch(store, sampler, cfg, threading.Event(), max_batches=2, on_batch=deploy_v1_after_first_batch)
     assert report.batches == 2
     assert report.versions_loaded[-1] == "v1" and report.version == "v1"
-    assert backend.path == str(v1_dir)
+    assert sampler.path == str(v1_dir)
     assert len({r.prompt_id for r in responses(store, model_version_id=v0.id)}) == 2
     assert len({r.prompt_id for r in responses(store, model_version_id=v1.id)}) == 2
     by_id = {r.id: r for r in responses(store)}
@@ -191,11 +192,11 @@ def test_watch_picks_up_a_newly_deployed_version_and_new_responses_carry_it(stor
         assert by_id[c.response_a_id].model_version_id == by_id[c.response_b_id].model_version_id == c.model_version_id
 
 
-def test_watch_tops_the_queue_up_to_the_target_then_waits_until_stopped(store, backend, v0, prompt_ids):
+def test_watch_tops_the_queue_up_to_the_target_then_waits_until_stopped(store, sampler, v0, prompt_ids):
     cfg = replace(CFG, batch_size=4, queue_target=2, watch_interval_s=0.05, pairing="all", max_pairs_per_prompt=3)
     stop = threading.Event()
     result = {}
-    thread = threading.Thread(target=lambda: result.update(report=watch(store, backend, cfg, stop)))
+    thread = threading.Thread(target=lambda: result.update(report=watch(store, sampler, cfg, stop)))
     thread.start()
     deadline = time.monotonic() + 30
     while store.prompts.open_comparison_count() < cfg.queue_target and time.monotonic() < deadline:
@@ -211,14 +212,14 @@ def test_watch_tops_the_queue_up_to_the_target_then_waits_until_stopped(store, b
 
 
 def test_an_idle_watch_with_a_margin_scorer_gives_open_comparisons_margins_under_the_deployed_version(
-        store, backend, v0, prompt_ids):
+        store, sampler, v0, prompt_ids):
     from generation.margins import MarginScorer
 
-    generate_once(store, backend, replace(CFG, pairing="all"))  # no scorer: no margins
+    generate_once(store, sampler, replace(CFG, pairing="all"))  # no scorer: no margins
     assert {(c.margin, c.margin_version_id) for c in comparisons(store)} == {(None, None)}
     stop = threading.Event()
     cfg = replace(CFG, queue_target=1, watch_interval_s=0.05)  # the queue is full: nothing to sample
-    thread = threading.Thread(target=watch, args=(store, backend, cfg, stop), kwargs={"margins": MarginScorer(0.1)})
+    thread = threading.Thread(target=watch, args=(store, sampler, cfg, stop), kwargs={"margins": MarginScorer(0.1)})
     thread.start()
     deadline = time.monotonic() + 30
     while any(c.margin is None for c in comparisons(store)) and time.monotonic() < deadline:
@@ -230,11 +231,11 @@ def test_an_idle_watch_with_a_margin_scorer_gives_open_comparisons_margins_under
     assert len(responses(store)) == len(QUESTIONS) * CFG.samples_per_prompt
 
 
-def test_watch_without_a_deployed_version_waits_and_stops_on_request(store, backend, prompt_ids):
+def test_watch_without_a_deployed_version_waits_and_stops_on_request(store, sampler, prompt_ids):
     stop = threading.Event()
     threading.Timer(0.2, stop.set).start()
     started = time.monotonic()
-    report = watch(store, backend, replace(CFG, watch_interval_s=0.05), stop)
+    report = watch(store, sampler, replace(CFG, watch_interval_s=0.05), stop)
     assert time.monotonic() - started < 5
     assert report.batches == 0 and not responses(store)
 

@@ -199,6 +199,12 @@ def user_for_token(app: App, token: str) -> User | None:
     return app.store.accounts.user_for_token(_token_hash(token)) if token else None
 
 
+def stored_role(app: App, name: str | None) -> str | None:
+    """The role user `name` has, enabled or not (None for no such user): what the console shows beside them."""
+    user = app.store.accounts.get_user(name) if name else None
+    return user.role if user else None
+
+
 def role_of(app: App, name: str | None) -> str | None:
     """The role of user `name` as stored now (None for unknown or disabled users): checked on every operator
     event."""

@@ -57,7 +57,7 @@ def my_progress(app: App, annotator: str) -> dict[str, int]:
     """open comparisons, those left for `annotator`, and their labels today."""
     from data.queue import queue_counts
 
-    return queue_counts(app.store, annotator, overlap_default=app.settings.labelling.overlap)
+    return queue_counts(app.store, annotator, overlap_default=app.settings.labelling.overlap, handing=handing(app))
 
 
 def label(app: App, annotator: str, comparison_id: int, shown_order: str, *, side: str | None = None,

@@ -60,6 +60,7 @@ def build(app, triggers) -> None:
     add_button.click(bind(add_account, app), [name, role, password], [result, secret, name, password],
                      **EVENT).then(**tables)
     role_button, reset_button, revoke_button, enable_button, disable_button = buttons
+    who.change(bind(account_role, app), who, new_role, **EVENT, show_progress="hidden")
     reset_button.click(bind(reset_account_password, app), who, [result, secret], **EVENT).then(**tables)
     for button, change, inputs in ((role_button, change_role, [who, new_role]),
                                    (disable_button, disable_account, who), (enable_button, enable_account, who),
@@ -164,6 +165,13 @@ def add_account(app, name: str, role: str, password: str, request: gr.Request):
     told = f"Added {name} as {accounts.with_article(role)}." + (
         " Their password is below, shown this once." if generated else "")
     return _said(told, "info"), _secret(generated), "", ""
+
+
+@operator_only
+def account_role(app, name: str | None, request: gr.Request):
+    """The role picker beside the account picker shows the picked person's role now."""
+    role = accounts.stored_role(app, name)
+    return gr.update(value=role) if role else gr.update()
 
 
 @operator_only

@@ -21,13 +21,18 @@ def upgrade() -> None:
     op.add_column("comparison", sa.Column("margin_version_id", sa.Integer(), nullable=True))
     op.add_column("comparison", sa.Column("judge_split", sa.Integer(), server_default="0", nullable=False))
     op.create_index("ix_comparison_gold_choice", "comparison", ["gold_choice"])
+    op.create_index("ix_comparison_uncertainty", "comparison",
+                    ["status", sa.text("priority DESC"), sa.text("(coalesce(abs(margin), 1e300))"), "id"])
+    op.create_index("ix_comparison_judge_split", "comparison",
+                    ["status", sa.text("priority DESC"), sa.text("judge_split DESC"), "id"])
     op.add_column("label", sa.Column("released_at", sa.DateTime(timezone=True), nullable=True))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("label") as batch:
         batch.drop_column("released_at")
-    op.drop_index("ix_comparison_gold_choice", "comparison")
+    for index in ("ix_comparison_judge_split", "ix_comparison_uncertainty", "ix_comparison_gold_choice"):
+        op.drop_index(index, "comparison")
     with op.batch_alter_table("comparison") as batch:
         for column in ("judge_split", "margin_version_id", "margin", "gold_choice"):
             batch.drop_column(column)
