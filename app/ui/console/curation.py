@@ -14,7 +14,7 @@ from app.ui.common import EVENT, bind, operator_only, section, user_name
 
 
 def build(app, triggers) -> None:
-    with section("Discard or restore data", elem_id="pf-curation"):
+    with section("Discard, restore, or mark gold", elem_id="pf-curation"):
         gr.Markdown("Discarded prompts, comparisons and labels are never shown to annotators, trained on "
                     "or exported; a discarded label stops counting, so its comparison may reopen.")
         with gr.Row():
