@@ -305,9 +305,9 @@ def stats(api: State, user: Operator) -> dict[str, Any]:
 
 
 @router.get("/export")
-def export(api: State, user: Operator, fmt: Annotated[Literal["trl", "openai"], Query(alias="format")] = "trl",
-           part: Literal["pairs", "ties", "metadata"] = "pairs", include_ties: bool = False,
-           metadata: bool = False):
+def export(api: State, user: Operator,
+           fmt: Annotated[Literal["trl", "openai", "trl-unpaired"], Query(alias="format")] = "trl",
+           part: Literal["pairs", "ties", "metadata"] = "pairs", include_ties: bool = False, metadata: bool = False):
     """Operators: resolved pairs as JSONL; `part=ties` the ties and both-bad (`metadata=true`: with their
     metadata), `part=metadata` each pair's provenance by row (the files a CLI export writes beside the pairs).
     Streamed as it is read from the database, in flat memory."""

@@ -131,8 +131,10 @@ def import_cmd(obj: Context, file: Path, fmt, prompt_field, skip_invalid, report
 
 @cli.command("export")
 @click.argument("out", type=click.Path(path_type=Path))
-@click.option("--format", "fmt", type=click.Choice(["trl", "openai"]), default="trl", show_default=True,
-              help="trl: TRL conversational preference; openai: OpenAI preference fine-tuning.")
+@click.option("--format", "fmt", type=click.Choice(["trl", "openai", "trl-unpaired"]), default="trl",
+              show_default=True, help="trl: TRL conversational preference; openai: OpenAI preference fine-tuning; "
+                                      "trl-unpaired: TRL unpaired preference (prompt, completion, label; KTO), "
+                                      "two rows a pair: chosen (true), then rejected (false).")
 @click.option("--since-round", type=int, help="Only comparisons sampled from model versions of this round on.")
 @click.option("--source", "sources", multiple=True, type=click.Choice(["human", "judge", "import"]),
               help="Label sources that may resolve a pair (repeatable; default human and import).")
@@ -141,11 +143,13 @@ def import_cmd(obj: Context, file: Path, fmt, prompt_field, skip_invalid, report
 @click.option("--to", type=click.Choice(["jsonl", "parquet", "dataset"]),
               help="Container: jsonl; parquet (one file); dataset (a Hugging Face datasets folder for "
                    "load_from_disk). Default from OUT: a .parquet name is parquet, an existing folder a dataset, "
-                   "else jsonl. parquet and dataset hold the trl format.")
+                   "else jsonl. parquet and dataset hold the trl and trl-unpaired formats.")
 @click.option("--include-ties", is_flag=True, help="Also export ties and both-bad, to their own file beside OUT "
-                                                   "(<stem>.ties.jsonl, with a 'label'; never as chosen/rejected).")
+                                                   "(<stem>.ties.jsonl, with a 'label'; never as chosen/rejected, "
+                                                   "nor as trl-unpaired rows: they keep the trl shape).")
 @click.option("--metadata", is_flag=True, help="Write each pair's comparison id, annotators, agreement and model "
-                                               "versions to <stem>.metadata.jsonl beside OUT (one line per pair).")
+                                               "versions to <stem>.metadata.jsonl beside OUT (one line per row of OUT, "
+                                               "'row' its number: two lines a pair in trl-unpaired).")
 @click.pass_obj
 def export_cmd(obj: Context, out: Path, fmt, since_round, sources, min_agreement, to, include_ties, metadata):
     """Export resolved preference pairs to OUT ('-' for standard output, JSONL only) in exactly the format's
@@ -747,7 +751,8 @@ def _round_line(r: dict) -> str:
     ev = (r["report"].get("eval") or {}).get("after") or {}
     probe = (r["report"].get("probe") or {}).get("after") or {}
     status = r["status"] + (" (auto)" if r.get("trigger") == "auto" else "")
-    parts = [f"{r['id']}  {status}  {r['parent'] or '-'} -> {r['version'] or '-'}  pairs {r['pairs']}",
+    method = f"{r['method']}  " if r.get("method", "dpo") != "dpo" else ""  # DPO, the default, goes unsaid
+    parts = [f"{r['id']}  {status}  {r['parent'] or '-'} -> {r['version'] or '-'}  {method}pairs {r['pairs']}",
              f"step {r['step']}/{r['max_steps'] or '?'}"]
     if ev:
         parts.append(f"held-out acc {ev.get('accuracy', float('nan')):.3f}{_interval(ev)} "

@@ -1,6 +1,7 @@
 """Export of resolved comparisons, so that the pairs file loads in its consumer unchanged: TRL's or OpenAI's
-preference JSONL (each line spliced from the stored prompt JSON and the escaped response texts, so an export
-streams at database speed), or TRL's shape as Parquet or a Hugging Face `datasets` folder (data/export_files.py).
+preference JSONL or TRL's unpaired preference JSONL (two rows a pair; each line spliced from the stored prompt JSON
+and the escaped response texts, so an export streams at database speed), or TRL's shapes as Parquet or a Hugging
+Face `datasets` folder (data/export_files.py).
 
 Nothing else goes into the pairs file. Beside it, written atomically with it, `<stem>.ties.jsonl` holds ties and
 both-bad (with `include_ties`) and `<stem>.metadata.jsonl` the provenance of each pair (with `metadata`)."""
@@ -44,16 +45,24 @@ TEMPLATES = {
         Layout('{"input": {"messages": ', '}, "response_a": ' + _OPEN, '}], "response_b": ' + _OPEN),
     ),
 }
-FORMATS = tuple(TEMPLATES)
-CONTAINERS = ("jsonl", "parquet", "dataset")  # parquet and dataset hold TRL's conversational shape
+# TRL's unpaired preference format (prompt, completion, label): each pair as its chosen row (label true), then its
+# rejected row (false): what trl.data_utils.unpair_preference_dataset makes of the `trl` export, mapped one pair at
+# a time. Its ties file is the `trl` one: a tie or both-bad is neither a desirable nor an undesirable completion.
+UNPAIRED = "trl-unpaired"
+_UNPAIRED_ROW = ('{"prompt": ', ', "completion": ' + _OPEN, '}], "label": ')
+FORMATS = (*TEMPLATES, UNPAIRED)
+TRL_SHAPES = ("trl", UNPAIRED)  # the formats parquet and dataset hold
+CONTAINERS = ("jsonl", "parquet", "dataset")
 SIDECARS = ("ties", "metadata")
 _DONE = object()
 
 
 class Chunk(NamedTuple):
-    """One batch rendered: the pair rows (tuples) and their JSONL text ('' when not asked), and the sidecars' text."""
+    """One batch rendered: the pair rows (tuples), the pairs file's rows they make (two a pair in trl-unpaired) and
+    their JSONL text ('' when not asked), and the sidecars' text."""
 
     pairs: list[tuple]
+    rows: int
     text: str
     ties: int
     ties_text: str
@@ -84,7 +93,8 @@ def export_pairs(store, out: str | os.PathLike | IO, fmt: str = "trl", sources: 
                  since_round: int | None = None, min_agreement: float | None = None, include_ties: bool = False,
                  metadata: bool = False, progress: bool = False, *, to: str | None = None,
                  ties_out: IO | None = None, metadata_out: IO | None = None) -> int:
-    """Write resolved pairs to a path (atomically, sidecars beside it) or an open file; returns pairs + ties written.
+    """Write resolved pairs to a path (atomically, sidecars beside it) or an open file; returns the records written:
+    the pairs file's rows (one a pair, two in trl-unpaired) and the ties.
 
     `to` is the container (default: from `out`, see `container_for`). To an open file, ties and metadata go to
     the open files `ties_out` / `metadata_out`, which must then be given."""
@@ -105,8 +115,8 @@ def export_pairs(store, out: str | os.PathLike | IO, fmt: str = "trl", sources: 
         from data import export_files
 
         if container == "parquet":
-            return _write(targets, base, chunks, export_files.write_parquet)
-        return _write(targets, base, chunks, lambda _, pairs: export_files.write_dataset(base, pairs))
+            return _write(targets, base, chunks, lambda f, pairs: export_files.write_parquet(f, pairs, fmt))
+        return _write(targets, base, chunks, lambda _, pairs: export_files.write_dataset(base, pairs, fmt))
 
 
 def export_part(store, out: IO, part: str = "pairs", metadata: bool = False, **options) -> int:
@@ -214,10 +224,10 @@ class _Discard(io.RawIOBase):
 
 def _targets(out, fmt: str, container: str, include_ties: bool, metadata: bool, ties_out, metadata_out) -> dict:
     """The export's outputs by name (pairs, ties, metadata), checked before anything is read or written."""
-    if fmt not in TEMPLATES:
+    if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; allowed: {', '.join(FORMATS)}")
-    if container != "jsonl" and fmt != "trl":
-        raise ValueError(f"{container} export holds TRL's conversational shape: use format 'trl' "
+    if container != "jsonl" and fmt not in TRL_SHAPES:
+        raise ValueError(f"{container} export holds TRL's conversational shapes: use format 'trl' or '{UNPAIRED}' "
                          f"(format {fmt!r} is JSONL only)")
     is_path = isinstance(out, str | os.PathLike)
     if container == "dataset":
@@ -242,7 +252,7 @@ def _chunks(batches, fmt: str, metadata: bool, as_text: bool) -> Iterator[Chunk]
     start = 0  # the pairs file's row of the batch's first pair, for the metadata sidecar
     for batch in batches:
         chunk = _render(batch, fmt, metadata, start, as_text)
-        start += len(chunk.pairs)
+        start += chunk.rows
         yield chunk
 
 
@@ -250,24 +260,39 @@ def _render(batch: list[tuple], fmt: str, metadata: bool, start: int, as_text: b
     """One batch of `ResolvedRow`-ordered tuples. Plain pairs without metadata, the bulk of any export, take the
     short path: one f-string per row, no dict, no json.dumps of the prompt."""
     # r[1] prompt JSON, r[2] chosen, r[3] rejected, r[12] tools, r[13] parallel_tool_calls (ResolvedRow's order)
+    per_pair = 2 if fmt == UNPAIRED else 1
     if not metadata and all(r[4] in PAIR_OUTCOMES and "\n" not in r[1] and r[12] is None and r[13] is None
                             for r in batch):
-        if not as_text:
-            return Chunk(batch, "", 0, "", "")
-        enc = encode_basestring
-        head, mid, tail = TEMPLATES[fmt][0]
-        return Chunk(batch, "".join([f"{head}{r[1]}{mid}{enc(r[2])}{tail}{enc(r[3])}}}]}}\n" for r in batch]),
-                     0, "", "")
+        return Chunk(batch, per_pair * len(batch), _plain_text(batch, fmt) if as_text else "", 0, "", "")
     rows = [ResolvedRow._make(r) for r in batch]
     pairs = [r for r in rows if r.is_pair]
     ties = [r for r in rows if not r.is_pair]
     text = "".join([_line(r, fmt) for r in pairs]) if as_text else ""
-    meta = "".join([_json_line({"row": start + i, **_metadata(r)}) for i, r in enumerate(pairs)]) if metadata else ""
-    return Chunk(pairs, text, len(ties), "".join([_line(r, fmt, metadata) for r in ties]), meta)
+    # A metadata line per row of the pairs file (both rows of a pair in trl-unpaired), "row" its number there.
+    meta = "".join([_json_line({"row": start + per_pair * i + k, **_metadata(r)})
+                    for i, r in enumerate(pairs) for k in range(per_pair)]) if metadata else ""
+    return Chunk(pairs, per_pair * len(pairs), text, len(ties), "".join([_line(r, fmt, metadata) for r in ties]),
+                 meta)
+
+
+def _plain_text(batch: list[tuple], fmt: str) -> str:
+    """The lines of plain pairs (no tools, one-line prompt JSON): one f-string per row."""
+    enc = encode_basestring
+    if fmt == UNPAIRED:
+        head, mid, tail = _UNPAIRED_ROW
+        return "".join([f"{head}{r[1]}{mid}{enc(r[2])}{tail}true}}\n{head}{r[1]}{mid}{enc(r[3])}{tail}false}}\n"
+                        for r in batch])
+    head, mid, tail = TEMPLATES[fmt][0]
+    return "".join([f"{head}{r[1]}{mid}{enc(r[2])}{tail}{enc(r[3])}}}]}}\n" for r in batch])
 
 
 def _line(row: ResolvedRow, fmt: str, metadata: bool = False) -> str:
-    head, mid, tail = TEMPLATES[fmt][0 if row.is_pair else 1]
+    if fmt == UNPAIRED and row.is_pair:
+        head, mid, tail = _UNPAIRED_ROW
+        prompt = _one_line(row.prompt_json)
+        return (f"{head}{prompt}{mid}{encode_basestring(row.chosen)}{tail}true}}\n"
+                f"{head}{prompt}{mid}{encode_basestring(row.rejected)}{tail}false}}\n")
+    head, mid, tail = TEMPLATES["trl" if fmt == UNPAIRED else fmt][0 if row.is_pair else 1]
     extra = ""  # a tie's label and metadata: the ties file is prefloop's own, not a consumer's format
     if not row.is_pair:
         extra = f', "label": "{row.outcome}"'
@@ -325,7 +350,7 @@ def _write_text(f: IO, chunks: Iterator[Chunk]) -> int:
     written = 0
     for chunk in chunks:
         f.write(chunk.text if text_mode else chunk.text.encode("utf-8"))
-        written += len(chunk.pairs)
+        written += chunk.rows
     return written
 
 

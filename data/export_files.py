@@ -1,6 +1,7 @@
-"""Resolved pairs in TRL's conversational preference shape as Apache Arrow columns: a Parquet file written one
-row group per batch, or a Hugging Face `datasets` folder (`Dataset.save_to_disk`). Memory stays flat at any
-size: each batch becomes Arrow arrays directly (no object per message) and is written before the next is read."""
+"""Resolved pairs in TRL's conversational preference shape, paired or unpaired, as Apache Arrow columns: a Parquet
+file written one row group per batch, or a Hugging Face `datasets` folder (`Dataset.save_to_disk`). Memory stays
+flat at any size: each batch becomes Arrow arrays directly (no object per message) and is written before the next
+is read."""
 
 import json
 import os
@@ -11,28 +12,44 @@ from pathlib import Path
 from typing import IO
 
 ROLE_CONTENT = ("role", "content")
+UNPAIRED = "trl-unpaired"  # data.export.UNPAIRED
 
 
-def schema():
-    """prompt, chosen and rejected, each list<struct<role: string, content: string>>, as TRL loads them."""
+def schema(fmt: str = "trl"):
+    """As TRL loads them: prompt, chosen and rejected, each list<struct<role: string, content: string>>; unpaired
+    (`fmt` 'trl-unpaired'), prompt and completion such lists and label a bool."""
     import pyarrow as pa
 
     messages = pa.list_(pa.struct([(name, pa.string()) for name in ROLE_CONTENT]))
+    if fmt == UNPAIRED:
+        return pa.schema([("prompt", messages), ("completion", messages), ("label", pa.bool_())])
     return pa.schema([("prompt", messages), ("chosen", messages), ("rejected", messages)])
 
 
-def record_batch(rows: list[tuple]):
-    """Pair rows in `ResolvedRow` order (1 prompt JSON, 2 chosen, 3 rejected) as one Arrow record batch."""
+def record_batch(rows: list[tuple], fmt: str = "trl"):
+    """Pair rows in `ResolvedRow` order (1 prompt JSON, 2 chosen, 3 rejected) as one Arrow record batch; unpaired,
+    each pair's chosen row then its rejected row."""
     import pyarrow as pa
 
-    n = len(rows)
-    answers = pa.array(range(n + 1), pa.int32())  # one assistant message per list
-    columns = [_prompts(rows)]
-    for i in (2, 3):
-        values = pa.StructArray.from_arrays([pa.repeat("assistant", n), pa.array([r[i] for r in rows], pa.string())],
-                                            names=list(ROLE_CONTENT))
-        columns.append(pa.ListArray.from_arrays(answers, values))
-    return pa.RecordBatch.from_arrays(columns, schema=schema())
+    prompts = _prompts(rows)
+    if fmt == UNPAIRED:
+        n = 2 * len(rows)
+        completions = _assistant_lists([text for r in rows for text in (r[2], r[3])])
+        columns = [prompts.take(pa.array([i // 2 for i in range(n)], pa.int64())), completions,
+                   pa.array([i % 2 == 0 for i in range(n)], pa.bool_())]
+    else:
+        columns = [prompts, _assistant_lists([r[2] for r in rows]), _assistant_lists([r[3] for r in rows])]
+    return pa.RecordBatch.from_arrays(columns, schema=schema(fmt))
+
+
+def _assistant_lists(texts: list[str]):
+    """One list holding one assistant message per text."""
+    import pyarrow as pa
+
+    n = len(texts)
+    values = pa.StructArray.from_arrays([pa.repeat("assistant", n), pa.array(texts, pa.string())],
+                                        names=list(ROLE_CONTENT))
+    return pa.ListArray.from_arrays(pa.array(range(n + 1), pa.int32()), values)
 
 
 def _prompts(rows: list[tuple]):
@@ -70,31 +87,33 @@ def _refuse_odd_message(rows: list[tuple]) -> None:
     raise ValueError("a prompt does not fit the Parquet/dataset columns; export JSONL instead")
 
 
-def write_parquet(f: IO | str, chunks: Iterator) -> int:
-    """Every chunk's pairs as one row group of a Parquet file; returns the pairs written."""
+def write_parquet(f: IO | str, chunks: Iterator, fmt: str = "trl") -> int:
+    """Every chunk's pairs as one row group of a Parquet file in `fmt`'s shape; returns the rows written."""
     import pyarrow.parquet as pq
 
     written = 0
-    with pq.ParquetWriter(f, schema()) as writer:  # an empty export is still a valid file with the schema
+    with pq.ParquetWriter(f, schema(fmt)) as writer:  # an empty export is still a valid file with the schema
         for chunk in chunks:
             if chunk.pairs:
-                writer.write_batch(record_batch(chunk.pairs))
-                written += len(chunk.pairs)
+                batch = record_batch(chunk.pairs, fmt)
+                writer.write_batch(batch)
+                written += batch.num_rows
     return written
 
 
-def _write_arrow_stream(path: Path, chunks: Iterator) -> int:
+def _write_arrow_stream(path: Path, chunks: Iterator, fmt: str) -> int:
     """The same batches as an Arrow IPC stream, the file format a `datasets.Dataset` memory-maps."""
     import pyarrow as pa
 
     written = 0
-    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, schema()) as writer:
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, schema(fmt)) as writer:
         for chunk in chunks:
             if chunk.pairs:
-                writer.write_batch(record_batch(chunk.pairs))
-                written += len(chunk.pairs)
+                batch = record_batch(chunk.pairs, fmt)
+                writer.write_batch(batch)
+                written += batch.num_rows
         if not written:  # `datasets` cannot open a stream without a batch
-            writer.write_batch(pa.RecordBatch.from_pylist([], schema=schema()))
+            writer.write_batch(pa.RecordBatch.from_pylist([], schema=schema(fmt)))
     return written
 
 
@@ -107,16 +126,16 @@ def check_dataset_target(folder: Path) -> None:
         raise ValueError(f"{folder} is a non-empty folder that is not a saved dataset; not replacing it")
 
 
-def write_dataset(folder: Path, chunks: Iterator) -> int:
-    """The pairs as a `datasets` folder (`datasets.load_from_disk(folder)`), built in a temporary folder beside
-    it and swapped into place when complete; returns the pairs written."""
+def write_dataset(folder: Path, chunks: Iterator, fmt: str = "trl") -> int:
+    """The pairs as a `datasets` folder (`datasets.load_from_disk(folder)`) in `fmt`'s shape, built in a temporary
+    folder beside it and swapped into place when complete; returns the rows written."""
     from datasets import Dataset
 
     check_dataset_target(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
     try:
-        written = _write_arrow_stream(work / "pairs.arrow", chunks)
+        written = _write_arrow_stream(work / "pairs.arrow", chunks, fmt)
         # Memory-mapped, not loaded: save_to_disk copies it into shards batch by batch.
         dataset = Dataset.from_file(str(work / "pairs.arrow"))
         # An empty dataset must still get one shard, or load_from_disk cannot open the folder.

@@ -31,6 +31,10 @@ HUMAN, ASSISTANT = "\n\nHuman:", "\n\nAssistant:"
 LLAMAFACTORY_ROLES = {"system": "system", "human": "user", "gpt": "assistant"}
 _MISSING = object()
 _HH_TURN = re.compile(r"\n\n(Human|Assistant):")
+UNPAIRED = "trl-unpaired"  # exported, not imported: a single labelled response has no pair to be stored as
+UNPAIRED_REFUSAL = ("TRL unpaired preference data (prompt, completion, label) cannot be imported yet: prefloop "
+                    "stores labels on pairs of responses, not single responses labelled good or bad; import "
+                    "paired data (trl: prompt, chosen, rejected) instead")
 
 
 @dataclass
@@ -99,6 +103,8 @@ def parse_file(path: str | Path, fmt: str, prompt_field: str | None = None, skip
 def iter_records(path: str | Path, fmt: str, prompt_field: str | None = None,
                  max_record_bytes: int = MAX_RECORD_BYTES) -> Iterator[Record | InvalidRecord]:
     """Yield each record of the file, or an InvalidRecord in its place."""
+    if fmt == UNPAIRED:
+        raise UnknownFormat(f"{path}: {UNPAIRED_REFUSAL}")
     if fmt not in FORMATS:
         raise UnknownFormat(f"unknown format {fmt!r}; known formats: {', '.join(FORMATS)}")
     if prompt_field and fmt not in PROMPT_FIELD_FORMATS:
@@ -127,7 +133,7 @@ def sniff_format(path: str | Path, prompt_field: str | None = None) -> str:
     """Tell a file's format from its extension and the keys of its first record (a datasets folder: its columns)."""
     path = Path(path)
     if path.is_dir():
-        return _format_of(_first_row(path), prompt_field, f"{path}: cannot tell the format from the columns")
+        return _format_of(_first_row(path), prompt_field, path, "cannot tell the format from the columns")
     if path.suffix.lower() == ".csv":
         return "prompts-csv"
     with open(path, "rb") as f:
@@ -136,10 +142,10 @@ def sniff_format(path: str | Path, prompt_field: str | None = None) -> str:
         raise UnknownFormat(f"{path}: the file is empty")
     if head.startswith("["):
         return "llamafactory"
-    return _format_of(_first_object(path), prompt_field, f"{path}: cannot tell the format from the first record's keys")
+    return _format_of(_first_object(path), prompt_field, path, "cannot tell the format from the first record's keys")
 
 
-def _format_of(obj: dict, prompt_field: str | None, cannot: str) -> str:
+def _format_of(obj: dict, prompt_field: str | None, path: Path, cannot: str) -> str:
     if "conversations" in obj and "chosen" in obj:
         return "llamafactory"
     if "input" in obj and "preferred_output" in obj:
@@ -148,6 +154,8 @@ def _format_of(obj: dict, prompt_field: str | None, cannot: str) -> str:
         return "responses-jsonl"
     if prompt_field and prompt_field in obj:
         return "prompts-jsonl"
+    if "completion" in obj and "label" in obj and "chosen" not in obj:  # else it would pass for a prompts file
+        raise UnknownFormat(f"{path}: {UNPAIRED_REFUSAL}")
     if "chosen" in obj and "rejected" in obj:
         # Both HH-RLHF and TRL's implicit-prompt standard format are {"chosen": str, "rejected": str}.
         hh = isinstance(obj["chosen"], str) and obj["chosen"].startswith(HUMAN)
@@ -156,7 +164,7 @@ def _format_of(obj: dict, prompt_field: str | None, cannot: str) -> str:
         return "prompts-jsonl"
     known = [k for k in ("instruction", "turns", "question") if k in obj]
     hint = f"; for prompts pass prompt_field={known[0]!r}" if known else ""
-    raise UnknownFormat(f"{cannot} {sorted(obj)}{hint}")
+    raise UnknownFormat(f"{path}: {cannot} {sorted(obj)}{hint}")
 
 
 def _first_object(path: Path) -> dict:

@@ -1,4 +1,5 @@
-"""Export (data/export.py, data/export_files.py): both JSONL formats' exact shape, the ties and metadata sidecars,
+"""Export (data/export.py, data/export_files.py): the JSONL formats' exact shape, TRL's unpaired format as TRL
+unpairs the trl export, the ties and metadata sidecars,
 OpenAI tools, unicode, atomic writes, Parquet and `datasets` folders read back by their consumers, and a TRL DPO
 run on an exported file."""
 
@@ -134,7 +135,7 @@ def test_streams_need_their_own_sidecar_files(store):
     assert json.loads(meta.getvalue())["row"] == 0
 
 
-@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("fmt", ["trl", "openai"])
 def test_metadata_goes_to_a_sidecar_line_per_pair(store, tmp_path, fmt):
     v0 = store.versions.add("v0", "/m/v0", round=0)
     v2 = store.versions.add("v2", "/m/v2", parent_id=v0.id, round=2)
@@ -292,9 +293,9 @@ def test_progress_bar(store, tmp_path, capsys):
 
 
 def test_bad_arguments_fail_before_writing(store, tmp_path):
-    with pytest.raises(ValueError, match="allowed: trl, openai"):
+    with pytest.raises(ValueError, match="allowed: trl, openai, trl-unpaired"):
         export_pairs(store, tmp_path / "x.jsonl", fmt="csv")
-    assert FORMATS == ("trl", "openai")
+    assert FORMATS == ("trl", "openai", "trl-unpaired")
     with pytest.raises(ValueError, match="allowed: adjudication, human, import, judge"):
         export_pairs(store, tmp_path / "x.jsonl", sources=("robot",))
     with pytest.raises(ValueError, match="min_agreement"):
@@ -468,3 +469,109 @@ def test_in_memory_store_exports(tmp_path):
         assert export_pairs(memory, tmp_path / "pairs.jsonl") == 1
     finally:
         memory.close()
+
+
+# -- TRL's unpaired preference format -----------------------------------------------------------------------------
+def unpaired_by_trl(pairs):
+    """What TRL makes of a `trl` export: unpair_preference_dataset one pair at a time (its default maps 1000 pairs
+    at a time and so puts 1000 chosen rows before their 1000 rejected ones)."""
+    from trl.data_utils import unpair_preference_dataset
+
+    return unpair_preference_dataset(pairs, batch_size=1)
+
+
+def load_jsonl(path, tmp_path):
+    from datasets import load_dataset
+
+    return load_dataset("json", data_files=str(path), split="train", cache_dir=str(tmp_path / "hf"))
+
+
+def test_trl_unpaired_format_exact_shape(store, tmp_path):
+    add_pair(store, ("b",))
+    out = tmp_path / "rows.jsonl"
+    assert export_pairs(store, out, fmt="trl-unpaired") == 2  # the rows written: two a pair
+    assert read_lines(out) == [{"prompt": PROMPT, "completion": assistant("answer B"), "label": True},
+                               {"prompt": PROMPT, "completion": assistant("answer A"), "label": False}]
+    assert [list(line) for line in read_lines(out)] == [["prompt", "completion", "label"]] * 2
+
+
+def test_trl_unpaired_export_is_trls_unpairing_of_the_trl_export(store, tmp_path, monkeypatch):
+    monkeypatch.setattr(export_module, "DEFAULT_BATCH", 4)
+    add_mixed(store)
+    add_tool_prompt_pair(store, [WEATHER_TOOL], True, choice="b")  # TRL's columns have no tools: neither export
+    export_pairs(store, tmp_path / "pairs.jsonl")
+    want = unpaired_by_trl(load_jsonl(tmp_path / "pairs.jsonl", tmp_path)).to_list()
+    out = tmp_path / "rows.jsonl"
+    assert export_pairs(store, out, fmt="trl-unpaired") == 20
+    assert read_lines(out) == want and len(want) == 20
+    assert load_jsonl(out, tmp_path).to_list() == want
+    export_pairs(store, tmp_path / "again.jsonl", fmt="trl-unpaired", include_ties=True, metadata=True)
+    assert (tmp_path / "again.jsonl").read_bytes() == out.read_bytes()  # sidecars change nothing in the rows
+
+    from trl.data_utils import unpair_preference_dataset
+
+    default = unpair_preference_dataset(load_jsonl(tmp_path / "pairs.jsonl", tmp_path)).to_list()
+    key = json.dumps  # TRL's default order differs (all chosen rows, then all rejected ones); the rows do not
+    assert sorted(map(key, default)) == sorted(map(key, want))
+
+
+def test_trl_unpaired_metadata_has_a_line_per_row_and_ties_stay_pairs(store, tmp_path, monkeypatch):
+    monkeypatch.setattr(export_module, "DEFAULT_BATCH", 3)
+    pairs = [add_pair(store, ("ab"[i % 2],), texts=(f"a{i}", f"b{i}")) for i in range(4)]
+    add_pair(store, ("tie",))
+    add_pair(store, ("both_bad",))
+    out = tmp_path / "rows.jsonl"
+    assert export_pairs(store, out, fmt="trl-unpaired", include_ties=True, metadata=True) == 10
+    rows, meta = read_lines(out), read_lines(tmp_path / "rows.metadata.jsonl")
+    assert [m["row"] for m in meta] == list(range(8))  # metadata line n describes the rows file's row n
+    assert [m["comparison_id"] for m in meta] == [c for c in pairs for _ in (True, False)]
+    assert [r["label"] for r in rows] == [True, False] * 4
+    assert meta[2]["model_versions"] == {"chosen": None, "rejected": None}
+    # A tie or both-bad is neither a desirable nor an undesirable completion: the ties file keeps the trl shape.
+    trl = tmp_path / "pairs.jsonl"
+    export_pairs(store, trl, include_ties=True, metadata=True)
+    assert (tmp_path / "rows.ties.jsonl").read_bytes() == (tmp_path / "pairs.ties.jsonl").read_bytes()
+    assert [line["label"] for line in read_lines(tmp_path / "rows.ties.jsonl")] == ["tie", "both_bad"]
+
+
+@pytest.mark.parametrize("container", ["parquet", "dataset"])
+def test_trl_unpaired_parquet_and_dataset_hold_trls_unpaired_columns(store, tmp_path, monkeypatch, container):
+    from datasets import load_dataset, load_from_disk
+
+    monkeypatch.setattr(export_module, "DEFAULT_BATCH", 4)
+    add_mixed(store)
+    export_pairs(store, tmp_path / "pairs.jsonl")
+    want = unpaired_by_trl(load_jsonl(tmp_path / "pairs.jsonl", tmp_path))
+    out = tmp_path / ("rows.parquet" if container == "parquet" else "rows")
+    assert export_pairs(store, out, fmt="trl-unpaired", to=container, include_ties=True, metadata=True) == 19
+    if container == "dataset":
+        ds = load_from_disk(str(out))
+    else:
+        ds = load_dataset("parquet", data_files=str(out), split="train", cache_dir=str(tmp_path / "hf"))
+    assert ds.column_names == ["prompt", "completion", "label"]
+    assert ds.features == want.features and ds.to_list() == want.to_list()
+    assert [m["row"] for m in read_lines(tmp_path / "rows.metadata.jsonl")] == list(range(18))
+    assert len(read_lines(tmp_path / "rows.ties.jsonl")) == 1
+
+
+def test_empty_trl_unpaired_exports_keep_the_columns(store, tmp_path):
+    import pyarrow.parquet as pq
+    from datasets import load_from_disk
+
+    assert export_pairs(store, tmp_path / "rows.jsonl", fmt="trl-unpaired") == 0
+    assert (tmp_path / "rows.jsonl").read_bytes() == b""
+    assert export_pairs(store, tmp_path / "rows.parquet", fmt="trl-unpaired") == 0
+    assert pq.read_table(tmp_path / "rows.parquet").schema.names == ["prompt", "completion", "label"]
+    assert export_pairs(store, tmp_path / "ds", fmt="trl-unpaired", to="dataset") == 0
+    assert load_from_disk(str(tmp_path / "ds")).column_names == ["prompt", "completion", "label"]
+
+
+def test_trl_unpaired_export_part_streams_the_same_files(store, tmp_path):
+    add_pair(store, ("a",))
+    add_pair(store, ("tie",))
+    add_pair(store, ("b",))
+    export_pairs(store, tmp_path / "rows.jsonl", fmt="trl-unpaired", include_ties=True, metadata=True)
+    for part, path in [("pairs", "rows.jsonl"), ("ties", "rows.ties.jsonl"), ("metadata", "rows.metadata.jsonl")]:
+        buf = io.BytesIO()
+        export_part(store, buf, part, fmt="trl-unpaired", metadata=part != "pairs")
+        assert buf.getvalue() == (tmp_path / path).read_bytes(), part

@@ -536,3 +536,19 @@ def test_reimporting_a_gold_pair_keeps_what_is_stored(store, tmp_path):
     result = import_file(store, again)
     assert (result.comparisons_duplicate, result.gold_added) == (1, 0)
     assert gold_answers(store) == {"a.jsonl:1": None}
+
+
+@pytest.mark.parametrize("to", ["jsonl", "dataset"])
+def test_trl_unpaired_data_is_refused_naming_the_format_not_taken_for_prompts(store, tmp_path, to):
+    from data.export import export_pairs
+    from data.formats import UnknownFormat
+
+    import_file(store, save_dataset(tmp_path / "prefs", CONVERSATIONAL))
+    before = row_counts(store)
+    out = tmp_path / ("rows.jsonl" if to == "jsonl" else "rows")
+    assert export_pairs(store, out, fmt="trl-unpaired", to=to) == 6
+    for fmt in (None, "trl-unpaired"):
+        with pytest.raises(UnknownFormat, match=r"TRL unpaired preference data \(prompt, completion, label\) "
+                                                r"cannot be imported yet: .* import paired data"):
+            import_file(store, out, fmt=fmt)
+    assert row_counts(store) == before

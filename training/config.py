@@ -13,6 +13,7 @@ from training.settings import TrainingSettings
 
 JUDGE_MODES = choices(TrainingSettings, "judge_labels")
 REFERENCES = choices(TrainingSettings, "reference")
+METHODS = choices(TrainingSettings, "method")
 
 
 @settings_data(TrainingSettings, pick(GenerationSettings, "temperature", "top_p", "max_new_tokens"),
@@ -29,7 +30,7 @@ class RoundConfig(SettingsData):
     gold: dict[str, Any] | None = None
 
     def __post_init__(self):
-        self.check_choices("judge_labels", "reference", prefix="training.")
+        self.check_choices("method", "judge_labels", "reference", prefix="training.")
         if self.batch_size < 1 or self.min_pairs < 1 or self.gradient_accumulation_steps < 1:
             raise ValueError("training.batch_size, training.gradient_accumulation_steps and training.min_pairs must "
                              "be at least 1")

@@ -6,7 +6,7 @@ and a prompt's pairs are never on both sides. Training takes the pairs no finish
 a replayed share of older ones, no more than its optimizer steps consume (the rest wait for the next round, so
 reference log-probs are computed only for pairs that train). A stored pair that cannot train (an empty prompt,
 from a database imported before the importer refused those) is left out and counted, so no stored record can
-break a round."""
+break a round. The pairs become TRL's examples here too: paired for DPO, unpaired for KTO (training.method)."""
 
 import json
 import random
@@ -171,8 +171,31 @@ def to_example(row: ResolvedRow) -> dict:
             "rejected": [{"role": "assistant", "content": row.rejected}]}
 
 
+def to_training_examples(cfg: RoundConfig, rows: Sequence[ResolvedRow]) -> list[dict]:
+    """A round's training examples in its method's format: pairs for DPO (to_example), unpaired examples for KTO
+    (to_unpaired_examples, shuffled with training.seed)."""
+    if cfg.method == "kto":
+        return to_unpaired_examples(rows, seed=cfg.seed)
+    return [to_example(row) for row in rows]
+
+
+def to_unpaired_examples(rows: Sequence[ResolvedRow], seed: int | None = None) -> list[dict]:
+    """TRL's conversational unpaired preference format, for KTO: each pair gives its chosen response labelled True
+    (desirable) and its rejected one labelled False, so the two classes are always balanced. In row order, chosen
+    first; with a seed, shuffled: KTOTrainer reads its examples in order and estimates its KL term from each
+    batch's neighbours, which should be other prompts' responses, and its batches should mix the two labels."""
+    examples = []
+    for row in rows:
+        prompt = json.loads(row.prompt_json)
+        examples += [{"prompt": prompt, "completion": [{"role": "assistant", "content": row.chosen}], "label": True},
+                     {"prompt": prompt, "completion": [{"role": "assistant", "content": row.rejected}], "label": False}]
+    if seed is not None:
+        random.Random(seed).shuffle(examples)
+    return examples
+
+
 def to_dataset(examples: Sequence[dict]):
-    """A datasets.Dataset of TRL conversational examples (see to_example)."""
+    """A datasets.Dataset of TRL conversational examples (see to_example, to_unpaired_examples)."""
     from datasets import Dataset
 
     return Dataset.from_list(list(examples))

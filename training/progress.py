@@ -13,9 +13,9 @@ from data.models import utcnow
 
 log = logging.getLogger(__name__)
 
-# Logged per step into TrainingRun.metrics (whatever of these TRL reports).
+# Logged per step into TrainingRun.metrics (whatever of these TRL reports; kl is KTO's reference-point estimate).
 STEP_KEYS = ("loss", "grad_norm", "learning_rate", "rewards/chosen", "rewards/rejected", "rewards/margins",
-             "rewards/accuracies", "logps/chosen", "logps/rejected", "epoch")
+             "rewards/accuracies", "logps/chosen", "logps/rejected", "kl", "epoch")
 
 
 class RoundCancelled(Exception):

@@ -1,4 +1,5 @@
-"""One DPO round, the recipe alone: select pairs -> train with TRL -> save into the registry -> evaluate -> promote.
+"""One round, the recipe alone: select pairs -> train with TRL (DPO or KTO, training.method) -> save into the
+registry -> evaluate -> promote.
 
 Runs the queued TrainingRun row it is given, in its own process (`python -m training.run_round`) or inline;
 what the row records along the way is training.progress, how a version is measured is training.evaluate."""
@@ -16,7 +17,7 @@ from training.config import RoundConfig
 from training.evaluate import pair_logps, probe_summary, reward_metrics, run_probes, wilson_interval, win_rate_report
 from training.handoff import device_for_round
 from training.loading import continue_adapter, gpu_autocast, load_4bit_policy, lora_base, training_dtype
-from training.pairs import rows_by_id, to_dataset, to_example
+from training.pairs import rows_by_id, to_dataset, to_example, to_training_examples
 from training.progress import RoundCancelled, RunProgress, trainer_callback
 from training.registry import Staging, next_version_name
 
@@ -65,7 +66,7 @@ def run_round(store, models_dir: Path, run_id: int, extra_callbacks: tuple = ())
             folder = staging.folder(name)
             progress.phase("loading", version=name)
 
-            trained = train(progress, cfg, parent, [to_example(r) for r in train_rows],
+            trained = train(progress, cfg, parent, to_training_examples(cfg, train_rows),
                             [to_example(r) for r in eval_rows], _initial_path(store), extra_callbacks)
             if not distributed.is_main():  # this rank's part ends with training: rank 0 saves, evaluates, promotes
                 return RoundResult(run_id, "done")
@@ -126,7 +127,7 @@ def _initial_path(store) -> str | None:
     return v0.path if v0 else None
 
 
-# -- 2. train with TRL's DPOTrainer, used as a library -------------------------------------------------------------
+# -- 2. train with TRL's DPOTrainer or KTOTrainer, used as a library ----------------------------------------------
 @dataclass
 class Trained:
     model: Any
@@ -138,10 +139,9 @@ class Trained:
 
 def train(progress: RunProgress, cfg: RoundConfig, parent, train_examples: list[dict], eval_examples: list[dict],
           initial_path: str | None, extra_callbacks: tuple = ()) -> Trained:
-    """DPOTrainer on the parent version; returns the trained model (a PeftModel for LoRA) and the held-out
-    implicit-reward metrics before and after."""
-    from trl import DPOTrainer
-
+    """TRL's trainer for training.method (trainer_for) on the parent version; returns the trained model (a PeftModel
+    for LoRA) and the held-out pairs' implicit-reward metrics before and after. `train_examples` are in the
+    method's format (to_training_examples), `eval_examples` always pairs (to_example)."""
     from generation.hf_backend import resolve_device
 
     device = distributed.local_device(resolve_device(cfg.device))  # this rank's GPU under the launcher
@@ -150,12 +150,12 @@ def train(progress: RunProgress, cfg: RoundConfig, parent, train_examples: list[
     before_policy, before_ref = logps_before(cfg, policy, ref_model, tokenizer, eval_examples)
     # TRL tokenizes the pairs and, with precompute_ref_log_probs, scores them all with the reference here
     progress.phase("reference log-probs" if cfg.precompute_ref_log_probs else "preparing pairs")
-    with distributed.shared_tempdir(prefix="prefloop-dpo-") as out:
-        trainer = DPOTrainer(model=policy, ref_model=ref_model, args=dpo_args(cfg, out, device),
-                             train_dataset=distributed.shared_dataset(to_dataset(train_examples), out),
-                             processing_class=tokenizer,
-                             peft_config=lora_config(cfg) if cfg.lora and not is_peft(policy) else None,
-                             callbacks=[trainer_callback(progress), *extra_callbacks])
+    with distributed.shared_tempdir(prefix=f"prefloop-{cfg.method}-") as out:
+        trainer = trainer_for(cfg, out, device, model=policy, ref_model=ref_model,
+                              train_dataset=distributed.shared_dataset(to_dataset(train_examples), out),
+                              processing_class=tokenizer,
+                              peft_config=lora_config(cfg) if cfg.lora and not is_peft(policy) else None,
+                              callbacks=[trainer_callback(progress), *extra_callbacks])
         progress.phase("training", max_steps=None)
         result = trainer.train()
     if progress.cancelled:
@@ -170,8 +170,8 @@ def train(progress: RunProgress, cfg: RoundConfig, parent, train_examples: list[
     state_dict = distributed.full_state_dict(trainer)  # every rank, before any rank leaves
     del trainer, ref_model
     _free_memory(device)
-    summary = {"steps": result.global_step, "train_loss": result.training_loss, "final_loss": losses[-1] if losses
-               else None, "train_runtime_s": result.metrics.get("train_runtime")}
+    summary = {"method": cfg.method, "steps": result.global_step, "train_loss": result.training_loss,
+               "final_loss": losses[-1] if losses else None, "train_runtime_s": result.metrics.get("train_runtime")}
     return Trained(model, tokenizer, summary, eval_report, state_dict)
 
 
@@ -234,22 +234,48 @@ def _free_memory(device: str) -> None:
         torch.cuda.empty_cache()
 
 
+def trainer_for(cfg: RoundConfig, output_dir: str, device: str, **inputs):
+    """TRL's trainer for training.method, DPOTrainer or KTOTrainer, with the round's args (dpo_args, kto_args);
+    `inputs` are what both take alike (model, ref_model, train_dataset, processing_class, peft_config, callbacks)."""
+    if cfg.method == "kto":
+        from trl import KTOTrainer
+
+        return KTOTrainer(args=kto_args(cfg, output_dir, device), **inputs)
+    from trl import DPOTrainer
+
+    return DPOTrainer(args=dpo_args(cfg, output_dir, device), **inputs)
+
+
 def dpo_args(cfg: RoundConfig, output_dir: str, device: str):
     """TRL DPOConfig for a round (TRL 1.16: only max_length, use_cpu on CPU). Mixed precision is gpu_autocast's:
     bf16 autocast on a GPU that has it, fp16 autocast (loss scaled) on one that has not, none on CPU (TRL would
     turn bf16 on unless told)."""
     from trl import DPOConfig
 
-    on_gpu = device.startswith("cuda")
+    return DPOConfig(**_trainer_args(cfg, output_dir, device, cfg.batch_size), loss_type=[cfg.loss_type])
+
+
+def kto_args(cfg: RoundConfig, output_dir: str, device: str):
+    """TRL KTOConfig for a round, as dpo_args (TRL 1.16). A batch of training.batch_size pairs is twice as many
+    unpaired examples, so a step learns from as many pairs as a DPO step and training.max_steps consumes the pairs
+    selection planned for (pairs_per_round); at least two examples a batch, which KTO's KL estimate needs. Its loss
+    is TRL's 'kto' (training.loss_type is DPO's), its desirable/undesirable weights TRL's 1.0 (balanced classes)."""
+    from trl import KTOConfig
+
+    return KTOConfig(**_trainer_args(cfg, output_dir, device, 2 * cfg.batch_size), loss_type="kto")
+
+
+def _trainer_args(cfg: RoundConfig, output_dir: str, device: str, batch_size: int) -> dict[str, Any]:
+    """The args DPOConfig and KTOConfig share, `batch_size` examples a forward pass."""
     autocast = gpu_autocast(device)
-    return DPOConfig(
-        output_dir=output_dir, per_device_train_batch_size=cfg.batch_size, learning_rate=cfg.learning_rate,
+    return dict(
+        output_dir=output_dir, per_device_train_batch_size=batch_size, learning_rate=cfg.learning_rate,
         gradient_accumulation_steps=cfg.gradient_accumulation_steps, num_train_epochs=cfg.epochs,
-        max_steps=cfg.max_steps if cfg.max_steps > 0 else -1, beta=cfg.beta, loss_type=[cfg.loss_type],
+        max_steps=cfg.max_steps if cfg.max_steps > 0 else -1, beta=cfg.beta,
         max_length=cfg.max_length, precompute_ref_log_probs=cfg.precompute_ref_log_probs,
-        precompute_ref_batch_size=cfg.batch_size, use_cpu=not on_gpu, bf16=autocast == "bf16", fp16=autocast == "fp16",
-        gradient_checkpointing=cfg.gradient_checkpointing, report_to=[], logging_steps=1, save_strategy="no",
-        dataloader_num_workers=0, seed=cfg.seed, data_seed=cfg.seed, disable_tqdm=True,
+        precompute_ref_batch_size=batch_size, use_cpu=not device.startswith("cuda"), bf16=autocast == "bf16",
+        fp16=autocast == "fp16", gradient_checkpointing=cfg.gradient_checkpointing, report_to=[], logging_steps=1,
+        save_strategy="no", dataloader_num_workers=0, seed=cfg.seed, data_seed=cfg.seed, disable_tqdm=True,
     )
 
 

@@ -10,7 +10,13 @@ from generation.sections import Section
 
 
 class TrainingSettings(Section):
-    """[training]: DPO rounds: which pairs, how to train, when to run and when to deploy."""
+    """[training]: DPO (or KTO) rounds: which pairs, how to train, when to run and when to deploy."""
+
+    method: Literal["dpo", "kto"] = Field("dpo", description=(
+        "How a round learns from its pairs: 'dpo' (TRL's DPOTrainer on each pair) or 'kto' (TRL's KTOTrainer: each "
+        "pair gives two unpaired examples, the chosen response desirable and the rejected one undesirable, with "
+        "KTO's default weights of 1.0, right for classes that are always balanced). beta, the reference, LoRA and "
+        "the held-out evaluation apply to both; loss_type is DPO's alone (KTO rounds use TRL's 'kto' loss)."))
 
     judge_labels: Literal["never", "fill", "always"] = Field(
         "never", description="LLM-judge labels in training pairs: 'never'; 'fill' only comparisons no human has "

@@ -74,7 +74,7 @@ def round_status(app: App, run_id: int) -> dict[str, Any]:
 def _run_dict(app: App, run) -> dict[str, Any]:
     """`error` is one readable line (older rows kept a traceback after it); `log` the round process's log file,
     which has the traceback, when there is one (an inline round logs where its process logs); `phases` the wall
-    time of each phase so far, [(phase, seconds)]."""
+    time of each phase so far, [(phase, seconds)]; `method` training.method (rows from before it: dpo)."""
     names = {v.id: v.name for v in app.store.versions.all()}
     last = run.metrics[-1] if run.metrics else {}
     log = log_path(app, run.id)
@@ -82,6 +82,7 @@ def _run_dict(app: App, run) -> dict[str, Any]:
             "version": names.get(run.output_version_id), "pairs": run.pairs_used,
             "skipped_pairs": (run.config or {}).get("skipped_pairs", 0),
             "trigger": (run.config or {}).get("trigger", "manual"),
+            "method": ((run.config or {}).get("round") or {}).get("method", "dpo"),
             "step": last.get("step", 0), "max_steps": last.get("max_steps") or run.report.get("max_steps"),
             "phase": run.report.get("phase"), "phases": phase_times(run.report), "last_metrics": last,
             "report": run.report,

@@ -40,7 +40,8 @@ def export_data(app: App, out, fmt: str = "trl", sources: tuple[str, ...] = SOUR
                 to: str | None = None, part: str | None = None) -> int:
     """Resolved pairs to a path (ties and metadata in sidecar files beside it) or an open file. `to` is the
     container (jsonl, parquet, dataset; default from `out`); `part` (pairs, ties, metadata) writes just that
-    file of the export to the open file `out`. Returns the pairs and ties written."""
+    file of the export to the open file `out`. Returns the records written (pairs, or rows in trl-unpaired: two a
+    pair, and ties)."""
     from data.export import export_pairs, export_part
 
     filters = dict(fmt=fmt, sources=sources, since_round=since_round, min_agreement=min_agreement)

@@ -33,7 +33,7 @@ def build_import(app) -> None:
 
 def build_export(app) -> None:
     with section("Export"):
-        export_format = gr.Radio(["trl", "openai"], value="trl", label="Format")
+        export_format = gr.Radio(["trl", "openai", "trl-unpaired"], value="trl", label="Format")
         sources = gr.CheckboxGroup(["human", "import", "judge"], value=["human", "import"],
                                    label="Label sources that may resolve a pair")
         include_ties = gr.Checkbox(label="Include ties and both-bad (under a 'label' field)")
