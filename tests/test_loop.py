@@ -4,7 +4,8 @@ the UI makes) -> train -> deploy -> generate, three rounds on CPU with the tiny 
 Rule "prefer the shorter answer": mean held-out response length must fall at least 30% below round 0's with
 an EOS rate of at least 0.95. Rule "prefer more ' the '": the word's rate per 100 characters must at least double
 (a rate, so that getting longer cannot pass it; the lengths are reported beside it). A control annotator flipping
-coins must reach neither."""
+coins must reach neither. The 'the' rule and the control run once with DPO rounds and once with KTO rounds
+(training.method = "kto", the same pairwise labels as desirable/undesirable examples), on the same settings."""
 
 import random
 
@@ -26,6 +27,17 @@ SETTINGS = {
     "generation.max_new_tokens": "48", "generation.pairing": "diverse", "generation.bad_samples": "drop",
     "model.device": "cpu",
 }
+
+
+# KTO needs no override of these: with the same learning rate and steps it moves the 'the' rate as far as DPO does
+# (1.34 -> 3.84 per 100 chars in three rounds where the bar is 2x, 60 -> 71 chars), so both methods are held to the same
+# criteria. A higher rate is no help: at 1e-3 KTO runs away in length (60 -> 183 chars, EOS rate 0.46).
+METHODS = ["dpo", "kto"]
+
+
+def loop_app(tiny_app, name: str, **extra: str):
+    """A workdir on the tiny model with SETTINGS (and `extra`, dotted names) applied."""
+    return tiny_app(name, **{k.replace(".", "__"): v for k, v in {**SETTINGS, **extra}.items()})
 
 
 def chat(question: str) -> list[dict]:
@@ -104,7 +116,7 @@ def trace(history: list[dict]) -> str:
 
 @pytest.mark.slow
 def test_three_rounds_preferring_shorter_answers_make_answers_shorter(tiny_app):
-    app = tiny_app("rule", **{k.replace(".", "__"): v for k, v in SETTINGS.items()})
+    app = loop_app(tiny_app, "rule")
     history = run_loop(app, shorter)
     chars = [round(h["mean_chars"], 1) for h in history]
     tokens = [round(h["mean_tokens"], 1) for h in history]
@@ -134,18 +146,23 @@ def truncated_in_trained_pairs(app) -> int:
 
 
 @pytest.mark.slow
-def test_coin_flip_preferences_do_not_pass_the_threshold(tiny_app):
-    app = tiny_app("coin", **{k.replace(".", "__"): v for k, v in SETTINGS.items()})
+@pytest.mark.parametrize("method", METHODS)
+def test_coin_flip_preferences_do_not_pass_the_threshold(tiny_app, method):
+    app = loop_app(tiny_app, "coin", **{"training.method": method})
     coin = random.Random(7)
     history = run_loop(app, lambda left, right: coin.choice(["left", "right"]))
+    print(method, trace(history))  # how far from each bar, in the report of `pytest -rA`
     assert not passes(history), [round(h["mean_chars"], 1) for h in history]
     assert not passes_the(history), trace(history)
 
 
 @pytest.mark.slow
-def test_three_rounds_preferring_more_the_raise_its_rate_not_just_the_length(tiny_app):
-    app = tiny_app("the", **{k.replace(".", "__"): v for k, v in SETTINGS.items()})
+@pytest.mark.parametrize("method", METHODS)
+def test_three_rounds_preferring_more_the_raise_its_rate_not_just_the_length(tiny_app, method):
+    app = loop_app(tiny_app, "the", **{"training.method": method})
     history = run_loop(app, more_the)
+    print(method, trace(history))  # how far above the bar, in the report of `pytest -rA`
+    assert [run.report["train"]["method"] for run in app.store.runs.all()] == [method] * ROUNDS
     assert passes_the(history), trace(history)
     assert history[-1]["mean_chars"] <= 1.5 * history[0]["mean_chars"], trace(history)  # no runaway length
 
