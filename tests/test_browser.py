@@ -412,6 +412,8 @@ def test_a_refused_edit_shows_once_beside_its_control(site, session, shots):
     page = s.page
     before = (page.inner_text("#pf-prompt"), s.pane_texts())
     page.get_by_text("Edit a response").click()
+    # Opening the editor fills it with the chosen response (an event of its own): type only once that has landed.
+    page.wait_for_function("() => (document.querySelector('#pf-edit-text textarea')?.value || '').includes('draft')")
     page.fill("#pf-edit-text textarea", "   ")
     page.click("#pf-btn-edit")
     page.wait_for_function("() => (document.querySelector('#pf-edit-notice')?.innerText || '').includes('empty')")
