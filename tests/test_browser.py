@@ -8,6 +8,7 @@ import re
 import pytest
 from browsing import BROWSER
 from conftest import seed_comparisons
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from sqlmodel import select
 
 from app.services import console, labelling
@@ -412,11 +413,17 @@ def test_a_refused_edit_shows_once_beside_its_control(site, session, shots):
     page = s.page
     before = (page.inner_text("#pf-prompt"), s.pane_texts())
     page.get_by_text("Edit a response").click()
-    # Opening the editor fills it with the chosen response (an event of its own): type only once that has landed.
-    page.wait_for_function("() => (document.querySelector('#pf-edit-text textarea')?.value || '').includes('draft')")
-    page.fill("#pf-edit-text textarea", "   ")
-    page.click("#pf-btn-edit")
-    page.wait_for_function("() => (document.querySelector('#pf-edit-notice')?.innerText || '').includes('empty')")
+    # The view fills the editor with the chosen response, and a late view update can fill it again over what was
+    # typed (the Save then says "does not change"): type and save again until the blank edit itself is refused.
+    for _ in range(3):
+        page.fill("#pf-edit-text textarea", "   ")
+        page.click("#pf-btn-edit")
+        try:
+            page.wait_for_function("() => (document.querySelector('#pf-edit-notice')?.innerText || '')"
+                                   ".includes('empty')", timeout=10_000)
+            break
+        except PlaywrightTimeout:
+            continue
     page.wait_for_timeout(300)
     body = page.inner_text("body")
     assert body.count("The edited response is empty") == 1  # beside the Save button, nowhere else
