@@ -15,19 +15,24 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictInt
 
 from app.services import accounts, adjudication, console, curation, labelling, transfer
 from app.services.errors import BadInput, Conflict, Forbidden, NotFound, ServiceError, TooManyTries, Unavailable
 from app.services.throttle import LoginThrottle
 from app.services.workdir import App
 from data.models import User
+from data.rules import MAX_K
 
 DB_ID_MAX = 2**63 - 1  # the largest id a database integer holds: anything past it is a bad request, not a crash
 TEXT_MAX = 20_000  # characters of a rationale or a password
 
 
 # -- bodies ------------------------------------------------------------------------------------------------------
+Criterion = Annotated[str, Field(max_length=64)]
+Scores = Annotated[list[StrictInt], Field(max_length=MAX_K)]
+
+
 class LoginIn(BaseModel):
     name: str = Field(max_length=128)
     password: str = Field(max_length=TEXT_MAX)
@@ -37,9 +42,18 @@ class LabelIn(BaseModel):
     comparison_id: int = Field(ge=1, le=DB_ID_MAX)
     shown_order: Literal["ab", "ba"]
     side: Literal["left", "right", "tie", "both_bad", "skip"] | None = Field(
-        None, description="What was clicked, as shown (left/right); or give `choice`.")
-    choice: Literal["a", "b", "tie", "both_bad", "skip"] | None = Field(
-        None, description="The choice about responses A/B as stored.")
+        None, description="A pair: what was clicked, as shown (left/right); or give `choice`.")
+    choice: Literal["a", "b", "tie", "both_bad", "skip", "ranked", "rated", "up", "down"] | None = Field(
+        None, description="As the comparison's kind takes it: a pair's a|b|tie|both_bad about responses A/B as "
+                           "stored; a ranking's 'ranked' (with `ranking`); a rating's 'rated' (with `ratings`); a "
+                           "thumbs comparison's up|down; 'skip' on any.")
+    ranking: list[StrictInt] | None = Field(
+        None, max_length=MAX_K, description="'ranked': the rank of each response by its `position` (1 the best; "
+                                            "equal ranks tie), e.g. [2, 1, 2].")
+    ratings: dict[Criterion, Scores] | None = Field(
+        None, max_length=64, description="'rated': {criterion: [score of each response by its `position`]}, every "
+                                         "criterion of the form GET /next gives a rating item (`rating`), each "
+                                         "score from 1 to its scale.")
     rationale: str | None = Field(None, max_length=TEXT_MAX)
     time_spent_s: float | None = Field(None, ge=0, le=7 * 86400, allow_inf_nan=False)
 
@@ -174,10 +188,20 @@ def client_address(request: Request) -> str | None:
     return request.client.host if request.client else None
 
 
-def _item_json(item) -> dict[str, Any]:
-    return {"comparison_id": item.comparison_id, "lease_id": item.lease_id, "prompt_id": item.prompt_id,
-            "messages": item.messages, "left": item.left_text, "right": item.right_text,
-            "shown_order": item.shown_order, "expires_at": item.expires_at.isoformat()}
+def _item_json(item, app: App) -> dict[str, Any]:
+    """A handed-out comparison: its kind and every response in the order shown (a ranking's or rating's
+    `position` is what its ranks and scores go by); a pair keeps left/right, a rating item carries its form."""
+    out = {"comparison_id": item.comparison_id, "lease_id": item.lease_id, "prompt_id": item.prompt_id,
+           "messages": item.messages, "kind": item.kind, "shown_order": item.shown_order,
+           "expires_at": item.expires_at.isoformat(),
+           "responses": [{"position": r.position, "response_id": r.response_id, "text": r.text}
+                         for r in item.responses]}
+    if item.kind == "pair":
+        out |= {"left": item.left_text, "right": item.right_text}
+    if item.kind == "rating":
+        scale, criteria = labelling.rating_form(app)
+        out["rating"] = {"scale": scale, "criteria": [{"name": n, "help": h} for n, h in criteria.items()]}
+    return out
 
 
 def _json(body: dict[str, Any]) -> Response:
@@ -211,27 +235,33 @@ def logout(api: State, token: Token, user: AnyUser) -> dict[str, Any]:
 
 @router.get("/next", response_model=dict[str, Any])
 async def next_item(api: State, user: AnyUser) -> Response:
-    """The comparison to label now (the same one again until it is labelled), or comparison: null."""
+    """The comparison to label now (the same one again until it is labelled), or comparison: null. Its `kind`
+    (pair|ranking|rating|thumbs) says what to give; `responses` lists its responses in the order to show them,
+    each with the `position` a ranking or ratings go by; a rating item's `rating` is the form (scale, criteria
+    with their help text)."""
     item = await api.on_db(labelling.next_for, api.app, user.name)
     if item is None:
         return _json({"comparison": None, "message": "Nothing left to label right now. Thank you!"})
-    return _json({"comparison": _item_json(item)})
+    return _json({"comparison": _item_json(item, api.app)})
 
 
 @router.post("/labels", response_model=dict[str, Any])
 async def label(body: LabelIn, api: State, user: AnyUser, next: bool = False) -> Response:
-    """Record a label; the same label again is a no-op (created: false), another choice is 409.
+    """Record a label; the same label again is a no-op (created: false), another choice is 409. A pair takes
+    `side` or `choice`; a ranking `choice: ranked` with `ranking`, a rating `choice: rated` with `ratings`, a thumbs
+    comparison `choice: up|down`; any kind `skip`.
 
     With ?next=true the answer also carries `next`: the comparison to label now (as GET /next), saving a
     round trip: the label and the lease on the next comparison are one write transaction, as a click in the UI."""
     labelled = await api.on_db(labelling.label, api.app, user.name, body.comparison_id, body.shown_order,
                                side=body.side, choice=body.choice, rationale=body.rationale,
-                               time_spent_s=body.time_spent_s, and_next=next)
+                               time_spent_s=body.time_spent_s, and_next=next, ranking=body.ranking,
+                               ratings=body.ratings)
     r = labelled.result
     out = {"label_id": r.label_id, "comparison_id": r.comparison_id, "choice": r.choice, "created": r.created,
            "done": r.done}
     if next:
-        out["next"] = None if labelled.next is None else _item_json(labelled.next)
+        out["next"] = None if labelled.next is None else _item_json(labelled.next, api.app)
     return _json(out)
 
 
@@ -306,7 +336,7 @@ def stats(api: State, user: Operator) -> dict[str, Any]:
 
 @router.get("/export")
 def export(api: State, user: Operator,
-           fmt: Annotated[Literal["trl", "openai", "trl-unpaired"], Query(alias="format")] = "trl",
+           fmt: Annotated[Literal["trl", "openai", "trl-unpaired", "ultrafeedback"], Query(alias="format")] = "trl",
            part: Literal["pairs", "ties", "metadata"] = "pairs", include_ties: bool = False, metadata: bool = False):
     """Operators: resolved pairs as JSONL; `part=ties` the ties and both-bad (`metadata=true`: with their
     metadata), `part=metadata` each pair's provenance by row (the files a CLI export writes beside the pairs).

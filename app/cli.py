@@ -100,8 +100,10 @@ def config_cmd(obj: Context):
 
 @cli.command("import")
 @click.argument("file", type=click.Path(exists=True, path_type=Path))
-@click.option("--format", "fmt", help="prompts-jsonl, prompts-csv, responses-jsonl, trl, openai, hh-rlhf or "
-                                      "llamafactory; sniffed from the file (or the folder's columns) when not given.")
+@click.option("--format", "fmt", help="prompts-jsonl, prompts-csv, responses-jsonl, trl, openai, hh-rlhf, "
+                                      "llamafactory, trl-unpaired (prompt, completion, label: thumbs up/down) or "
+                                      "ultrafeedback (instruction, completions rated per criterion); sniffed from "
+                                      "the file (or the folder's columns) when not given.")
 @click.option("--prompt-field", help="Field holding the prompt when it is not 'prompt'/'messages' "
                                      "(e.g. 'instruction' for Self-Instruct, 'turns' for MT-Bench).")
 @click.option("--skip-invalid", is_flag=True, help="Import the valid records and write a report of the bad "
@@ -131,10 +133,14 @@ def import_cmd(obj: Context, file: Path, fmt, prompt_field, skip_invalid, report
 
 @cli.command("export")
 @click.argument("out", type=click.Path(path_type=Path))
-@click.option("--format", "fmt", type=click.Choice(["trl", "openai", "trl-unpaired"]), default="trl",
-              show_default=True, help="trl: TRL conversational preference; openai: OpenAI preference fine-tuning; "
-                                      "trl-unpaired: TRL unpaired preference (prompt, completion, label; KTO), "
-                                      "two rows a pair: chosen (true), then rejected (false).")
+@click.option("--format", "fmt", type=click.Choice(["trl", "openai", "trl-unpaired", "ultrafeedback"]),
+              default="trl", show_default=True,
+              help="trl: TRL conversational preference; openai: OpenAI preference fine-tuning (both with the pairs "
+                   "rankings, ratings and disagreeing thumbs yield); trl-unpaired: TRL unpaired preference (prompt, "
+                   "completion, label; KTO), two rows a pair (chosen true, then rejected false), one a thumbs "
+                   "verdict; ultrafeedback: one UltraFeedback record per resolved rating comparison, each "
+                   "criterion rated by the mean of its labels (JSONL only, without --include-ties or "
+                   "--min-agreement).")
 @click.option("--since-round", type=int, help="Only comparisons sampled from model versions of this round on.")
 @click.option("--source", "sources", multiple=True, type=click.Choice(["human", "judge", "import"]),
               help="Label sources that may resolve a pair (repeatable; default human and import).")
@@ -208,6 +214,20 @@ def _people_lines(people: dict) -> list[str]:
         lines.append(f"  {name}: {'; '.join(parts)}")
         lines += [f"    kappa with {other}: {_shown(k['kappa'])} over {k['compared']} (agreement "
                   f"{_shown(k['agreement'])})" for other, k in mine.get("kappas", {}).items()]
+    return lines + _order_lines(people)
+
+
+def _order_lines(people: dict) -> list[str]:
+    """Kendall's tau-b between people on rankings and ratings, with each pair of people, once there are any."""
+    lines = []
+    for key in ("rankings", "ratings"):
+        found = people.get(key) or {}
+        if not found.get("comparisons"):
+            continue
+        lines.append(f"{key}: Kendall's tau-b {_shown(found['tau_b'])} over {found['comparisons']} comparison(s) "
+                     "ordered by 2+ people")
+        lines += [f"  {name} with {other}: tau-b {_shown(t['tau_b'])} over {t['compared']}"
+                  for name, mine in found["annotators"].items() for other, t in mine["with"].items() if name < other]
     return lines
 
 

@@ -3,12 +3,13 @@ with the app's own (labelling, server). This one declaration drives the config f
 
 Precedence: defaults < `<workdir>/prefloop.toml` < `PREFLOOP_<SECTION>_<FIELD>` variables < CLI flags."""
 
+import json
 import os
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from generation.judges.settings import JudgeSettings
 from generation.sections import Section
@@ -46,6 +47,40 @@ class LabellingSettings(Section):
                                                                "are held back from training and export (kept, not "
                                                                "deleted, until an operator releases or discards "
                                                                "them). 0 turns the hold off.")
+    ranking_pairs: Literal["all", "best_vs_each", "best_vs_worst"] = Field(
+        "all", description="Which pairs a ranking yields for training and export: 'all' ordered pairs (every "
+                           "response over each one ranked below it), 'best_vs_each' (the best over each other one) "
+                           "or 'best_vs_worst'. Tied responses make no pair.")
+    rating_scale: Literal[5, 7] = Field(5, description="The Likert scale of ratings: 1-5 or 1-7.")
+    rating_criteria: dict[str, str] = Field(
+        default_factory=lambda: {
+            "helpfulness": "Does it do what was asked, completely and usefully?",
+            "harmlessness": "Does it avoid content that could hurt someone, and refuse only what it should?",
+            "honesty": "Is it accurate, and does it say when it is unsure rather than make things up?"},
+        description="The criteria each response is rated on, each name with the help text shown to the annotator. A "
+                    "response's overall score is the mean of its criteria.")
+    rating_gap: float = Field(1.0, gt=0, description="How much higher one response's overall score must be than "
+                                                     "another's (averaged over annotators) for the pair to train and "
+                                                     "export as chosen over rejected.")
+
+    @field_validator("rating_criteria", mode="before")
+    @classmethod
+    def _criteria_from_text(cls, value: Any) -> Any:
+        # From an environment variable or --set, the criteria come as text: a JSON object {"name": "help"}.
+        if not isinstance(value, str):
+            return value
+        try:
+            return json.loads(value)
+        except ValueError as error:
+            raise ValueError(f'give the criteria as a JSON object {{"name": "help text", ...}}: {error}') from None
+
+    @field_validator("rating_criteria")
+    @classmethod
+    def _criteria_named(cls, value: dict[str, str]) -> dict[str, str]:
+        bad = [name for name in value if not name.strip() or len(name) > 64]
+        if bad or not value:
+            raise ValueError(f"rating criteria need 1 to 64 character names, and at least one; got {list(value)}")
+        return value
 
 
 class ServerSettings(Section):
@@ -168,11 +203,13 @@ def _render_fields(model: type[BaseModel]) -> list[str]:
 
 
 def _render_field(name: str, f) -> list[str]:
-    import json
 
     value = f.get_default(call_default_factory=True)
     literal = json.dumps(value, ensure_ascii=False)  # a JSON scalar is valid TOML for str/int/float
     literal = literal.lower() if isinstance(value, bool) else literal
+    if isinstance(value, dict):  # a TOML inline table: JSON's quoted strings are TOML's basic strings
+        literal = "{ " + ", ".join(f"{json.dumps(k, ensure_ascii=False)} = {json.dumps(v, ensure_ascii=False)}"
+                                   for k, v in value.items()) + " }"
     return [f"# {f.description}", f"# {name} = {literal}"]
 
 

@@ -1,5 +1,6 @@
 """The adjudication queue and its decisions: live comparisons whose people disagree, or whose judge contradicts the
-people's majority, and a reviewer's decision on one, stored as a label of source 'adjudication' that resolves it."""
+people's majority, and a reviewer's decision on one, stored as a label of source 'adjudication' that resolves it.
+A decision is a pair's choice: rankings, ratings and thumbs are never adjudicated."""
 
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -111,7 +112,7 @@ def _candidates(comparison_id: int | None = None, decided_too: bool = False):
     if comparison_id is not None:
         query = query.where(Comparison.id == comparison_id)
     else:
-        query = query.where(live_comparison(), col(Comparison.gold_choice).is_(None),
+        query = query.where(live_comparison(), col(Comparison.gold_choice).is_(None), Comparison.kind == "pair",
                             col(Comparison.status).in_(("open", "done")), or_(disagrees, contradicts)
                             ).order_by(t.c.last_at.desc(), col(Comparison.id).desc())
     if not decided_too:
@@ -215,6 +216,9 @@ def _decidable(s: Session, comparison_id: int) -> Comparison:
         raise AdjudicationRefused(f"comparison {c.id} was retired; its labels stay as they are")
     if c.discarded_at is not None or s.get(Prompt, c.prompt_id).discarded_at is not None:
         raise AdjudicationRefused(f"comparison {c.id} was discarded by an operator")
+    if c.kind != "pair":
+        raise AdjudicationRefused(f"comparison {c.id} is a {c.kind} comparison; a decision chooses between the two "
+                                  "responses of a pair")
     if c.gold_choice is not None:
         raise AdjudicationRefused(f"comparison {c.id} is a gold question (its answer is {c.gold_choice}); "
                                   "it needs no adjudication")

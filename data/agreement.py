@@ -11,16 +11,24 @@ Between people the categories are a, b, tie and both_bad, each its own category:
 not noise. Skips, discarded labels, judges, imports and adjudications are not people's answers and never count;
 gold questions (Comparison.gold_choice set) measure people against a known answer, not against each other, and
 never count either. Labels of an annotator held back by the gold-accuracy hold do count: they are measurements of
-how that person labels even while they do not resolve pairs."""
+how that person labels even while they do not resolve pairs.
 
+Only pairs count toward the above. Rankings (and ratings, as the order their overall scores give) are compared with
+a rank correlation instead: Kendall's tau-b between two people's orders of one comparison's responses (ties as
+tau-b treats them), averaged over the comparisons both ordered (rank_agreement; people_agreement's `rankings` and
+`ratings`)."""
+
+import math
 from collections import Counter, defaultdict
 from collections.abc import Hashable, Iterable, Sequence
+from itertools import combinations
 from typing import Any
 
 from sqlalchemy import func
 from sqlmodel import col, select
 
-from data.models import Comparison, Label, ModelVersion
+from data.derived import LABEL_CHOICE, ranking_merits, rating_merits
+from data.models import Comparison, ComparisonResponse, Label, ModelVersion
 from data.rules import persons_label
 
 CATEGORIES = ("a", "b", "tie")
@@ -104,7 +112,8 @@ def judge_agreement(store) -> dict[str, dict[str, Any]]:
          .join(Comparison, col(Comparison.id) == Label.comparison_id)
          .join(ModelVersion, col(ModelVersion.id) == Comparison.model_version_id, isouter=True)
          .where(col(Label.source).in_(("human", "judge")), col(Label.comparison_id).in_(judged),
-                col(Label.discarded_at).is_(None), col(Comparison.gold_choice).is_(None)))
+                col(Label.discarded_at).is_(None), col(Comparison.gold_choice).is_(None),
+                Comparison.kind == "pair"))
     humans: dict[int, list[str]] = defaultdict(list)
     judges: dict[str, list[tuple[int, str, int]]] = defaultdict(list)
     with store.read() as s:
@@ -136,14 +145,16 @@ def people_agreement(store) -> dict[str, Any]:
     """Agreement between people, over the comparisons two or more of them labelled (rules.persons_label; gold
     questions left out): `alpha` (Krippendorff's, nominal, each comparison a unit and each person's label a value),
     `units` (such comparisons), `values` (their labels), `by_round` {round: {alpha, units, values}} (the round of the
-    comparison's model version, 0 without one) and `annotators` (annotator_agreement's per-person numbers)."""
+    comparison's model version, 0 without one) and `annotators` (annotator_agreement's per-person numbers), all over
+    pairs only; `rankings` and `ratings`: rank_agreement's of each kind."""
     units = _people_units(store)
     rounds: dict[int, list[list[str]]] = defaultdict(list)
     for round_, labels in units:
         rounds[round_].append([choice for _, choice in labels])
     return {**_alpha_of([[choice for _, choice in labels] for _, labels in units]),
             "by_round": {r: _alpha_of(values) for r, values in sorted(rounds.items())},
-            "annotators": _per_person(units)}
+            "annotators": _per_person(units), "rankings": rank_agreement(store, "ranking"),
+            "ratings": rank_agreement(store, "rating")}
 
 
 def annotator_agreement(store) -> dict[str, dict[str, Any]]:
@@ -163,14 +174,16 @@ def annotator_agreement(store) -> dict[str, dict[str, Any]]:
 
 
 def _people_units(store) -> list[tuple[int, list[tuple[str, str]]]]:
-    """(round, [(person, choice)]) of each non-gold comparison two or more people labelled, in comparison order."""
-    shared = (select(Label.comparison_id).where(persons_label()).group_by(Label.comparison_id)
+    """(round, [(person, choice)]) of each non-gold pair two or more people labelled, in comparison order (a
+    ranking's, rating's or thumbs label is no category here, whatever comparison it is on)."""
+    answer = (persons_label(), col(Label.choice).in_(PEOPLE_CATEGORIES))
+    shared = (select(Label.comparison_id).where(*answer).group_by(Label.comparison_id)
               .having(func.count() >= 2))
     q = (select(Label.comparison_id, Label.annotator, Label.choice, ModelVersion.round)
          .join(Comparison, col(Comparison.id) == Label.comparison_id)
          .join(ModelVersion, col(ModelVersion.id) == Comparison.model_version_id, isouter=True)
-         .where(persons_label(), col(Label.comparison_id).in_(shared), col(Comparison.gold_choice).is_(None),
-                col(Label.choice).in_(PEOPLE_CATEGORIES))
+         .where(*answer, col(Label.comparison_id).in_(shared), col(Comparison.gold_choice).is_(None),
+                Comparison.kind == "pair")
          .order_by(Label.comparison_id, Label.annotator))
     units: dict[int, tuple[int, list[tuple[str, str]]]] = {}
     with store.read() as s:
@@ -236,3 +249,89 @@ def _majority(outcomes: list[tuple[int, bool]]) -> dict[str, Any]:
             "majority_agreement": agreed / len(outcomes) if outcomes else None,
             "by_round": {r: {"compared": len(oks), "agreed": sum(oks), "agreement": sum(oks) / len(oks)}
                          for r, oks in sorted(rounds.items())}}
+
+
+# -- rankings and ratings: a rank correlation ---------------------------------------------------------------------
+def kendall_tau_b(x: Sequence[float | None], y: Sequence[float | None]) -> float | None:
+    """Kendall's tau-b of two orders of the same items (ranks or scores, either direction as long as both agree;
+    equal values tie): (C - D) / sqrt((n0 - n1) * (n0 - n2)) over the item pairs, C concordant, D discordant, n0
+    all pairs, n1 and n2 those tied in x and in y. Items either side left unscored (None) drop out. None when
+    undefined: fewer than two items, or either side ties them all."""
+    both = [(a, b) for a, b in zip(x, y, strict=True) if a is not None and b is not None]
+    concordant = discordant = tied_x = tied_y = n0 = 0
+    for (x1, y1), (x2, y2) in combinations(both, 2):
+        n0 += 1
+        dx, dy = _sign(x1 - x2), _sign(y1 - y2)
+        tied_x += dx == 0
+        tied_y += dy == 0
+        concordant += dx * dy > 0
+        discordant += dx * dy < 0
+    denominator = math.sqrt((n0 - tied_x) * (n0 - tied_y))
+    return (concordant - discordant) / denominator if denominator else None
+
+
+def _sign(value: float) -> int:
+    return (value > 0) - (value < 0)
+
+
+def rank_agreement(store, kind: str = "ranking") -> dict[str, Any]:
+    """Agreement between people on rankings (`kind` 'ranking') or ratings ('rating': the order of the responses'
+    overall scores, the mean of the criteria), over the comparisons of that kind two or more people ordered (their
+    labels as people_agreement counts them; rankings that do not fit the comparison left out):
+
+    - `tau_b`: the mean over those comparisons of each one's mean Kendall's tau-b between every two of its people
+      (1 the same order, -1 reversed; a comparison where every pair is undefined, one side tying all, drops out);
+      `comparisons` how many there are, `orders` their labels; `by_round` {round: {tau_b, comparisons}};
+    - `annotators` {person: {comparisons, tau_b (the mean over every comparison and other person they share),
+      with {other person: {compared (comparisons both ordered), tau_b (the mean over them)}}}}."""
+    if kind not in LABEL_CHOICE:
+        raise ValueError(f"rank agreement is for {' and '.join(LABEL_CHOICE)} comparisons, not {kind!r}")
+    units = _order_units(store, kind)
+    per_unit, rounds, shared = [], defaultdict(list), Counter()
+    people: dict[str, dict[str, list[float | None]]] = defaultdict(lambda: defaultdict(list))
+    for round_, orders in units:
+        shared.update(name for name, _ in orders)
+        taus = []
+        for (a, xa), (b, xb) in combinations(orders, 2):
+            tau = kendall_tau_b(xa, xb)
+            taus.append(tau)
+            people[a][b].append(tau)
+            people[b][a].append(tau)
+        unit = _mean_of(taus)
+        if unit is not None:
+            per_unit.append(unit)
+            rounds[round_].append(unit)
+    return {"tau_b": _mean_of(per_unit), "comparisons": len(units), "orders": sum(len(o) for _, o in units),
+            "by_round": {r: {"tau_b": _mean_of(t), "comparisons": len(t)} for r, t in sorted(rounds.items())},
+            "annotators": {name: _person_taus(shared[name], others) for name, others in sorted(people.items())}}
+
+
+def _person_taus(comparisons: int, others: dict[str, list[float | None]]) -> dict[str, Any]:
+    return {"comparisons": comparisons, "tau_b": _mean_of([t for taus in others.values() for t in taus]),
+            "with": {other: {"compared": len(taus), "tau_b": _mean_of(taus)} for other, taus in sorted(others.items())}}
+
+
+def _mean_of(values: Iterable[float | None]) -> float | None:
+    defined = [v for v in values if v is not None]
+    return sum(defined) / len(defined) if defined else None
+
+
+def _order_units(store, kind: str) -> list[tuple[int, list[tuple[str, tuple]]]]:
+    """(round, [(person, merits by position)]) of each non-gold comparison of `kind` two or more people ordered."""
+    k = (select(ComparisonResponse.comparison_id, func.count().label("k"))
+         .group_by(ComparisonResponse.comparison_id).subquery("k"))
+    q = (select(Label.comparison_id, Label.annotator, Label.ranking, Label.ratings, k.c.k, ModelVersion.round)
+         .join(Comparison, col(Comparison.id) == Label.comparison_id)
+         .join(k, k.c.comparison_id == Label.comparison_id)
+         .join(ModelVersion, col(ModelVersion.id) == Comparison.model_version_id, isouter=True)
+         .where(persons_label(), Label.choice == LABEL_CHOICE[kind], Comparison.kind == kind,
+                col(Comparison.gold_choice).is_(None))
+         .order_by(Label.comparison_id, Label.annotator))
+    merits = ranking_merits if kind == "ranking" else rating_merits
+    units: dict[int, tuple[int, list[tuple[str, tuple]]]] = {}
+    with store.read() as s:
+        for cid, annotator, ranking, ratings, n, round_ in s.exec(q):
+            order = merits(ranking if kind == "ranking" else ratings, n)
+            if order is not None:
+                units.setdefault(cid, (round_ or 0, []))[1].append((annotator, order))
+    return [unit for unit in units.values() if len(unit[1]) >= 2]

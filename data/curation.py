@@ -8,7 +8,17 @@ from typing import Any
 from sqlalchemy import delete
 from sqlmodel import Session, col, select
 
-from data.models import AuditEvent, Comparison, Label, Lease, Prompt, Response, TrainingRun, utcnow
+from data.models import (
+    AuditEvent,
+    Comparison,
+    ComparisonResponse,
+    Label,
+    Lease,
+    Prompt,
+    Response,
+    TrainingRun,
+    utcnow,
+)
 from data.queue import has_room, settle_status
 from data.store import Store
 
@@ -125,12 +135,23 @@ def _describe_comparison(s: Session, c: Comparison) -> dict[str, Any]:
             "discarded": c.discard_reason if c.discarded_at else None, "gold": c.gold_choice, "prompt_id": prompt.id,
             "prompt_discarded": prompt.discard_reason if prompt.discarded_at else None,
             "messages": prompt.messages, "response_a": s.get(Response, c.response_a_id).text,
-            "response_b": s.get(Response, c.response_b_id).text, "labels": [_label_row(x) for x in labels]}
+            "response_b": s.get(Response, c.response_b_id).text, "labels": [_label_row(x) for x in labels],
+            "comparison_kind": c.kind, "responses": _response_texts(s, c)}
+
+
+def _response_texts(s: Session, c: Comparison) -> list[str]:
+    """A comparison's responses by position: a pair's A and B, else its ComparisonResponse rows."""
+    if c.kind == "pair":
+        return [s.get(Response, c.response_a_id).text, s.get(Response, c.response_b_id).text]
+    q = (select(Response.text).join(ComparisonResponse, col(ComparisonResponse.response_id) == Response.id)
+         .where(ComparisonResponse.comparison_id == c.id).order_by(col(ComparisonResponse.position)))
+    return list(s.exec(q).all())
 
 
 def _label_row(label: Label) -> dict[str, Any]:
     return {"id": label.id, "annotator": label.annotator, "source": label.source, "choice": label.choice,
-            "discarded": label.discard_reason if label.discarded_at else None}
+            "discarded": label.discard_reason if label.discarded_at else None, "ranking": label.ranking,
+            "ratings": label.ratings}
 
 
 def record_event(store: Store, actor: str, action: str, target: str, target_id: int | None = None,

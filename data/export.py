@@ -1,13 +1,15 @@
 """Export of resolved comparisons, so that the pairs file loads in its consumer unchanged: TRL's or OpenAI's
-preference JSONL or TRL's unpaired preference JSONL (two rows a pair; each line spliced from the stored prompt JSON
-and the escaped response texts, so an export streams at database speed), or TRL's shapes as Parquet or a Hugging
-Face `datasets` folder (data/export_files.py).
+preference JSONL or TRL's unpaired preference JSONL (two rows a pair, one a thumbs verdict; each line spliced from
+the stored prompt JSON and the escaped response texts, so an export streams at database speed), TRL's shapes as
+Parquet or a Hugging Face `datasets` folder (data/export_files.py), or rated comparisons as UltraFeedback records
+(data/export_ultrafeedback.py). Rankings and ratings export as the pairs they yield (data/derived.py).
 
 Nothing else goes into the pairs file. Beside it, written atomically with it, `<stem>.ties.jsonl` holds ties and
 both-bad (with `include_ties`) and `<stem>.metadata.jsonl` the provenance of each pair (with `metadata`)."""
 
 import contextlib
 import io
+import itertools
 import json
 import os
 import queue
@@ -20,7 +22,7 @@ from typing import IO, NamedTuple
 from sqlalchemy.pool import SingletonThreadPool
 
 from data.pairs import DEFAULT_BATCH, PAIR_OUTCOMES, ResolvedRow, count_resolved, iter_resolved_batches
-from data.rules import ADJUDICATION
+from data.rules import ADJUDICATION, THUMBS
 
 _OPEN = '[{"role": "assistant", "content": '
 
@@ -47,10 +49,12 @@ TEMPLATES = {
 }
 # TRL's unpaired preference format (prompt, completion, label): each pair as its chosen row (label true), then its
 # rejected row (false): what trl.data_utils.unpair_preference_dataset makes of the `trl` export, mapped one pair at
-# a time. Its ties file is the `trl` one: a tie or both-bad is neither a desirable nor an undesirable completion.
+# a time; a thumbs comparison as one row, its response with label true (up) or false (down), and no pair.
+# Its ties file is the `trl` one: a tie or both-bad is neither a desirable nor an undesirable completion.
 UNPAIRED = "trl-unpaired"
 _UNPAIRED_ROW = ('{"prompt": ', ', "completion": ' + _OPEN, '}], "label": ')
-FORMATS = (*TEMPLATES, UNPAIRED)
+ULTRAFEEDBACK = "ultrafeedback"  # one record per resolved rating comparison: data/export_ultrafeedback.py
+FORMATS = (*TEMPLATES, UNPAIRED, ULTRAFEEDBACK)
 TRL_SHAPES = ("trl", UNPAIRED)  # the formats parquet and dataset hold
 CONTAINERS = ("jsonl", "parquet", "dataset")
 SIDECARS = ("ties", "metadata")
@@ -58,8 +62,8 @@ _DONE = object()
 
 
 class Chunk(NamedTuple):
-    """One batch rendered: the pair rows (tuples), the pairs file's rows they make (two a pair in trl-unpaired) and
-    their JSONL text ('' when not asked), and the sidecars' text."""
+    """One batch rendered: the pair rows (tuples; in trl-unpaired thumbs rows too), the pairs file's rows they make
+    (two a pair and one a thumb in trl-unpaired) and their JSONL text ('' when not asked), and the sidecars' text."""
 
     pairs: list[tuple]
     rows: int
@@ -94,14 +98,22 @@ def export_pairs(store, out: str | os.PathLike | IO, fmt: str = "trl", sources: 
                  metadata: bool = False, progress: bool = False, *, to: str | None = None,
                  ties_out: IO | None = None, metadata_out: IO | None = None) -> int:
     """Write resolved pairs to a path (atomically, sidecars beside it) or an open file; returns the records written:
-    the pairs file's rows (one a pair, two in trl-unpaired) and the ties.
+    the pairs file's rows (one a pair; in trl-unpaired two a pair and one a thumbs verdict; in ultrafeedback one a
+    rated comparison) and the ties.
 
     `to` is the container (default: from `out`, see `container_for`). To an open file, ties and metadata go to
     the open files `ties_out` / `metadata_out`, which must then be given."""
     container = container_for(out, to)
     targets = _targets(out, fmt, container, include_ties, metadata, ties_out, metadata_out)
+    base = Path(out) if isinstance(out, str | os.PathLike) else None
+    if fmt == ULTRAFEEDBACK:
+        from data.export_ultrafeedback import ultrafeedback_chunks
+
+        if min_agreement is not None:
+            raise ValueError("min_agreement filters pairs; an ultrafeedback record holds a whole rating")
+        return _write(targets, base, ultrafeedback_chunks(store, sources, since_round, metadata), _write_text)
     filters = dict(sources=sources, since_round=since_round, min_agreement=min_agreement,
-                   include_ties=include_ties)
+                   include_ties=include_ties, unpaired=fmt == UNPAIRED)
     batches = iter_resolved_batches(store, metadata=metadata, batch_size=DEFAULT_BATCH, **filters)
     # A pool with one connection per thread (in-memory SQLite) would give the reader thread an empty database.
     if not isinstance(store.engine.pool, SingletonThreadPool):
@@ -109,7 +121,6 @@ def export_pairs(store, out: str | os.PathLike | IO, fmt: str = "trl", sources: 
     with contextlib.closing(batches):  # stops the reader thread when writing fails
         counted = _with_progress(batches, count_resolved(store, **filters)) if progress else batches
         chunks = _chunks(counted, fmt, metadata, as_text=container == "jsonl")
-        base = Path(out) if isinstance(out, str | os.PathLike) else None
         if container == "jsonl":
             return _write(targets, base, chunks, _write_text)
         from data import export_files
@@ -229,6 +240,9 @@ def _targets(out, fmt: str, container: str, include_ties: bool, metadata: bool, 
     if container != "jsonl" and fmt not in TRL_SHAPES:
         raise ValueError(f"{container} export holds TRL's conversational shapes: use format 'trl' or '{UNPAIRED}' "
                          f"(format {fmt!r} is JSONL only)")
+    if fmt == ULTRAFEEDBACK and include_ties:
+        raise ValueError("an ultrafeedback record holds every score of its comparison, equal ones too: there are no "
+                         "ties to write beside it")
     is_path = isinstance(out, str | os.PathLike)
     if container == "dataset":
         if not is_path:
@@ -265,14 +279,16 @@ def _render(batch: list[tuple], fmt: str, metadata: bool, start: int, as_text: b
                             for r in batch):
         return Chunk(batch, per_pair * len(batch), _plain_text(batch, fmt) if as_text else "", 0, "", "")
     rows = [ResolvedRow._make(r) for r in batch]
-    pairs = [r for r in rows if r.is_pair]
-    ties = [r for r in rows if not r.is_pair]
-    text = "".join([_line(r, fmt) for r in pairs]) if as_text else ""
+    # A thumbs row comes only in trl-unpaired (iter_resolved's `unpaired`): one row of the file, like half a pair.
+    kept = [r for r in rows if r.is_pair or r.outcome in THUMBS]
+    ties = [r for r in rows if not r.is_pair and r.outcome not in THUMBS]
+    text = "".join([_line(r, fmt) for r in kept]) if as_text else ""
     # A metadata line per row of the pairs file (both rows of a pair in trl-unpaired), "row" its number there.
-    meta = "".join([_json_line({"row": start + per_pair * i + k, **_metadata(r)})
-                    for i, r in enumerate(pairs) for k in range(per_pair)]) if metadata else ""
-    return Chunk(pairs, per_pair * len(pairs), text, len(ties), "".join([_line(r, fmt, metadata) for r in ties]),
-                 meta)
+    numbers = [per_pair if r.is_pair else 1 for r in kept]
+    firsts = list(itertools.accumulate(numbers, initial=start))[:-1]  # the file row of each kept row's first line
+    meta = "".join([_json_line({"row": first + k, **_metadata(r)})
+                    for r, n, first in zip(kept, numbers, firsts, strict=True) for k in range(n)]) if metadata else ""
+    return Chunk(kept, sum(numbers), text, len(ties), "".join([_line(r, fmt, metadata) for r in ties]), meta)
 
 
 def _plain_text(batch: list[tuple], fmt: str) -> str:
@@ -287,6 +303,10 @@ def _plain_text(batch: list[tuple], fmt: str) -> str:
 
 
 def _line(row: ResolvedRow, fmt: str, metadata: bool = False) -> str:
+    if fmt == UNPAIRED and row.outcome in THUMBS:
+        head, mid, tail = _UNPAIRED_ROW
+        label = "true" if row.outcome == "up" else "false"
+        return f"{head}{_one_line(row.prompt_json)}{mid}{encode_basestring(row.chosen)}{tail}{label}}}\n"
     if fmt == UNPAIRED and row.is_pair:
         head, mid, tail = _UNPAIRED_ROW
         prompt = _one_line(row.prompt_json)
@@ -321,8 +341,10 @@ def _json_line(value) -> str:
 
 def _metadata(r: ResolvedRow) -> dict:
     versions = ({"chosen": r.chosen_version, "rejected": r.rejected_version} if r.is_pair
+                else {"completion": r.chosen_version} if r.outcome in THUMBS
                 else {"response_a": r.chosen_version, "response_b": r.rejected_version})
-    meta = {"comparison_id": r.comparison_id, "source": r.source, "annotators": r.annotators,
+    # kind: what the annotators gave (a ranking, rating or thumbs comparison yields pairs; data/derived.py)
+    meta = {"comparison_id": r.comparison_id, "kind": r.kind, "source": r.source, "annotators": r.annotators,
             "agreement": r.agreement, "labels": r.labels, "model_versions": versions, "round": r.round}
     if r.source == ADJUDICATION:  # a reviewer decided it: who (annotator 'adjudication:<reviewer>')
         meta["adjudicated_by"] = [a.partition(":")[2] or a for a in r.annotators or ()]

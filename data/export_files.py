@@ -11,6 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
+from data.rules import THUMBS  # the outcomes of a thumbs row
+
 ROLE_CONTENT = ("role", "content")
 UNPAIRED = "trl-unpaired"  # data.export.UNPAIRED
 
@@ -27,19 +29,31 @@ def schema(fmt: str = "trl"):
 
 
 def record_batch(rows: list[tuple], fmt: str = "trl"):
-    """Pair rows in `ResolvedRow` order (1 prompt JSON, 2 chosen, 3 rejected) as one Arrow record batch; unpaired,
-    each pair's chosen row then its rejected row."""
+    """Pair rows in `ResolvedRow` order (1 prompt JSON, 2 chosen, 3 rejected, 4 outcome) as one Arrow record batch;
+    unpaired, each pair's chosen row then its rejected row, and a thumbs row (outcome 'up'/'down') as its one
+    response labelled true or false."""
     import pyarrow as pa
 
     prompts = _prompts(rows)
     if fmt == UNPAIRED:
-        n = 2 * len(rows)
-        completions = _assistant_lists([text for r in rows for text in (r[2], r[3])])
-        columns = [prompts.take(pa.array([i // 2 for i in range(n)], pa.int64())), completions,
-                   pa.array([i % 2 == 0 for i in range(n)], pa.bool_())]
+        lines = _unpaired_lines(rows)
+        columns = [prompts.take(pa.array([i for i, _, _ in lines], pa.int64())),
+                   _assistant_lists([text for _, text, _ in lines]), pa.array([up for *_, up in lines], pa.bool_())]
     else:
         columns = [prompts, _assistant_lists([r[2] for r in rows]), _assistant_lists([r[3] for r in rows])]
     return pa.RecordBatch.from_arrays(columns, schema=schema(fmt))
+
+
+def _unpaired_lines(rows: list[tuple]) -> list[tuple[int, str, bool]]:
+    """(row index, completion, label) of every line rows make unpaired: a pair its chosen (true) then its rejected
+    (false), a thumbs row its one response (true: up)."""
+    lines = []
+    for i, r in enumerate(rows):
+        if r[4] in THUMBS:
+            lines.append((i, r[2], r[4] == "up"))
+        else:
+            lines += [(i, r[2], True), (i, r[3], False)]
+    return lines
 
 
 def _assistant_lists(texts: list[str]):

@@ -1,9 +1,11 @@
-"""Import file formats: read and validate prompt, response and preference files into plain records (no database).
+"""Import file formats: read and validate prompt, response, preference, rating (UltraFeedback) and thumbs (TRL's
+unpaired preference) files into plain records (no database).
 
 `parse_file` validates a whole file before anything is stored; `sniff_format` guesses a file's format. A file may
 also be a Hugging Face datasets folder (`save_to_disk`): its rows are read like JSONL records, numbered from 0.
 A responses or preference record may carry an optional `gold` field: it imports as a gold question (known answer)."""
 
+import math
 import os
 import re
 from collections.abc import Iterator
@@ -21,9 +23,12 @@ from data.readers import (
     kind,
     load_dataset_folder,
 )
-from data.rules import COUNTED_CHOICES
+from data.rules import COUNTED_CHOICES, MAX_K, RATING_SCALES
 
-FORMATS = ("prompts-jsonl", "prompts-csv", "responses-jsonl", "trl", "openai", "hh-rlhf", "llamafactory")
+UNPAIRED = "trl-unpaired"  # TRL's unpaired preference rows (prompt, completion, label): thumbs up or down
+ULTRAFEEDBACK = "ultrafeedback"  # {instruction, completions: [{response, annotations: {criterion: {Rating}}}]}
+FORMATS = ("prompts-jsonl", "prompts-csv", "responses-jsonl", "trl", "openai", "hh-rlhf", "llamafactory", UNPAIRED,
+           ULTRAFEEDBACK)
 PROMPT_FIELD_FORMATS = ("prompts-jsonl", "prompts-csv", "responses-jsonl")
 MAX_RECORD_BYTES = 1 << 20
 ROLES = ("system", "user", "assistant")
@@ -31,16 +36,17 @@ HUMAN, ASSISTANT = "\n\nHuman:", "\n\nAssistant:"
 LLAMAFACTORY_ROLES = {"system": "system", "human": "user", "gpt": "assistant"}
 _MISSING = object()
 _HH_TURN = re.compile(r"\n\n(Human|Assistant):")
-UNPAIRED = "trl-unpaired"  # exported, not imported: a single labelled response has no pair to be stored as
-UNPAIRED_REFUSAL = ("TRL unpaired preference data (prompt, completion, label) cannot be imported yet: prefloop "
-                    "stores labels on pairs of responses, not single responses labelled good or bad; import "
-                    "paired data (trl: prompt, chosen, rejected) instead")
+MAX_RATING = max(RATING_SCALES)  # the widest Likert scale a rating may come from (1..7)
+NOT_RATED = "N/A"  # UltraFeedback's rating of a criterion that does not apply to a completion
 
 
 @dataclass
 class PromptRecord:
+    """A prompt; `next_turns`: the user turns scripted to follow it (MT-Bench's later turns), continued one by one
+    after a label."""
     messages: list[dict[str, str]]
     line: int
+    next_turns: list[dict[str, str]] | None = None
 
 
 @dataclass
@@ -51,6 +57,7 @@ class ResponsesRecord:
     responses: list[str]
     line: int
     gold: str | None = None
+    next_turns: list[dict[str, str]] | None = None
 
 
 @dataclass
@@ -66,7 +73,27 @@ class PreferenceRecord:
     gold: bool = False
 
 
-Record = PromptRecord | ResponsesRecord | PreferenceRecord
+@dataclass
+class RatingRecord:
+    """k responses to one prompt, each rated on criteria (UltraFeedback): `ratings` is {criterion: [score of each
+    response]}, None where a response was not rated on it ('N/A'); `models` names who wrote each one, if known."""
+    messages: list[dict[str, str]]
+    responses: list[str]
+    ratings: dict[str, list[int | float | None]]
+    line: int
+    models: list[str | None]
+
+
+@dataclass
+class ThumbsRecord:
+    """One response judged desirable (`up`) or not: a row of TRL's unpaired preference format."""
+    messages: list[dict[str, str]]
+    completion: str
+    up: bool
+    line: int
+
+
+Record = PromptRecord | ResponsesRecord | PreferenceRecord | RatingRecord | ThumbsRecord
 
 
 class UnknownFormat(ValueError):
@@ -103,8 +130,6 @@ def parse_file(path: str | Path, fmt: str, prompt_field: str | None = None, skip
 def iter_records(path: str | Path, fmt: str, prompt_field: str | None = None,
                  max_record_bytes: int = MAX_RECORD_BYTES) -> Iterator[Record | InvalidRecord]:
     """Yield each record of the file, or an InvalidRecord in its place."""
-    if fmt == UNPAIRED:
-        raise UnknownFormat(f"{path}: {UNPAIRED_REFUSAL}")
     if fmt not in FORMATS:
         raise UnknownFormat(f"unknown format {fmt!r}; known formats: {', '.join(FORMATS)}")
     if prompt_field and fmt not in PROMPT_FIELD_FORMATS:
@@ -146,6 +171,8 @@ def sniff_format(path: str | Path, prompt_field: str | None = None) -> str:
 
 
 def _format_of(obj: dict, prompt_field: str | None, path: Path, cannot: str) -> str:
+    if "completions" in obj:
+        return ULTRAFEEDBACK
     if "conversations" in obj and "chosen" in obj:
         return "llamafactory"
     if "input" in obj and "preferred_output" in obj:
@@ -155,7 +182,7 @@ def _format_of(obj: dict, prompt_field: str | None, path: Path, cannot: str) -> 
     if prompt_field and prompt_field in obj:
         return "prompts-jsonl"
     if "completion" in obj and "label" in obj and "chosen" not in obj:  # else it would pass for a prompts file
-        raise UnknownFormat(f"{path}: {UNPAIRED_REFUSAL}")
+        return UNPAIRED
     if "chosen" in obj and "rejected" in obj:
         # Both HH-RLHF and TRL's implicit-prompt standard format are {"chosen": str, "rejected": str}.
         hh = isinstance(obj["chosen"], str) and obj["chosen"].startswith(HUMAN)
@@ -184,7 +211,7 @@ def _first_row(path: Path) -> dict:
 
 # -- converters: one source object to one record, or _Bad --------------------------------------------------------
 def _prompt_record(obj: dict, line: int, prompt_field: str | None) -> PromptRecord:
-    return PromptRecord(_prompt_of(obj, prompt_field), line)
+    return PromptRecord(_prompt_of(obj, prompt_field), line, _next_turns(obj, prompt_field))
 
 
 def _responses_record(obj: dict, line: int, prompt_field: str | None) -> ResponsesRecord:
@@ -197,7 +224,7 @@ def _responses_record(obj: dict, line: int, prompt_field: str | None) -> Respons
     distinct = list(dict.fromkeys(value))
     if len(distinct) < 2:
         raise _Bad("responses", f"needs at least 2 distinct non-empty responses, got {len(distinct)}")
-    return ResponsesRecord(messages, distinct, line)
+    return ResponsesRecord(messages, distinct, line, next_turns=_next_turns(obj, prompt_field))
 
 
 def _trl_record(obj: dict, line: int, _prompt_field: str | None) -> PreferenceRecord:
@@ -341,11 +368,128 @@ def _llamafactory_turn(turn: Any, field: str, roles: dict[str, str]) -> dict[str
     return {"role": roles[turn["from"]], "content": value}
 
 
+def _unpaired_record(obj: dict, line: int, _prompt_field: str | None) -> ThumbsRecord:
+    """TRL's unpaired preference rows, standard (`prompt` and `completion` strings) or conversational (a prompt of
+    messages, a completion of one assistant message); `label` true is a desirable completion."""
+    prompt, completion = obj.get("prompt", _MISSING), obj.get("completion", _MISSING)
+    if isinstance(prompt, str):
+        messages, text = normalize_messages(_text(prompt, "prompt")), _text(completion, "completion")
+    elif isinstance(prompt, list):
+        messages, text = _prompt_messages(prompt, "prompt"), _one_assistant(completion, "completion")
+    else:
+        raise _Bad("prompt", _type_message(prompt, "a string or a list of messages"))
+    label = obj.get("label", _MISSING)
+    if not isinstance(label, bool):
+        raise _Bad("label", _type_message(label, "true (a desirable completion) or false (an undesirable one)"))
+    return ThumbsRecord(messages, text, label, line)
+
+
+def _ultrafeedback_record(obj: dict, line: int, _prompt_field: str | None) -> RatingRecord:
+    """UltraFeedback: an instruction and its completions, each rated per criterion under `annotations` as
+    {criterion: {"Rating": "1".."5" or "N/A", "Rationale": ...}}; every other key is left alone."""
+    messages = _ultrafeedback_prompt(obj)
+    completions = obj.get("completions", _MISSING)
+    if not isinstance(completions, list):
+        raise _Bad("completions", _type_message(completions, "a list of {response, annotations} objects"))
+    if not 2 <= len(completions) <= MAX_K:
+        raise _Bad("completions", f"needs 2 to {MAX_K} completions to compare, got {len(completions)}")
+    responses, models, scores = [], [], []
+    for i, completion in enumerate(completions):
+        field = f"completions[{i}]"
+        if not isinstance(completion, dict):
+            raise _Bad(field, _type_message(completion, "an object with 'response' and 'annotations'"))
+        text = _text(completion.get("response", _MISSING), f"{field}.response")
+        same = next((j for j, earlier in enumerate(responses) if earlier.strip() == text.strip()), None)
+        if same is not None:
+            raise _Bad(f"{field}.response", f"is the same text as completions[{same}].response")
+        responses.append(text)
+        models.append(_model_name(completion.get("model"), f"{field}.model"))
+        scores.append(_annotations(completion.get("annotations", _MISSING), f"{field}.annotations"))
+    return RatingRecord(messages, responses, _ratings(scores), line, models)
+
+
+def _ultrafeedback_prompt(obj: dict) -> list[dict[str, str]]:
+    """UltraFeedback's `instruction` (a string); prefloop's own export writes a longer conversation as `messages`."""
+    if "instruction" in obj or ("prompt" not in obj and "messages" not in obj):
+        return normalize_messages(_text(obj.get("instruction", _MISSING), "instruction"))
+    return _prompt_of(obj, None)
+
+
+def _model_name(value: Any, field: str) -> str | None:
+    if value is None or (isinstance(value, str) and value.strip()):
+        return value
+    raise _Bad(field, f"must be the name of the model that wrote the response, not {kind(value)}")
+
+
+def _annotations(value: Any, field: str) -> dict[str, int | float | None]:
+    """One completion's {criterion: rating}: criteria named as `criterion_name` makes them, 'N/A' (or null) None."""
+    if not isinstance(value, dict) or not value:
+        raise _Bad(field, "rates nothing: it must be an object of {criterion: {\"Rating\": ...}}" if value == {}
+                   else _type_message(value, "an object of {criterion: {\"Rating\": ...}}"))
+    scores: dict[str, int | float | None] = {}
+    for name, annotation in value.items():
+        criterion = criterion_name(name)
+        if not criterion or criterion in scores:
+            raise _Bad(f"{field}.{name}", "must be a criterion name (letters, digits, '_'), once per completion")
+        if isinstance(annotation, list) and len(annotation) == 1:
+            annotation = annotation[0]  # some copies wrap each annotation in a list of one
+        if annotation is None:  # a datasets folder fills a criterion one row lacks with null
+            scores[criterion] = None
+            continue
+        if not isinstance(annotation, dict):
+            raise _Bad(f"{field}.{name}", _type_message(annotation, "an object with a 'Rating'"))
+        scores[criterion] = _rating(annotation.get("Rating", _MISSING), f"{field}.{name}.Rating")
+    return scores
+
+
+def criterion_name(name: str) -> str:
+    """A rating criterion's name as prefloop stores it: lower case, spaces and hyphens as '_'
+    ('Instruction-following' -> 'instruction_following')."""
+    normal = re.sub(r"[\s-]+", "_", name.strip().lower())
+    return normal if re.fullmatch(r"\w+", normal) else ""
+
+
+def _rating(value: Any, field: str) -> int | float | None:
+    """A score from 1 to MAX_RATING, as a number or a numeral string ("4": UltraFeedback writes strings); 'N/A' or
+    null: not rated. A fraction is kept: prefloop's own export writes the mean of several annotators' scores."""
+    if value is _MISSING:
+        raise _Bad(field, "is missing")
+    if value is None or value == NOT_RATED:
+        return None
+    number = value
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            number = None
+    if isinstance(number, bool) or not isinstance(number, int | float) or not math.isfinite(number) \
+            or not 1 <= number <= MAX_RATING:
+        plain = isinstance(value, str | int | float) and not isinstance(value, bool)
+        shown = repr(value[:40] if isinstance(value, str) else value) if plain else kind(value)
+        raise _Bad(field, f"must be a rating from 1 to {MAX_RATING} (a number or a string such as \"4\") or "
+                          f"{NOT_RATED!r}, not {shown}")
+    return int(number) if float(number).is_integer() else float(number)
+
+
+def _ratings(scores: list[dict[str, int | float | None]]) -> dict[str, list[int | float | None]]:
+    """{criterion: [score of each completion]} over every criterion any completion was rated on. At least two
+    completions must have a score, or the record compares nothing."""
+    criteria = list(dict.fromkeys(c for completion in scores for c in completion))
+    ratings = {c: [completion.get(c) for completion in scores] for c in criteria}
+    ratings = {c: values for c, values in ratings.items() if any(v is not None for v in values)}
+    rated = [i for i in range(len(scores)) if any(values[i] is not None for values in ratings.values())]
+    if len(rated) < 2:
+        unrated = next(i for i in range(len(scores)) if i not in rated)
+        raise _Bad(f"completions[{unrated}].annotations", "has no rating (only 'N/A'), and a record needs at least "
+                                                           "two rated completions to compare")
+    return ratings
+
+
 def _with_gold(record: Record, obj: dict) -> Record:
     """The optional `gold` field of a responses record ("a"|"b"|"tie"|"both_bad", with exactly two responses) or
-    of a preference pair (true: the chosen response is the known answer). Prompt records ignore it: a prompt
-    dataset's own "gold" column is no gold question."""
-    value = obj.get("gold") if not isinstance(record, PromptRecord) else None
+    of a preference pair (true: the chosen response is the known answer). Other records ignore it: a prompt
+    dataset's own "gold" column is no gold question, and ratings and thumbs have no known answer to check."""
+    value = obj.get("gold") if isinstance(record, ResponsesRecord | PreferenceRecord) else None
     if value is None:
         return record
     if isinstance(record, ResponsesRecord):
@@ -366,13 +510,14 @@ def _with_gold(record: Record, obj: dict) -> Record:
 _CONVERTERS = {
     "prompts-jsonl": _prompt_record, "prompts-csv": _prompt_record, "responses-jsonl": _responses_record,
     "trl": _trl_record, "openai": _openai_record, "hh-rlhf": _hh_record, "llamafactory": _llamafactory_record,
+    UNPAIRED: _unpaired_record, ULTRAFEEDBACK: _ultrafeedback_record,
 }
 
 
 # -- field checks -----------------------------------------------------------------------------------------------
 def _prompt_of(obj: dict, prompt_field: str | None) -> list[dict[str, str]]:
     """The prompt of a prompts/responses record: a string, a list of strings (first one), or messages."""
-    field = prompt_field or ("messages" if "messages" in obj and "prompt" not in obj else "prompt")
+    field = _prompt_field_of(obj, prompt_field)
     value = obj.get(field, _MISSING)
     if value is _MISSING and not prompt_field:
         raise _Bad("prompt", "is missing (a record needs 'prompt' or 'messages')")
@@ -386,6 +531,20 @@ def _prompt_of(obj: dict, prompt_field: str | None) -> list[dict[str, str]]:
     if isinstance(value, list):
         return _prompt_messages(value, field)
     raise _Bad(field, _type_message(value, "a string, a list of strings or a list of messages"))
+
+
+def _prompt_field_of(obj: dict, prompt_field: str | None) -> str:
+    return prompt_field or ("messages" if "messages" in obj and "prompt" not in obj else "prompt")
+
+
+def _next_turns(obj: dict, prompt_field: str | None) -> list[dict[str, str]] | None:
+    """The user turns after the first of a list-of-strings prompt (MT-Bench's `turns`): each follows up on the
+    answer before it, so they wait in Prompt.next_turns until the conversation is continued. None when none."""
+    field = _prompt_field_of(obj, prompt_field)
+    value = obj.get(field)
+    if not isinstance(value, list) or len(value) < 2 or not all(isinstance(v, str) for v in value):
+        return None
+    return [{"role": "user", "content": _text(turn, f"{field}[{i}]")} for i, turn in enumerate(value) if i > 0]
 
 
 def _instruction_input(obj: dict, field: str) -> str:

@@ -1,5 +1,5 @@
-"""Import a prompts, responses or preference file (or a Hugging Face datasets folder) into the database: the whole
-file or nothing, in one transaction.
+"""Import a prompts, responses, preference, rating or thumbs file (or a Hugging Face datasets folder) into the
+database: the whole file or nothing, in one transaction.
 
 Parsing and validation live in data/formats.py; this module turns valid records into rows, deduplicating by hash."""
 
@@ -9,18 +9,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sqlalchemy import JSON, null
 from sqlmodel import Session, SQLModel, col, insert, select
 
 from data.formats import (
     MAX_RECORD_BYTES,
     InvalidRecord,
     PreferenceRecord,
+    RatingRecord,
     Record,
     ResponsesRecord,
+    ThumbsRecord,
     parse_file,
     sniff_format,
 )
-from data.models import Comparison, Label, Prompt, Response
+from data.models import Comparison, ComparisonResponse, Label, Prompt, Response
 from data.prompts import prompt_hash
 from data.store import Store
 
@@ -52,6 +55,20 @@ class _Pair:
     origin: str
     source: str  # import|byo
     gold: str | None = None  # the known answer of a gold question
+
+
+@dataclass
+class _Group:
+    """An imported comparison of another kind, with its import label: a rating of k responses (choice 'rated',
+    `ratings` by position) or a thumb on one response (choice 'up' or 'down')."""
+    prompt: str  # prompt hash
+    kind: str  # rating|thumbs
+    texts: list[str]
+    models: list[str | None]
+    content_hash: str
+    origin: str
+    choice: str
+    ratings: dict | None = None
 
 
 def import_file(store: Store, path: str | Path, fmt: str | None = None, prompt_field: str | None = None,
@@ -94,7 +111,9 @@ def _store_records(session: Session, records: list[Record], source: tuple[str, s
     file_name = source[0]
     hashes = [prompt_hash(r.messages, *_tools(r)) for r in records]
     prompt_ids = _store_prompts(session, records, hashes, file_name, result)
-    pairs = _new_pairs(session, _pairs(records, hashes, source, progress), result)
+    new = _new_pairs(session, _pairs(records, hashes, source, progress), result)
+    _store_groups(session, [g for g in new if isinstance(g, _Group)], prompt_ids, result)
+    pairs = [p for p in new if isinstance(p, _Pair)]
     response_ids = _store_responses(session, pairs, prompt_ids)
     comparison_ids = _insert(session, Comparison, [
         dict(prompt_id=prompt_ids[p.prompt], response_a_id=response_ids[p.prompt, p.source, p.a],
@@ -127,7 +146,7 @@ def _store_prompts(session: Session, records: Sequence[Record], hashes: list[str
             continue
         tools, parallel_tool_calls = _tools(record)
         new[h] = dict(messages=record.messages, source=file_name, content_hash=h, tools=tools,
-                      parallel_tool_calls=parallel_tool_calls)
+                      parallel_tool_calls=parallel_tool_calls, next_turns=getattr(record, "next_turns", None))
     result.prompts_added += len(new)
     return ids | dict(zip(new, _insert(session, Prompt, list(new.values())), strict=True))
 
@@ -139,7 +158,8 @@ def _tools(record: Record) -> tuple[list | None, bool | None]:
     return None, None
 
 
-def _pairs(records: Sequence[Record], hashes: list[str], source: tuple[str, str], progress: bool) -> list[_Pair]:
+def _pairs(records: Sequence[Record], hashes: list[str], source: tuple[str, str],
+           progress: bool) -> list[_Pair | _Group]:
     from tqdm import tqdm  # only a progress bar: imported when needed
 
     file_name, where = source
@@ -156,7 +176,20 @@ def _pairs(records: Sequence[Record], hashes: list[str], source: tuple[str, str]
                 a, b = record.responses[i], record.responses[j]
                 # Unordered: the same two responses in either order are one comparison.
                 pairs.append(_Pair(h, a, b, _content_hash("byo", h, *sorted((a, b))), origin, "byo", record.gold))
+        elif isinstance(record, RatingRecord | ThumbsRecord):
+            pairs.append(_group(record, h, origin))
     return pairs
+
+
+def _group(record: RatingRecord | ThumbsRecord, prompt: str, origin: str) -> _Group:
+    """The comparison a rating or thumbs record makes. Its content hash holds the label too: the same texts rated
+    otherwise, or the same response judged the other way (another person's verdict), are another comparison."""
+    if isinstance(record, ThumbsRecord):
+        choice = "up" if record.up else "down"
+        key = _content_hash("thumbs", prompt, record.completion, choice)
+        return _Group(prompt, "thumbs", [record.completion], [None], key, origin, choice)
+    key = _content_hash("rating", prompt, record.responses, record.ratings)
+    return _Group(prompt, "rating", record.responses, record.models, key, origin, "rated", record.ratings)
 
 
 def _spread_pairs(n: int) -> list[tuple[int, int]]:
@@ -164,12 +197,12 @@ def _spread_pairs(n: int) -> list[tuple[int, int]]:
     return [(i, i + d) for d in range(1, n) for i in range(n - d)]
 
 
-def _content_hash(kind: str, prompt: str, a: str, b: str) -> str:
+def _content_hash(kind: str, prompt: str, *content) -> str:
     # The kind keeps an imported preference and a BYO pair of the same texts apart.
-    return hashlib.sha256(json.dumps([kind, prompt, a, b], ensure_ascii=False).encode()).hexdigest()
+    return hashlib.sha256(json.dumps([kind, prompt, *content], ensure_ascii=False).encode()).hexdigest()
 
 
-def _new_pairs(session: Session, pairs: list[_Pair], result: ImportResult) -> list[_Pair]:
+def _new_pairs(session: Session, pairs: list, result: ImportResult) -> list:
     """Pairs whose content hash is neither stored nor earlier in the file; the others are counted as duplicates."""
     hashes = {p.content_hash for p in pairs}
     seen = set(_select_in(session, select(Comparison.content_hash), Comparison.content_hash, hashes))
@@ -181,6 +214,34 @@ def _new_pairs(session: Session, pairs: list[_Pair], result: ImportResult) -> li
         seen.add(p.content_hash)
         new.append(p)
     return new
+
+
+def _store_groups(session: Session, groups: list[_Group], prompt_ids: dict[str, int], result: ImportResult) -> None:
+    """Ratings and thumbs as done comparisons of their kind, each with its responses by position and one import
+    label. Each gets response rows of its own, shared with nothing: a comparison's A and B (its first two responses;
+    a thumb's one response is both) are unique among comparisons, so a shared row could clash with a stored pair,
+    another rating of the same texts, or the opposite thumb on the same text."""
+    rows = [dict(prompt_id=prompt_ids[g.prompt], text=text, source="import", sampling_params=_sampled_by(model))
+            for g in groups for text, model in zip(g.texts, g.models, strict=True)]
+    ids = iter(_insert(session, Response, rows))
+    positions = [[next(ids) for _ in g.texts] for g in groups]
+    comparison_ids = _insert(session, Comparison, [
+        dict(prompt_id=prompt_ids[g.prompt], response_a_id=p[0], response_b_id=p[min(1, len(p) - 1)], kind=g.kind,
+             content_hash=g.content_hash, origin=g.origin, source="import", **_comparison_state("import", 1))
+        for g, p in zip(groups, positions, strict=True)])
+    _insert(session, ComparisonResponse, [dict(comparison_id=cid, position=i, response_id=rid)
+                                          for cid, p in zip(comparison_ids, positions, strict=True)
+                                          for i, rid in enumerate(p)])
+    labels = _insert(session, Label, [dict(comparison_id=cid, annotator="import", source="import", choice=g.choice,
+                                           shown_order="ab", ratings=g.ratings)
+                                      for cid, g in zip(comparison_ids, groups, strict=True)])
+    result.comparisons_added += len(comparison_ids)
+    result.labels_added += len(labels)
+
+
+def _sampled_by(model: str | None) -> dict:
+    # Who wrote an imported response (UltraFeedback's `model`): kept where a generated one keeps how it was sampled.
+    return {"model": model} if model else {}
 
 
 def _store_responses(session: Session, pairs: list[_Pair], prompt_ids: dict[str, int]) -> dict[tuple, int]:
@@ -206,8 +267,12 @@ def _insert(session: Session, model: type[SQLModel], rows: list[dict]) -> list[i
     # A Core insert skips the model's Python-side defaults (created_at, JSON fields), so fill them in here.
     defaults = {name: f.get_default(call_default_factory=True)
                 for name, f in model.model_fields.items() if name != "id" and not f.is_required()}
+    # None in a JSON column would be stored as the JSON text 'null'; SQL NULL is what `IS NULL` finds.
+    json_columns = {c.name for c in model.__table__.columns if isinstance(c.type, JSON)}
+    params = [{k: null() if v is None and k in json_columns else v for k, v in (defaults | row).items()}
+              for row in rows]
     statement = insert(model).returning(model.id, sort_by_parameter_order=True)
-    return list(session.exec(statement, params=[defaults | row for row in rows]).scalars())
+    return list(session.exec(statement, params=params).scalars())
 
 
 def _select_in(session: Session, query, column, values: set) -> list:

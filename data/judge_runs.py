@@ -1,5 +1,6 @@
 """The LLM-judge worker's rows: which comparisons a judge has yet to label (and why none are), and its runs with
-their counts, progress and the lock that keeps one judge run at a time.
+their counts, progress and the lock that keeps one judge run at a time. A judge says a, b or tie: it labels pairs
+only, never a ranking, rating or thumbs comparison.
 
 A run's own record beyond its counts (its limit, settings, process and host, why it labelled nothing) lives under
 RUN_KEY in its `choices` JSON, beside the per-choice label counts (no column of its own): see split_choices."""
@@ -69,7 +70,7 @@ class JudgeRuns:
     def _candidates(self, q, mode: str, calibration_share: float):
         if mode not in self.MODES:
             raise ValueError(f"judge mode must be one of {', '.join(self.MODES)}, not {mode!r}")
-        q = q.where(live_comparison())
+        q = q.where(live_comparison(), Comparison.kind == "pair")
         if mode != "calibration":
             return q.where(Comparison.status == "open")
         buckets = 10_000

@@ -23,6 +23,12 @@ class Prompt(SQLModel, table=True):
     discarded_at: datetime | None = Field(default=None, description="set by an operator: never sampled, "
                                           "labelled, trained on or exported while set")
     discard_reason: str | None = None
+    # A continuation: the next turn of a conversation whose earlier turn was labelled. parent_comparison_id is that
+    # comparison (its chosen response closes `messages`); depth counts the turns continued so far (0: a first turn).
+    # next_turns: scripted user turns still to come (MT-Bench's follow-ups), each continued after a label.
+    parent_comparison_id: int | None = Field(default=None, index=True)  # no foreign key: added without a rebuild
+    depth: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    next_turns: list[dict[str, Any]] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     created_at: datetime = Field(default_factory=utcnow)
 
 
@@ -94,7 +100,20 @@ class Comparison(SQLModel, table=True):
     margin_version_id: int | None = None  # a ModelVersion id (no foreign key: added to SQLite without a rebuild)
     # Judge verdicts on it that flipped with the order or abstained (labelling.priority = judge_disagreement).
     judge_split: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    # What the annotator gives (rules.KINDS): 'pair' chooses between A and B; 'ranking' orders k responses, 'rating'
+    # scores each of k on the labelling criteria, 'thumbs' judges one response good or bad. The k responses are its
+    # ComparisonResponse rows (A and B are the first two; a thumbs comparison has A = B, its one response).
+    kind: str = Field(default="pair", max_length=16, sa_column_kwargs={"server_default": "pair"})
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class ComparisonResponse(SQLModel, table=True):
+    """The responses of a ranking, rating or thumbs comparison, by position (0 .. k-1); a pair has none."""
+    __table_args__ = (UniqueConstraint("comparison_id", "position"),)
+    id: int | None = Field(default=None, primary_key=True)
+    comparison_id: int = Field(foreign_key="comparison.id", index=True)
+    position: int
+    response_id: int = Field(foreign_key="response.id", index=True)
 
 
 class Lease(SQLModel, table=True):
@@ -113,7 +132,7 @@ class Label(SQLModel, table=True):
     annotator: str = Field(max_length=128, index=True)  # a user name, 'judge:<name>' or 'import'
     # human|judge|import|adjudication ('adjudication:<name>': a reviewer's decision, which resolves the pair)
     source: str = Field(default="human", max_length=16)
-    choice: str = Field(max_length=16)  # a|b|tie|both_bad|skip
+    choice: str = Field(max_length=16)  # rules.KIND_CHOICES: a|b|tie|both_bad|skip, ranked, rated, up|down
     shown_order: str = Field(default="ab", max_length=2)
     rationale: str | None = None
     time_spent_s: float | None = None
@@ -121,6 +140,10 @@ class Label(SQLModel, table=True):
     discard_reason: str | None = None
     # An operator released it from the gold-accuracy hold: it counts although its annotator is held back.
     released_at: datetime | None = None
+    # A ranking comparison's label ('ranked'): the rank of each position, 1 the best, equal ranks a tie ([1, 3, 1]).
+    ranking: list[int] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    # A rating comparison's label ('rated'): {criterion: [score of each position]} on the labelling scale.
+    ratings: dict[str, list[int]] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     created_at: datetime = Field(default_factory=utcnow, index=True)
 
 

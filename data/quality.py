@@ -58,6 +58,9 @@ def mark_gold(store, comparison_id: int, choice: str, actor: str, reason: str | 
     reason = _reason(reason)
     with store.write() as s:
         comparison = _comparison(s, comparison_id)
+        if comparison.kind != "pair":
+            raise QualityRefused(f"comparison {comparison_id} is a {comparison.kind} comparison; a gold question "
+                                 "is a pair with a known answer")
         previous = comparison.gold_choice
         comparison.gold_choice = choice
         s.add(comparison)
@@ -107,6 +110,16 @@ def gold_scores(store, window: int, min_answers: int, threshold: float) -> dict[
         held_counts = _held_label_counts(s, held)
     return {name: _score(results, policy, held_counts.get(name, 0) if name in held else 0)
             for name, results in answers.items()}
+
+
+def not_held_sql(held: set[str]) -> str:
+    """An SQL condition (to follow a WHERE clause, unqualified over `label`, ending in a space) that leaves out the
+    labels of the `held` annotators that an operator has not released; '' when nobody is held. The names are
+    quoted, with braces doubled for SQL that str.format fills in later."""
+    if not held:
+        return ""
+    names = ", ".join("'" + n.replace("'", "''").replace("{", "{{").replace("}", "}}") + "'" for n in sorted(held))
+    return f"AND NOT (source = 'human' AND released_at IS NULL AND annotator IN ({names})) "
 
 
 def held_annotators_from_cursor(cursor, policy: GoldPolicy) -> set[str]:

@@ -1,5 +1,6 @@
 """The label queue: handing comparisons out under leases (in the order labelling.priority asks, with gold questions
-mixed in), taking each back exactly `overlap` times, edits.
+mixed in), taking each back exactly `overlap` times (a choice, a ranking, ratings or a thumb, as the comparison's
+kind asks), edits.
 
 Every operation is one transaction. On SQLite it holds the write lock from its start (BEGIN IMMEDIATE), so
 check-then-write is atomic across processes. On PostgreSQL annotators run side by side: a lease or label is added
@@ -31,10 +32,12 @@ from sqlmodel import Session, col, select
 from data.db import ROW_LOCK, SKIP_LOCKED, locks_rows
 from data.models import Comparison, Label, Lease, Prompt, Response, utcnow
 from data.rules import (
-    CHOICES,
     COUNTED_CHOICES,
     FILLING_SQL,
+    KIND_CHOICES,
+    LABEL_CHOICES,
     LIVE_COMPARISON_SQL,
+    RATING_SCALES,
     SOURCES,
     fills_overlap,
     live_comparison,
@@ -71,8 +74,19 @@ class LabelConflict(QueueError):
 
 
 @dataclass(frozen=True)
+class Shown:
+    """One response of a handed-out comparison: its position in the comparison (what a ranking or ratings are
+    given by; a pair's A is 0, B is 1), its id and text."""
+    position: int
+    response_id: int
+    text: str
+
+
+@dataclass(frozen=True)
 class QueueItem:
-    """One comparison handed to one annotator, in the left/right order they see it."""
+    """One comparison handed to one annotator, in the order they see it. `responses` are all of them in shown
+    order (a pair's two, a ranking's or rating's k, a thumbs comparison's one); left/right are the first two
+    (a thumbs comparison's one response is both)."""
     comparison_id: int
     lease_id: int
     prompt_id: int
@@ -83,6 +97,8 @@ class QueueItem:
     right_response_id: int
     shown_order: str  # pass back to submit_label / choice_from_side
     expires_at: datetime
+    kind: str = "pair"  # rules.KINDS
+    responses: tuple[Shown, ...] = ()
 
 
 PRIORITIES = ("fifo", "uncertainty", "judge_disagreement")
@@ -184,9 +200,11 @@ _TRIES = 32  # comparisons _take_first looks at before it says nothing is left: 
 _LEASE = _sql("INSERT INTO lease (comparison_id, annotator, expires_at, shown_order)"
               " VALUES (:comparison_id, :annotator, :expires_at, :shown_order) RETURNING id", expires_at=_TS)
 _ITEM = _sql(
-    "SELECT c.prompt_id, p.messages, a.id, a.text, b.id, b.text FROM comparison c"
+    "SELECT c.prompt_id, p.messages, a.id, a.text, b.id, b.text, c.kind FROM comparison c"
     " JOIN prompt p ON p.id = c.prompt_id JOIN response a ON a.id = c.response_a_id"
     " JOIN response b ON b.id = c.response_b_id WHERE c.id = :comparison_id", {"messages": JSON})
+_RESPONSES = text("SELECT cr.position, r.id, r.text FROM comparisonresponse cr JOIN response r"
+                  " ON r.id = cr.response_id WHERE cr.comparison_id = :comparison_id ORDER BY cr.position")
 
 
 def next_comparison(store: Store, annotator: str, lease_seconds: float, overlap_default: int | None = None,
@@ -220,12 +238,27 @@ def _next(conn: Connection, annotator: str, lease_seconds: float, overlap_defaul
         shown_order, expires_at = random.choice(ORDERS), now + timedelta(seconds=lease_seconds)
         lease_id = _row(conn, _LEASE, {"comparison_id": comparison_id, "annotator": annotator,
                                        "expires_at": expires_at, "shown_order": shown_order})[0]
-    prompt_id, messages, a_id, a_text, b_id, b_text = _row(conn, _ITEM, {"comparison_id": comparison_id})
+    prompt_id, messages, a_id, a_text, b_id, b_text, kind = _row(conn, _ITEM, {"comparison_id": comparison_id})
     messages = json.loads(messages) if isinstance(messages, str) else messages
-    left, right = ((a_id, a_text), (b_id, b_text)) if shown_order == "ab" else ((b_id, b_text), (a_id, a_text))
+    if kind == "pair":
+        shown = [Shown(0, a_id, a_text), Shown(1, b_id, b_text)][::1 if shown_order == "ab" else -1]
+    else:
+        shown = shown_positions([Shown(*row) for row in _run(conn, _RESPONSES, {"comparison_id": comparison_id})],
+                                f"{comparison_id}:{annotator}")
+    left, right = shown[0], shown[min(1, len(shown) - 1)]
     return QueueItem(comparison_id=comparison_id, lease_id=lease_id, prompt_id=prompt_id, messages=messages,
-                     left_text=left[1], right_text=right[1], left_response_id=left[0], right_response_id=right[0],
-                     shown_order=shown_order, expires_at=_aware(_datetime(expires_at)))
+                     left_text=left.text, right_text=right.text, left_response_id=left.response_id,
+                     right_response_id=right.response_id, shown_order=shown_order,
+                     expires_at=_aware(_datetime(expires_at)), kind=kind, responses=tuple(shown))
+
+
+def shown_positions(responses: list[Shown], seed: str) -> list[Shown]:
+    """A ranking's or rating's responses in the order one annotator sees them: shuffled, so no position is always
+    first, and the same on every reload and after an undo (seeded by comparison and annotator). Labels give ranks
+    and scores by position, so the order shown never needs storing."""
+    shuffled = list(responses)
+    random.Random(seed).shuffle(shuffled)
+    return shuffled
 
 
 def _take_first(conn: Connection, annotator: str, now: datetime, overlap_default: int,
@@ -298,11 +331,13 @@ def expire_leases(store: Store) -> int:
 
 
 # -- taking labels back ----------------------------------------------------------------------------------------
-_COMPARISON = text(f"SELECT c.status, c.overlap, NOT ({LIVE_COMPARISON_SQL}), c.gold_choice FROM comparison c"
-                   " WHERE c.id = :comparison_id")
+_COMPARISON = text(f"SELECT c.status, c.overlap, NOT ({LIVE_COMPARISON_SQL}), c.gold_choice, c.kind,"
+                   " (SELECT count(*) FROM comparisonresponse cr WHERE cr.comparison_id = c.id)"
+                   " FROM comparison c WHERE c.id = :comparison_id")
 # Every lease or label added to a comparison is added under its row lock (PostgreSQL; SQLite's write lock is wider).
 _COMPARISON_LOCKED = text(_COMPARISON.text + ROW_LOCK)
-_MY_LABEL = text("SELECT id, choice FROM label WHERE comparison_id = :comparison_id AND annotator = :annotator")
+_MY_LABEL = _sql("SELECT id, choice, ranking, ratings FROM label WHERE comparison_id = :comparison_id"
+                 " AND annotator = :annotator")
 _MY_LEASE = text("SELECT 1 FROM lease WHERE comparison_id = :comparison_id AND annotator = :annotator")
 _ROOM = _sql(
     f"SELECT (SELECT count(*) FROM label WHERE comparison_id = :comparison_id AND {FILLING_SQL}),"
@@ -312,8 +347,8 @@ _ROOM = _sql(
     " AND annotator = :annotator)", now=_TS)
 _FILLED = text(f"SELECT count(*) FROM label WHERE comparison_id = :comparison_id AND {FILLING_SQL}")
 _LABEL = _sql("INSERT INTO label (comparison_id, annotator, source, choice, shown_order, rationale, time_spent_s,"
-              " created_at) VALUES (:comparison_id, :annotator, :source, :choice, :shown_order, :rationale,"
-              " :time_spent_s, :created_at) RETURNING id", created_at=_TS)
+              " created_at, ranking, ratings) VALUES (:comparison_id, :annotator, :source, :choice, :shown_order,"
+              " :rationale, :time_spent_s, :created_at, :ranking, :ratings) RETURNING id", created_at=_TS)
 _RELEASE = text("DELETE FROM lease WHERE comparison_id = :comparison_id AND annotator = :annotator")
 _DONE = text("UPDATE comparison SET status = 'done' WHERE id = :comparison_id AND status = 'open'")
 # After labels stop or start counting (discard, restore, undo): done exactly when the filling labels reach the overlap.
@@ -323,32 +358,45 @@ _SETTLE = text(
     " WHERE id = :comparison_id AND status IN ('open', 'done')")
 
 
+@dataclass(frozen=True)
+class Given:
+    """What a label on a ranking or rating comparison gives beside its choice: `ranking`, the rank of each position
+    (1 the best; equal ranks tie), or `ratings`, {criterion: [score of each position]} on a 1..`scale` Likert scale."""
+    ranking: list[int] | None = None
+    ratings: dict[str, list[int]] | None = None
+
+
+NOTHING = Given()
+
+
 def submit_label(store: Store, annotator: str, comparison_id: int, choice: str, shown_order: str,
                  rationale: str | None = None, time_spent_s: float | None = None, source: str = "human",
-                 overlap_default: int | None = None, handed_only: bool = False) -> SubmitResult:
-    """Record `annotator`'s choice (a|b|tie|both_bad|skip, about responses A/B) and release their lease.
+                 overlap_default: int | None = None, handed_only: bool = False, given: Given = NOTHING) -> SubmitResult:
+    """Record `annotator`'s label and release their lease. The choice must be one the comparison's kind allows
+    (rules.KIND_CHOICES): a pair's a|b|tie|both_bad|skip about responses A/B; a ranking's 'ranked' with
+    `given.ranking`; a rating's 'rated' with `given.ratings`; a thumbs comparison's up|down; 'skip' on any.
 
-    One label per (comparison, annotator): the same choice again returns the stored label (created=False);
-    another choice raises LabelConflict. A skip never fills the overlap, but the comparison is not handed to
-    this annotator again. Refused: unknown (LookupError) or retired comparisons, and labels beyond the overlap;
-    with `handed_only` (a person labelling: every front end asks for it), comparisons they hold no lease on
+    One label per (comparison, annotator): the same label again returns the stored one (created=False); another
+    raises LabelConflict. A skip never fills the overlap, but the comparison is not handed to this annotator
+    again. Refused: unknown (LookupError) or retired comparisons, and labels beyond the overlap; with
+    `handed_only` (a person labelling: every front end asks for it), comparisons they hold no lease on
     (NotHanded). Judges, imports and scripts that record labels leave it off."""
     _check_label(choice, shown_order, source)
     with store.queue_conn(annotator) as conn:
         return _submit(conn, comparison_id, annotator, choice, shown_order, rationale, time_spent_s, source,
-                       overlap_default, handed_only)
+                       overlap_default, handed_only, given)
 
 
 def submit_and_next(store: Store, annotator: str, comparison_id: int, choice: str, shown_order: str,
                     lease_seconds: float, rationale: str | None = None, time_spent_s: float | None = None,
-                    overlap_default: int | None = None,
-                    handing: Handing = FIFO) -> tuple[SubmitResult, QueueItem | None]:
+                    overlap_default: int | None = None, handing: Handing = FIFO,
+                    given: Given = NOTHING) -> tuple[SubmitResult, QueueItem | None]:
     """submit_label (a person's label, on a comparison they were handed) then next_comparison, in one
     transaction: the API's label-and-next."""
     _check_label(choice, shown_order, "human")
     with store.queue_conn(annotator) as conn:
         result = _submit(conn, comparison_id, annotator, choice, shown_order, rationale, time_spent_s, "human",
-                         overlap_default, handed_only=True)
+                         overlap_default, handed_only=True, given=given)
         return result, _next(conn, annotator, lease_seconds, overlap_default, handing)
 
 
@@ -363,28 +411,29 @@ class Click:
 
 def click(store: Store, annotator: str, comparison_id: int, choice: str, shown_order: str, lease_seconds: float,
           rationale: str | None = None, time_spent_s: float | None = None,
-          overlap_default: int | None = None, handing: Handing = FIFO) -> Click:
+          overlap_default: int | None = None, handing: Handing = FIFO, given: Given = NOTHING) -> Click:
     """submit_and_next and then the annotator's queue_counts, all in one transaction: one click, one commit."""
     _check_label(choice, shown_order, "human")
     with store.queue_conn(annotator) as conn:
         result = _submit(conn, comparison_id, annotator, choice, shown_order, rationale, time_spent_s, "human",
-                         overlap_default, handed_only=True)
+                         overlap_default, handed_only=True, given=given)
         item = _next(conn, annotator, lease_seconds, overlap_default, handing)
         return Click(result, item, _counts(conn, annotator, overlap_default, handing))
 
 
 def _submit(conn: Connection, comparison_id: int, annotator: str, choice: str, shown_order: str,
             rationale: str | None, time_spent_s: float | None, source: str,
-            overlap_default: int | None, handed_only: bool = False) -> SubmitResult:
+            overlap_default: int | None, handed_only: bool = False, given: Given = NOTHING) -> SubmitResult:
     found = _row(conn, _COMPARISON_LOCKED if locks_rows(conn.engine) else _COMPARISON, {"comparison_id": comparison_id})
     if found is None:
         raise LookupError(f"no comparison with id {comparison_id}")
-    status, overlap, discarded, gold = found
+    status, overlap, discarded, gold, kind, k = found
+    given = checked_given(kind, k, choice, given)
     key = {"comparison_id": comparison_id, "annotator": annotator}
     existing = _row(conn, _MY_LABEL, key)
     if existing is not None:
-        existing_id, existing_choice = existing
-        if existing_choice != choice:
+        existing_id, existing_choice, *existing_given = existing
+        if existing_choice != choice or Given(*map(_json, existing_given)) != given:
             raise LabelConflict(comparison_id, existing_choice, existing_id)
         return SubmitResult(existing_id, comparison_id, choice, created=False, done=status == "done")
     if status == "retired":
@@ -406,7 +455,8 @@ def _submit(conn: Connection, comparison_id: int, annotator: str, choice: str, s
         filled = labels + 1
     label_id = _row(conn, _LABEL, {**key, "source": source, "choice": choice, "shown_order": shown_order,
                                    "rationale": rationale or None, "time_spent_s": time_spent_s,
-                                   "created_at": utcnow()})[0]
+                                   "created_at": utcnow(), "ranking": _json_text(given.ranking),
+                                   "ratings": _json_text(given.ratings)})[0]
     _run(conn, _RELEASE, key)
     if status == "open" and gold is None:
         if filled is None:
@@ -442,6 +492,53 @@ def has_room(conn: Connection, comparison_id: int, annotator: str, overlap_defau
     return labels + others < wanted
 
 
+# -- what a label gives -----------------------------------------------------------------------------------------
+def checked_given(kind: str, k: int, choice: str, given: Given) -> Given:
+    """`given` checked against a comparison of `kind` with `k` responses and the label's `choice`, its ranking in
+    standard competition form (1 + how many positions are strictly better: [1, 1, 2] reads [1, 1, 3])."""
+    allowed = KIND_CHOICES.get(kind, ())
+    if choice not in allowed:
+        raise QueueError(f"a {kind} comparison takes the choices {', '.join(allowed)}, not {choice!r}")
+    if choice == "ranked":
+        _require(given.ratings is None, "a ranking label carries no ratings")
+        return Given(ranking=_checked_ranking(given.ranking, k))
+    if choice == "rated":
+        _require(given.ranking is None, "a rating label carries no ranking")
+        return Given(ratings=_checked_ratings(given.ratings, k))
+    _require(given == NOTHING, f"a {choice!r} label carries no ranking or ratings")
+    return NOTHING
+
+
+def _checked_ranking(ranking: Any, k: int) -> list[int]:
+    _require(isinstance(ranking, list) and len(ranking) == k,
+             f"ranking must list the rank of each of the {k} responses, not {ranking!r}")
+    _require(all(type(r) is int and 1 <= r <= k for r in ranking),
+             f"each rank must be a whole number from 1 to {k}, not {ranking!r}")
+    return [1 + sum(other < r for other in ranking) for r in ranking]
+
+
+def _checked_ratings(ratings: Any, k: int) -> dict[str, list[int]]:
+    top = max(RATING_SCALES)
+    _require(isinstance(ratings, dict) and ratings, "ratings must give at least one criterion its scores")
+    for criterion, scores in ratings.items():
+        _require(isinstance(criterion, str) and 0 < len(criterion) <= 64,
+                 f"a rating criterion must be a name of 1 to 64 characters, not {criterion!r}")
+        _require(isinstance(scores, list) and len(scores) == k
+                 and all(type(x) is int and 1 <= x <= top for x in scores),
+                 f"ratings[{criterion!r}] must be the score of each of the {k} responses, from 1 to {top}, "
+                 f"not {scores!r}")
+    return {str(c): list(v) for c, v in ratings.items()}
+
+
+def _json(value: Any) -> Any:
+    # SQLite hands a JSON column back as its text on a raw connection; psycopg parses it.
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def _json_text(value: Any) -> str | None:
+    return None if value is None else json.dumps(value)
+
+
 # -- the edit flow ---------------------------------------------------------------------------------------------
 def add_edited_response(store: Store, annotator: str, comparison_id: int, edited_text: str, shown_order: str,
                         rationale: str | None = None, *, edited_from: str, original_choice: str = "skip",
@@ -458,6 +555,8 @@ def add_edited_response(store: Store, annotator: str, comparison_id: int, edited
     _require(bool(edited_text and edited_text.strip()), "the edited response is empty")
     with store.write() as s:
         c = _comparison(s, comparison_id)
+        _require(c.kind == "pair", f"comparison {c.id} is a {c.kind} comparison: only a pair's response can be "
+                                   "rewritten as an edit")
         if c.status == "retired":
             raise ComparisonUnavailable(f"comparison {c.id} was retired and takes no more labels")
         if c.discarded_at is not None or s.get(Prompt, c.prompt_id).discarded_at is not None:
@@ -601,7 +700,7 @@ def _comparison(s: Session, comparison_id: int) -> Comparison:
 
 
 def _check_label(choice: str, shown_order: str, source: str) -> None:
-    _require(choice in CHOICES, f"choice must be one of {CHOICES}, not {choice!r}")
+    _require(choice in LABEL_CHOICES, f"choice must be one of {LABEL_CHOICES}, not {choice!r}")
     _require(shown_order in ORDERS, f"shown_order must be one of {ORDERS}, not {shown_order!r}")
     _require(source in SOURCES, f"source must be one of {SOURCES}, not {source!r}")
 

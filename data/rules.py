@@ -4,8 +4,19 @@ count toward a pair, which fill a comparison's overlap, and which comparisons ar
 from sqlalchemy import and_, text
 from sqlmodel import col, select
 
-CHOICES = ("a", "b", "tie", "both_bad", "skip")
+CHOICES = ("a", "b", "tie", "both_bad", "skip")  # a pair's choices
 COUNTED_CHOICES = ("a", "b", "tie", "both_bad")  # a skip says "not me", never a preference
+# What a comparison asks for (comparison.kind), and the choices a label on each kind may carry. A ranking label's
+# ranks are in label.ranking, a rating label's scores in label.ratings; 'up'/'down' judge a thumbs comparison's
+# one response. A skip on any kind fills nothing.
+KINDS = ("pair", "ranking", "rating", "thumbs")
+THUMBS = ("up", "down")
+KIND_CHOICES = {"pair": CHOICES, "ranking": ("ranked", "skip"), "rating": ("rated", "skip"),
+                "thumbs": (*THUMBS, "skip")}
+LABEL_CHOICES = tuple(dict.fromkeys(c for choices in KIND_CHOICES.values() for c in choices))
+# How many responses each kind holds: a pair two, a thumbs comparison one, a ranking or rating 2..MAX_K.
+MAX_K = 64
+RATING_SCALES = (5, 7)  # Likert: 1..5 or 1..7
 # Also the precedence order: when a comparison resolves under several allowed sources, the first one speaks.
 # 'adjudication' (annotator 'adjudication:<reviewer>') is a reviewer's decision: it speaks first whenever any
 # source is allowed, and one such label resolves a comparison alone.
@@ -54,3 +65,8 @@ def fills_overlap(choice: str, source: str) -> bool:
 def live_comparison():
     """LIVE_COMPARISON_SQL as a clause over the `comparison` table itself (for ORM queries)."""
     return text(LIVE_COMPARISON_SQL.replace("c.", "comparison."))
+
+
+def sql_names(names) -> str:
+    """Names the rules declare (sources, choices, kinds: never user input) as an SQL list: 'a', 'b'."""
+    return ", ".join(f"'{n}'" for n in names)

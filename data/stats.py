@@ -31,6 +31,7 @@ class Stats:
                                           .where(col(Prompt.skip_reason).is_not(None))).one(),
                 "responses": s.exec(select(func.count()).select_from(Response)).one(),
                 "comparisons": grouped(Comparison.status),
+                "comparisons_by_kind": grouped(Comparison.kind),
                 "labels_by_source": grouped(Label.source),
                 # People's labels only (rules.persons_label), all time and today (UTC), so they add up to the
                 # queue's labelled_today; skips apart (an edit records one on the original comparison).

@@ -6,6 +6,7 @@ from contextlib import contextmanager
 
 from data.accounts import Accounts
 from data.db import locks_rows, make_engine, queue_connection, read_session, write_connection, write_session
+from data.derived import Derivation
 from data.devices import Devices
 from data.judge_runs import JudgeRuns
 from data.prompts import Prompts
@@ -35,6 +36,8 @@ class Store:
         # The gold-accuracy hold-back (labelling.gold_*): who is held back decides which labels resolve pairs.
         # An app sets it from its settings; a bare store (a round's process) holds back under the defaults.
         self.gold_policy = GoldPolicy()
+        # Which pairs rankings and ratings yield (labelling.ranking_pairs, rating_gap), set the same way.
+        self.derivation = Derivation()
 
     def read(self):
         return read_session(self.engine)

@@ -5,7 +5,8 @@ in both orders, store the labels (annotator `judge:<name>`), record the run's co
 fill the human overlap (data.queue); training uses them only as training.judge_labels allows.
 
 Modes: `all` (open comparisons), `unseen` (open ones no human holds or has labelled), `calibration` (a fixed
-share that humans label too, to measure judge-human agreement; see data.agreement).
+share that humans label too, to measure judge-human agreement; see data.agreement). Pairs only: a judge's a, b or
+tie says nothing about a ranking, a rating or a thumbs comparison (data.judge_runs never hands those out).
 
 A run that labels nothing (or nothing both orders agreed on) says why in its report and row (`reason`). A run's
 row records the process doing it (pid, host) and is refreshed while it works, so a run whose process died is
@@ -97,7 +98,8 @@ def nothing_left_reason(store: Store, annotator: str, mode: str, calibration_sha
         if mode == "calibration":
             return (f"Nothing was labelled: no comparison falls in the calibration share "
                     f"(judge.calibration_share = {calibration_share}).")
-        return "Nothing was labelled: there are no open comparisons (generate or import some first)."
+        return ("Nothing was labelled: there are no open comparisons of two responses (a judge labels pairs only, "
+                "not rankings, ratings or thumbs; generate or import some first).")
     if not left["unjudged"]:
         return f"Nothing was labelled: {annotator} has already labelled all {left['candidates']} {covered}."
     if mode == "unseen" and not left["free"]:

@@ -62,8 +62,8 @@ class MarginScorer:
         return [self.beta * (reward[id(a)] - reward[id(b)]) for a, b in pairs]
 
     def rescore(self, store: Store, backend: Backend, version: ModelVersion, limit: int = RESCORE_BATCH) -> int:
-        """Margins under `version` for up to `limit` open comparisons that have none under it (made under an older
-        deployed version, or imported); how many were rescored."""
+        """Margins under `version` for up to `limit` open pairs that have none under it (made under an older
+        deployed version, or imported); how many were rescored. Rankings, ratings and thumbs have no margin."""
         rows = stale_margins(store, version.id, limit)
         if not rows:
             return 0

@@ -1,4 +1,5 @@
-"""Pairing strategies: which of a prompt's samples an annotator compares (random, diverse, all).
+"""Pairing strategies: which of a prompt's samples an annotator compares (random, diverse, all), and for the other
+feedback kinds which samples a ranking or rating holds and which are judged alone (thumbs).
 
 Exact duplicates are never paired; empty or truncated samples are left out when bad_samples='drop'."""
 
@@ -6,6 +7,7 @@ import random
 from collections.abc import Sequence
 from itertools import combinations
 
+from data.rules import KINDS
 from generation.backend import Sample
 
 STRATEGIES = ("random", "diverse", "all")
@@ -59,3 +61,22 @@ def make_pairs(samples: Sequence[Sample], strategy: str = "random", max_pairs: i
         # A random subset, so the cap does not always favour the first samples.
         pairs = sorted(rng.sample(pairs, max_pairs))
     return pairs
+
+
+def make_groups(samples: Sequence[Sample], feedback: str = "pair", k: int = 2, strategy: str = "random",
+                max_pairs: int = 6, bad_samples: str = "drop",
+                rng: random.Random | None = None) -> list[tuple[int, ...]]:
+    """Index groups into `samples`, one per comparison of kind `feedback`: a pair's (i, j) as `make_pairs` gives
+    them; a ranking's or rating's k = min(k, usable) indices drawn at random, in sample order (none when fewer than
+    two are usable); a thumbs comparison's one index, one per usable sample."""
+    if feedback == "pair":
+        return make_pairs(samples, strategy, max_pairs, bad_samples, rng)
+    usable = pairable(samples, bad_samples)
+    if feedback == "thumbs":
+        return [(i,) for i in usable]
+    if feedback not in ("ranking", "rating"):
+        raise ValueError(f"unknown feedback kind {feedback!r}; use one of {', '.join(KINDS)}")
+    if len(usable) < 2:
+        return []
+    rng = rng or random.Random(0)
+    return [tuple(sorted(rng.sample(usable, min(k, len(usable)))))]

@@ -4,7 +4,7 @@ SamplingConfig (generation/config.py) is the generation section as plain data; a
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from generation.sections import Section
 
@@ -56,6 +56,20 @@ class GenerationSettings(Section):
         "random", description="Which samples make a comparison: 'random' distinct pair, 'diverse' (the most "
                               "different pair by text distance), or 'all' pairs up to max_pairs_per_prompt.")
     max_pairs_per_prompt: int = Field(6, ge=1, description="Cap on comparisons per prompt with pairing='all'.")
+    feedback: Literal["pair", "ranking", "rating", "thumbs"] = Field(
+        "pair", description="What annotators give on new samples: 'pair' picks the better of two (see pairing); "
+                            "'ranking' orders k of a prompt's samples, 'rating' scores each of k on the labelling "
+                            "criteria (k: responses_per_comparison); 'thumbs' judges each sample good or bad alone.")
+    responses_per_comparison: int = Field(4, ge=2, le=64, description="k, the samples in one ranking or rating "
+                                                                      "comparison (at most samples_per_prompt; fewer "
+                                                                      "when fewer are usable).")
+    continue_turns: int = Field(0, ge=0, le=16, description="How many turns a conversation is continued after a "
+                                                            "label: the chosen response becomes context and the "
+                                                            "next user turn is sampled for and compared in turn. "
+                                                            "0 never continues.")
+    follow_up: str = Field("", description="The user turn that continues a conversation which has no scripted "
+                                           "next turn (imported MT-Bench questions bring their own); '' continues "
+                                           "only scripted conversations.")
     bad_samples: Literal["drop", "keep"] = Field(
         "drop", description="Empty or truncated (finish reason 'length') samples: 'drop' stores them but never "
                             "pairs them; 'keep' pairs them like any other.")
@@ -64,3 +78,12 @@ class GenerationSettings(Section):
                               "'retire'd (labels stay on-policy) or kept in the queue.")
     queue_target: int = Field(32, ge=1, description="generate --watch keeps this many open comparisons queued.")
     watch_interval_s: float = Field(5.0, gt=0, description="Seconds between queue checks in generate --watch.")
+
+    @model_validator(mode="after")
+    def _k_fits_the_samples(self):
+        # Refused when the settings load, not once a model is loaded: a ranking of k needs k samples to draw from.
+        if self.feedback in ("ranking", "rating") and self.responses_per_comparison > self.samples_per_prompt:
+            raise ValueError(f"generation.responses_per_comparison ({self.responses_per_comparison}) is more than "
+                             f"generation.samples_per_prompt ({self.samples_per_prompt}): a {self.feedback} "
+                             "compares k of a prompt's samples")
+        return self

@@ -1,8 +1,10 @@
 """The sampling worker: prompts that still need comparisons under the deployed version -> n samples each ->
-responses stored with the version and params that made them -> comparisons per the pairing strategy.
+responses stored with the version and params that made them -> comparisons of the feedback kind (pairs per the
+pairing strategy, a ranking or rating of k samples, or a thumbs comparison per sample). With continue_turns, labelled
+conversations are continued first (data/continuations.py) so their next turns are sampled too.
 
 `generate_once` works through the backlog once; `watch` keeps the open queue topped up and follows deployments.
-With a MarginScorer (labelling.priority = uncertainty) every new comparison gets its implicit reward margin under the
+With a MarginScorer (labelling.priority = uncertainty) every new pair gets its implicit reward margin under the
 deployed version (generation/margins.py), and `watch`, when idle, rescores open comparisons made before a deploy."""
 
 import logging
@@ -11,12 +13,13 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from data.continuations import continue_conversations
 from data.models import ModelVersion, Prompt
 from data.store import Store
 from generation.backend import Backend, ModelLoadError, SkipReason, same_model
 from generation.config import SamplingConfig
 from generation.margins import MarginScorer, Scored
-from generation.pairing import make_pairs
+from generation.pairing import make_groups
 
 log = logging.getLogger(__name__)
 
@@ -32,14 +35,16 @@ class GenerationReport:
     batches: int = 0
     margins_rescored: int = 0  # open comparisons given margins under the deployed version while idle (watch)
     margin_error: str | None = None  # why the last batch's comparisons got no margins
+    continuations: int = 0  # conversations continued after a label (new prompts of their next turn)
 
     @property
     def prompts_skipped(self) -> int:
         return len(self.skipped)
 
     def summary(self) -> str:
+        continued = f", {self.continuations} conversations continued" if self.continuations else ""
         return (f"{self.prompts_sampled} prompts sampled from {self.version}, {self.responses_stored} responses, "
-                f"{self.comparisons_created} comparisons, {self.prompts_skipped} prompts skipped")
+                f"{self.comparisons_created} comparisons, {self.prompts_skipped} prompts skipped{continued}")
 
 
 class NoDeployedVersion(LookupError):
@@ -49,9 +54,9 @@ class NoDeployedVersion(LookupError):
 def generate_once(store: Store, backend: Backend, cfg: SamplingConfig, limit: int | None = None,
                   progress: bool = False, again_tied: bool = False,
                   margins: MarginScorer | None = None) -> GenerationReport:
-    """Sample every prompt (at most `limit`) that has no responses from the deployed version yet; with
-    `again_tied`, once more each prompt whose comparisons under it all ended in ties or both-bad; with `margins`,
-    each new comparison with its margin."""
+    """Sample every prompt (at most `limit`) that has no responses from the deployed version yet, after continuing
+    the conversations labelled since (cfg.continue_turns); with `again_tied`, instead once more each prompt whose
+    comparisons under it all ended in ties or both-bad; with `margins`, each new pair with its margin."""
     from tqdm.auto import tqdm
 
     version = store.versions.deployed()
@@ -62,6 +67,8 @@ def generate_once(store: Store, backend: Backend, cfg: SamplingConfig, limit: in
         report.versions_loaded.append(version.name)
     # Tied prompts are drawn once, up front: prompts sampled again in this call must not qualify again.
     again = store.prompts.to_sample(version.id, limit or 1_000_000, again_tied=True) if again_tied else None
+    if again is None:
+        continue_labelled(store, cfg, report)
     with tqdm(total=limit, desc=f"sampling from {version.name}", unit="prompt", disable=not progress) as bar:
         while limit is None or _handled(report) < limit:
             size = cfg.batch_size if limit is None else min(cfg.batch_size, limit - _handled(report))
@@ -111,6 +118,7 @@ def _watch_step(store: Store, backend: Backend, cfg: SamplingConfig, report: Gen
         return False
     if ensure_serving(backend, version):
         report.versions_loaded.append(version.name)
+    continue_labelled(store, cfg, report)
     wanted = cfg.queue_target - store.prompts.open_comparison_count()
     if wanted <= 0:
         return False
@@ -140,6 +148,12 @@ def _rescore_step(store: Store, backend: Backend, margins: MarginScorer, report:
     return done > 0
 
 
+def continue_labelled(store: Store, cfg: SamplingConfig, report: GenerationReport) -> None:
+    """With cfg.continue_turns, a new prompt for the next turn of each conversation labelled since the last call."""
+    if cfg.continue_turns > 0:
+        report.continuations += len(continue_conversations(store, cfg.continue_turns, cfg.follow_up))
+
+
 def ensure_serving(backend: Backend, version: ModelVersion) -> bool:
     """Load `version` into the backend unless it serves it already (a load of it that failed is tried again);
     True when it swapped."""
@@ -152,8 +166,9 @@ def ensure_serving(backend: Backend, version: ModelVersion) -> bool:
 
 def sample_batch(store: Store, backend: Backend, cfg: SamplingConfig, version: ModelVersion,
                  prompts: list[Prompt], report: GenerationReport, margins: MarginScorer | None = None) -> None:
-    """Sample one batch of prompts and store responses and comparisons (one transaction per prompt); with
-    `margins`, each comparison with its margin under `version`."""
+    """Sample one batch of prompts and store responses and comparisons of cfg.feedback's kind (one transaction per
+    prompt); with `margins`, each pair with its margin under `version` (the other kinds have none)."""
+    margins = margins if cfg.feedback == "pair" else None
     results = backend.generate([p.messages for p in prompts], cfg.samples_per_prompt, cfg,
                                logprobs=margins is not None)
     params = {**cfg.sampling_params(), "backend": backend.kind}
@@ -166,12 +181,12 @@ def sample_batch(store: Store, backend: Backend, cfg: SamplingConfig, version: M
             continue
         # Seeded per (run seed, version, prompt): the same run pairs the same way.
         rng = random.Random(f"{cfg.seed}:{version.id}:{prompt.id}")
-        paired.append((prompt, result, make_pairs(result, cfg.pairing, cfg.max_pairs_per_prompt, cfg.bad_samples,
-                                                  rng)))
+        paired.append((prompt, result, make_groups(result, cfg.feedback, cfg.responses_per_comparison, cfg.pairing,
+                                                   cfg.max_pairs_per_prompt, cfg.bad_samples, rng)))
     scores = _pair_margins(store, backend, version, paired, margins, report)
-    for (prompt, result, pairs), values in zip(paired, scores, strict=True):
-        comparison_ids = store.prompts.add_samples(prompt.id, version.id, result, pairs, params, cfg.overlap,
-                                                   margins=values)
+    for (prompt, result, groups), values in zip(paired, scores, strict=True):
+        comparison_ids = store.prompts.add_samples(prompt.id, version.id, result, groups, params, cfg.overlap,
+                                                   margins=values, kind=cfg.feedback)
         report.prompts_sampled += 1
         report.responses_stored += len(result)
         report.comparisons_created += len(comparison_ids)

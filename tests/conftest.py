@@ -79,7 +79,7 @@ BOTH_BACKENDS = {"test_store", "test_queue", "test_pairs", "test_export", "test_
                  "test_curation", "test_server", "test_round", "test_round_process", "test_round_backoff",
                  "test_roundtrip", "test_judge_worker", "test_worker", "test_labelling", "test_api",
                  "test_console_annotators", "test_console_models", "test_console_overview",
-                 "test_console_judges", "test_adjudication", "test_quality"}
+                 "test_console_judges", "test_adjudication", "test_quality", "test_derived", "test_continuations"}
 TEST_PG_ENV = "PREFLOOP_TEST_DATABASE_URL"
 
 
@@ -248,6 +248,23 @@ def seed_comparisons(store, n: int, overlap: int = 1, texts=None) -> list[int]:
         samples = [Sample(a, "stop", 2), Sample(b, "stop", 2)]
         ids += store.prompts.add_samples(prompt_id, version.id, samples, [(0, 1)], {}, overlap)
     return ids
+
+
+def make_kind_comparison(store: Store, kind: str, k: int, overlap: int = 1) -> int:
+    """One open comparison of `kind` over k fresh responses ('R0'..) to a prompt of its own (a thumbs one: k=1)."""
+    from data.models import Comparison, ComparisonResponse, Response
+
+    prompt_id = store.prompts.add([f"{kind} prompt {uuid.uuid4().hex[:8]}"]).ids[0]
+    with store.write() as s:
+        rows = [Response(prompt_id=prompt_id, text=f"R{i}") for i in range(k)]
+        s.add_all(rows)
+        s.flush()
+        c = Comparison(prompt_id=prompt_id, response_a_id=rows[0].id, response_b_id=rows[min(1, k - 1)].id,
+                       overlap=overlap, kind=kind)
+        s.add(c)
+        s.flush()
+        s.add_all(ComparisonResponse(comparison_id=c.id, position=i, response_id=r.id) for i, r in enumerate(rows))
+        return c.id
 
 
 @pytest.fixture

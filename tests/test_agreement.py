@@ -1,16 +1,20 @@
 """Agreement: Cohen's kappa and Krippendorff's alpha against published worked examples and hand-computed cases;
 judge-human agreement per judge and per round with the judge's run rates; between people, majority agreement, the
-pairwise kappas and alpha per round, with gold questions, skips, discarded labels and non-people left out."""
+pairwise kappas and alpha per round, with gold questions, skips, discarded labels and non-people left out; on
+rankings and ratings, Kendall's tau-b between people, and no ranking, rating or thumbs label in the pair numbers."""
 
 import pytest
+from test_derived import add_kind, add_label
 
 from data.agreement import (
     annotator_agreement,
     cohen_kappa,
     human_majority,
     judge_agreement,
+    kendall_tau_b,
     krippendorff_alpha,
     people_agreement,
+    rank_agreement,
     raw_agreement,
     strict_majority,
 )
@@ -214,3 +218,83 @@ def test_gold_questions_never_count_as_agreement(store):
     got = people_agreement(store)
     assert (got["alpha"], got["units"], got["by_round"], got["annotators"]) == (None, 0, {}, {})
     assert "judge:j" not in judge_agreement(store)  # its one label was on the gold question
+
+
+# -- rankings and ratings ----------------------------------------------------------------------------------------------
+def test_tau_b_on_hand_computed_orders_with_ties():
+    # [1,2,2,3] vs [1,1,2,3]: of 6 pairs, 4 concordant, none discordant, one tied in each: 4 / sqrt(5 * 5) = 0.8.
+    assert kendall_tau_b([1, 2, 2, 3], [1, 1, 2, 3]) == pytest.approx(0.8)
+    assert kendall_tau_b([1, 2, 2, 3], [3, 3, 2, 1]) == pytest.approx(-0.8)
+    assert kendall_tau_b([1, 1, 2, 3], [3, 3, 2, 1]) == pytest.approx(-1.0)  # the tie is shared: not counted
+    # [1,2,3] vs [2,1,3]: one discordant, two concordant pairs, no ties: 1/3.
+    assert kendall_tau_b([1, 2, 3], [2, 1, 3]) == pytest.approx(1 / 3)
+    assert kendall_tau_b([5.0, None, 1.0], [4.0, 3.0, 2.0]) == pytest.approx(1.0)  # unscored items drop out
+    assert kendall_tau_b([1, 1, 1], [1, 2, 3]) is None and kendall_tau_b([1], [1]) is None
+
+
+def ranked_by_people(store):
+    """c1 (round 0): alice [1,2,2,3], bob [1,1,2,3], carol [3,3,2,1]; c2 (round 1): alice and bob [1,2,3]; c3 alice
+    alone; c4 alice all tied, bob [1,2,3]; plus what never counts (a skip, a discarded ranking, a judge's)."""
+    v0 = store.versions.get("v0") or store.versions.add("v0", "/m/v0")
+    v1 = store.versions.get("v1") or store.versions.add("v1", "/m/v1", parent_id=v0.id, round=1)
+    cases = [(v0, 4, {"alice": [1, 2, 2, 3], "bob": [1, 1, 2, 3], "carol": [3, 3, 2, 1]}),
+             (v1, 3, {"alice": [1, 2, 3], "bob": [1, 2, 3]}), (v0, 3, {"alice": [2, 1, 3]}),
+             (v0, 3, {"alice": [1, 1, 1], "bob": [1, 2, 3]})]
+    cids = []
+    for version, k, rankings in cases:
+        cids.append(add_kind(store, "ranking", [f"r{i}" for i in range(k)], version_id=version.id, overlap=5)[0])
+        for name, ranking in rankings.items():
+            add_label(store, cids[-1], "ranked", annotator=name, ranking=ranking)
+    add_label(store, cids[1], "skip", annotator="dave")
+    discard(store, add_label(store, cids[1], "ranked", annotator="erin", ranking=[3, 2, 1]))
+    add_label(store, cids[1], "ranked", annotator="judge:j", source="judge", ranking=[3, 2, 1])
+    return cids
+
+
+def test_rank_agreement_averages_tau_b_over_comparisons_rounds_and_people(store):
+    ranked_by_people(store)
+    got = rank_agreement(store)
+    # c1: alice-bob 0.8, alice-carol -0.8, bob-carol -1: mean -1/3; c2: 1; c4 undefined (alice ties all).
+    assert (got["comparisons"], got["orders"]) == (3, 7)
+    assert got["tau_b"] == pytest.approx((-1 / 3 + 1) / 2)
+    assert got["by_round"] == {0: {"tau_b": pytest.approx(-1 / 3), "comparisons": 1},
+                               1: {"tau_b": pytest.approx(1.0), "comparisons": 1}}
+    alice = got["annotators"]["alice"]
+    assert alice["comparisons"] == 3 and alice["tau_b"] == pytest.approx((0.8 + 1 - 0.8) / 3)
+    assert alice["with"] == {"bob": {"compared": 3, "tau_b": pytest.approx(0.9)},
+                             "carol": {"compared": 1, "tau_b": pytest.approx(-0.8)}}
+    assert got["annotators"]["carol"]["with"]["bob"]["tau_b"] == pytest.approx(-1.0)
+    assert set(got["annotators"]) == {"alice", "bob", "carol"}  # no skips, discarded labels or judges
+    assert people_agreement(store)["rankings"] == got
+
+
+def test_rank_agreement_on_ratings_orders_by_overall_score(store):
+    cid, _ = add_kind(store, "rating", ("x", "y", "z"))
+    add_label(store, cid, "rated", annotator="alice", ratings={"h": [5, 3, 1]})
+    add_label(store, cid, "rated", annotator="bob", ratings={"h": [4, 4, 1], "o": [4, 2, 2]})  # 4, 3, 1.5
+    add_label(store, cid, "rated", annotator="carol", ratings={"h": [1, 3, 5]})
+    got = people_agreement(store)["ratings"]
+    # alice-bob 1, alice-carol -1, bob-carol -1
+    assert (got["comparisons"], got["tau_b"]) == (1, pytest.approx(-1 / 3))
+    assert people_agreement(store)["rankings"]["comparisons"] == 0
+    with pytest.raises(ValueError, match="ranking and rating"):
+        rank_agreement(store, "thumbs")
+
+
+def test_pair_agreement_never_counts_ranking_rating_or_thumbs_labels(store):
+    cids = labelled_by_three(store)
+    before = people_agreement(store)
+    ranked_by_people(store)
+    rating, _ = add_kind(store, "rating", ("x", "y"))
+    thumb, _ = add_kind(store, "thumbs", ("x",))
+    for name in ("alice", "bob", "carol"):
+        add_label(store, rating, "rated", annotator=name, ratings={"h": [5, 1]})
+        add_label(store, thumb, "up", annotator=name)
+    add_label(store, cids[5], "up", annotator="bob")  # a stray thumb on a pair: no answer to compare
+    add_label(store, thumb, "a", annotator="judge:j", source="judge")  # nor a judge's 'a' on a thumbs comparison
+    after = people_agreement(store)
+    assert {k: after[k] for k in ("alpha", "units", "values", "by_round", "annotators")} == \
+        {k: before[k] for k in ("alpha", "units", "values", "by_round", "annotators")}
+    assert after["alpha"] == pytest.approx(7 / 19)
+    judge = judge_agreement(store)["judge:j"]
+    assert (judge["compared"], judge["labels"]) == (1, 1)  # its tie on c3 only

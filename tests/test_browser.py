@@ -1,12 +1,13 @@
 """The web UI in a real headless Chromium (Playwright, sync API): labelling with the keyboard, a rationale and an
-edit; hostile prompts and responses that must not run, load or restyle anything; the operator's export download;
-an annotator who cannot see the console. Skipped only when Chromium is absent and CI is not set."""
+edit; rankings by number keys and by drag, ratings with their help text, thumbs; hostile prompts and responses that
+must not run, load or restyle anything; the operator's export download; an annotator who cannot see the console.
+Skipped only when Chromium is absent and CI is not set."""
 
 import json
 import re
 
 import pytest
-from browsing import BROWSER
+from browsing import BROWSER, seed_kind
 from conftest import seed_comparisons
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from sqlmodel import select
@@ -529,4 +530,183 @@ def test_an_empty_label_view_shows_new_comparisons_as_they_arrive(site, session)
     s.wait_text("#pf-prompt", "Nothing left to label")
     seed_comparisons(app.store, 1, texts=lambda i: ("A prompt sampled meanwhile", "first", "second"))
     s.wait_text("#pf-prompt", "A prompt sampled meanwhile", timeout=30_000)  # no reload: the view looks again
+    assert not s.remote and not s.dialogs
+
+
+# -- rankings, ratings and thumbs --------------------------------------------------------------------------------------
+def _shown_positions(page) -> list[int]:
+    """The positions of the ranking's or rating's cards in the order the page shows them."""
+    return page.evaluate("() => [...document.querySelectorAll('#pf-cards .pf-card[data-position]')]"
+                         ".map(c => Number(c.dataset.position))")
+
+
+def _ranks_shown(page) -> list[str]:
+    return page.evaluate("() => [...document.querySelectorAll('#pf-cards .pf-rank-card .pf-given-shown')]"
+                         ".map(b => b.innerText)")
+
+
+def _enabled(page, selector: str) -> bool:
+    return page.evaluate("(s) => { const b = document.querySelector(s); return !!b && !b.disabled "
+                         "&& b.offsetParent !== null; }", selector)
+
+
+def _label_of(app, comparison_id: int) -> Label:
+    with app.store.read() as s:
+        return s.exec(select(Label).where(Label.comparison_id == comparison_id)).one()
+
+
+@pytest.mark.parametrize("width", [1400, 420])
+def test_a_ranking_is_given_by_number_keys_with_a_tie_and_stored_by_position(site, session, shots, width):
+    url, app = site
+    skipped = seed_kind(app.store, "ranking", ["skip me 0", "skip me 1"], prompt="A ranking to skip")
+    ranked = seed_kind(app.store, "ranking", ["**Paris** is the capital.", "It is Lyon.", "Paris, I think."],
+                       prompt="What is the capital of France?")
+    s = session("alice", width=width, height=900)
+    page = s.page
+    s.wait_text("#pf-prompt", "A ranking to skip")
+    assert not page.locator("#pf-btn-left").is_visible() and page.locator("#pf-btn-rank").is_visible()
+    page.keyboard.press("a")  # a pair's key does nothing here
+    page.keyboard.press("s")  # Skip works on every kind
+    s.wait_text("#pf-prompt", "capital of France")
+    assert _label_of(app, skipped).choice == "skip"
+    order = _shown_positions(page)
+    assert sorted(order) == [0, 1, 2] and _ranks_shown(page) == ["–", "–", "–"]
+    assert not _enabled(page, "#pf-btn-rank")
+    page.keyboard.press("2")  # the first card shown, then the next one without a rank, ...
+    page.keyboard.press("1")
+    assert not _enabled(page, "#pf-btn-rank") and "2 of 3 ranked" in page.inner_text("#pf-cards")
+    page.keyboard.press("3")
+    assert _ranks_shown(page) == ["2", "1", "3"] and _enabled(page, "#pf-btn-rank")
+    page.locator("#pf-cards .pf-rank-card").nth(0).locator(".pf-pane-body").click()  # focus the first card
+    page.keyboard.press("1")  # a rank already given: a tie for the best
+    assert _ranks_shown(page) == ["1", "1", "3"]
+    page.keyboard.press("Enter")
+    s.wait_labels_today(1)  # the skip counts for nobody
+    label = _label_of(app, ranked)
+    assert label.choice == "ranked" and label.annotator == "alice"
+    assert label.ranking == [dict(zip(order, [1, 1, 3], strict=True))[p] for p in range(3)]
+    assert "Ranked" in page.inner_text("#pf-recent")
+    assert not s.remote and not s.dialogs
+
+
+def test_ranking_screens_at_desk_and_phone_width(site, session, shots):
+    url, app = site
+    long = "\n\n".join(f"Paragraph {i}: a longer answer that keeps going for a while." for i in range(4))
+    seed_kind(app.store, "ranking", ["Short answer.", long, "A *third* answer with `code`.", "Fourth."],
+              prompt="Rank these four answers.")
+    for width in (1400, 420):
+        s = session("alice", width=width, height=900)
+        page = s.page
+        s.wait_text("#pf-prompt", "Rank these four")
+        page.keyboard.press("2")
+        page.keyboard.press("1")
+        page.wait_for_timeout(300)
+        page.screenshot(path=str(shots / f"label-ranking-{width}.png"))
+        page.screenshot(path=str(shots / f"label-ranking-{width}-full.png"), full_page=True)
+        boxes = page.evaluate("() => [...document.querySelectorAll('#pf-cards .pf-rank-card')].map(c => {"
+                              " const r = c.getBoundingClientRect(); return [r.x, r.width]; })")
+        assert len(boxes) == 4 and all(w <= width and x >= 0 for x, w in boxes)  # nothing runs off the screen
+        overflow = page.evaluate("document.documentElement.scrollWidth")
+        assert overflow <= width, overflow
+        assert not s.remote and not s.dialogs
+        s.close()
+
+
+def test_a_ranking_is_given_by_dragging_cards_into_order(site, session, shots):
+    url, app = site
+    ranked = seed_kind(app.store, "ranking", ["first text", "second text", "third text"], prompt="Drag them")
+    s = session("alice", width=1400, height=900)
+    page = s.page
+    s.wait_text("#pf-prompt", "Drag them")
+    order = _shown_positions(page)
+    cards = page.locator("#pf-cards .pf-rank-card")
+    # The last card shown, dragged by its header onto the top half of the first: it goes first, and every card is
+    # ranked by the new order.
+    cards.nth(2).locator(".pf-card-head").drag_to(cards.nth(0), target_position={"x": 40, "y": 8})
+    page.wait_for_function("() => document.querySelectorAll('#pf-cards .pf-rank-card.pf-given').length === 3")
+    dragged = [order[2], order[0], order[1]]
+    assert _shown_positions(page) == dragged and _ranks_shown(page) == ["1", "2", "3"]
+    # A tie by number key: the card now last ties with the one above it.
+    cards.nth(2).focus()
+    page.keyboard.press("2")
+    assert _ranks_shown(page) == ["1", "2", "2"]
+    page.wait_for_timeout(300)  # the buttons' transitions end before the picture
+    page.screenshot(path=str(shots / "label-ranking-dragged.png"))
+    sent: list[str] = []  # the ranks travel with the click: one request, as a pair's click
+    page.on("request", lambda r: sent.append(f"{r.method} {r.url}") if "/gradio_api/" in r.url else None)
+    page.click("#pf-btn-rank")
+    s.wait_labels_today(1)
+    page.wait_for_timeout(300)
+    assert len(sent) == 1 and sent[0].startswith("POST ") and "/run/predict" in sent[0], sent
+    ranks = dict(zip(dragged, [1, 2, 2], strict=True))
+    assert _label_of(app, ranked).ranking == [ranks[p] for p in range(3)]
+    assert not s.remote and not s.dialogs
+
+
+@pytest.mark.parametrize("width", [1400, 420])
+def test_ratings_show_each_criterions_help_and_store_the_scores_clicked(site, session, shots, width):
+    url, app = site
+    app.settings.labelling.rating_scale = 7
+    app.settings.labelling.rating_criteria = {"helpfulness": "Does it do what was asked?",
+                                              "honesty": "Is it <b>true</b>, and unsure when it should be?"}
+    rated = seed_kind(app.store, "rating", ["One answer.", "Another answer, longer than the first one."],
+                      prompt="Rate both answers.")
+    s = session("alice", width=width, height=900)
+    page = s.page
+    s.wait_text("#pf-prompt", "Rate both")
+    order = _shown_positions(page)
+    help_text = page.locator("#pf-cards .pf-help", has_text="Is it <b>true</b>, and unsure").first
+    assert help_text.is_visible()  # the help, as text, beside the control it explains
+    assert page.locator("#pf-cards .pf-help", has_text="Does it do what was asked?").count() == 2
+    assert not _enabled(page, "#pf-btn-rate") and page.locator("#pf-btn-rate").is_visible()
+    clicked = {("helpfulness", 0): 7, ("honesty", 0): 2, ("helpfulness", 1): 3}
+    for (criterion, shown), score in clicked.items():
+        row = page.locator(f"#pf-cards .pf-rate-card >> nth={shown}").locator(
+            f".pf-rate-row[data-criterion='{criterion}']")
+        row.locator(f".pf-pick[data-pick='{score}']").click()
+    assert not _enabled(page, "#pf-btn-rate")
+    page.locator("#pf-cards .pf-rate-card >> nth=1").locator(".pf-rate-row[data-criterion='honesty']").focus()
+    page.keyboard.press("5")  # the focused row's score, by key
+    page.keyboard.press("9")  # past the scale: nothing
+    assert _enabled(page, "#pf-btn-rate")
+    page.wait_for_timeout(200)
+    page.screenshot(path=str(shots / f"label-rating-{width}.png"))
+    page.screenshot(path=str(shots / f"label-rating-{width}-full.png"), full_page=True)
+    assert page.evaluate("document.documentElement.scrollWidth") <= width
+    page.click("#pf-btn-rate")
+    s.wait_labels_today(1)
+    scores = {**clicked, ("honesty", 1): 5}
+    expected = {c: [scores[(c, order.index(p))] for p in range(2)] for c in ("helpfulness", "honesty")}
+    label = _label_of(app, rated)
+    assert label.choice == "rated" and label.ratings == expected
+    assert not s.remote and not s.dialogs
+
+
+@pytest.mark.parametrize("width", [1400, 420])
+def test_thumbs_by_keyboard_and_undo(site, session, shots, width):
+    url, app = site
+    good = seed_kind(app.store, "thumbs", ["A helpful, correct answer."], prompt="Thumbs one")
+    bad = seed_kind(app.store, "thumbs", ["A wrong answer."], prompt="Thumbs two")
+    s = session("alice", width=width, height=900)
+    page = s.page
+    s.wait_text("#pf-prompt", "Thumbs one")
+    assert page.locator("#pf-btn-up").is_visible() and page.locator("#pf-btn-down").is_visible()
+    assert not page.locator("#pf-btn-left").is_visible() and not page.locator("#pf-edit").is_visible()
+    page.wait_for_timeout(200)
+    page.screenshot(path=str(shots / f"label-thumbs-{width}.png"))
+    page.keyboard.press("b")  # a pair's key does nothing here
+    page.keyboard.press("g")
+    s.wait_text("#pf-prompt", "Thumbs two")
+    page.keyboard.press("d")
+    s.wait_labels_today(2)
+    assert (_label_of(app, good).choice, _label_of(app, bad).choice) == ("up", "down")
+    recent = page.inner_text("#pf-recent")
+    assert recent.index("Bad") < recent.index("Good")
+    page.keyboard.press("u")  # undo the thumb down: its comparison comes back
+    s.wait_text("#pf-prompt", "Thumbs two")
+    s.wait_labels_today(1)
+    assert "Undone" in page.inner_text("#pf-bar-notice") and "Bad" in page.inner_text("#pf-bar-notice")
+    page.keyboard.press("g")
+    s.wait_labels_today(2)
+    assert _label_of(app, bad).choice == "up"
     assert not s.remote and not s.dialogs

@@ -113,6 +113,14 @@ def test_generate_samples_the_deployed_version_into_comparisons(workdir, tiny_mo
     assert "2 prompts sampled from v0, 6 responses" in r.stdout
     stats = json.loads(run("stats", "--json", workdir=workdir).stdout)
     assert stats["responses"] == 6 and sum(stats["comparisons"].values()) >= 2
+    ranking = {"PREFLOOP_GENERATION_FEEDBACK": "ranking", "PREFLOOP_GENERATION_RESPONSES_PER_COMPARISON": "3"}
+    r = run("generate", "--samples", "2", workdir=workdir, env=ranking)  # k = 3 of 2 samples: refused, no model
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert "responses_per_comparison (3)" in r.stderr and "samples_per_prompt (2)" in r.stderr
+    r = run("generate", "--samples", "3", workdir=workdir, env=ranking)
+    assert r.returncode == 0, r.stderr
+    stats = json.loads(run("stats", "--json", workdir=workdir).stdout)
+    assert stats["comparisons_by_kind"]["ranking"] == 1  # the one prompt left, its 3 samples ranked as one
 
 
 def test_a_hub_model_gone_from_the_cache_fails_generation_with_a_clear_message(workdir, tmp_path):

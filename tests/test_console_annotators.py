@@ -9,7 +9,7 @@ from datetime import timedelta
 import httpx
 import pytest
 from browsing import browser_test
-from conftest import TEST_PASSWORD, seed_comparisons
+from conftest import TEST_PASSWORD, make_kind_comparison, seed_comparisons
 from sqlmodel import select
 
 from app.services import accounts, console
@@ -17,7 +17,7 @@ from app.services.annotators import people
 from app.ui.console import overview
 from data.agreement import annotator_agreement
 from data.models import AuditEvent, Comparison, Label, utcnow
-from data.queue import submit_label
+from data.queue import Given, submit_label
 
 
 def label(store, annotator, cid, choice, seconds=None, source="human"):
@@ -136,6 +136,22 @@ def test_quality_per_person_agreement_between_people_and_gold_on_a_known_example
                                                                          ("bob", "dan", 1)]
 
 
+def ranked_by_two(store) -> None:
+    """alice ranks R0 > R1 > R2, bob R0 > R2 > R1: two of three pairs in the same order, tau-b 1/3."""
+    cid = make_kind_comparison(store, "ranking", 3, overlap=2)
+    submit_label(store, "alice", cid, "ranked", "ab", given=Given(ranking=[1, 2, 3]))
+    submit_label(store, "bob", cid, "ranked", "ab", given=Given(ranking=[1, 3, 2]))
+
+
+def test_agreement_on_rankings_is_kendalls_tau_b_per_pair_of_people(web_app):
+    assert people(web_app).reliability.orders == []  # nothing ordered yet: nothing shown
+    ranked_by_two(web_app.store)
+    [order] = people(web_app).reliability.orders
+    assert (order.kind, order.comparisons) == ("ranking", 1) and order.tau_b == pytest.approx(1 / 3)
+    assert [(p.first, p.second, p.compared) for p in order.pairs] == [("alice", "bob", 1)]
+    assert people(web_app).reliability.units == 0  # a ranking is no pair: alpha and kappa never see it
+
+
 def test_stats_show_alpha_per_round_agreement_per_person_and_gold(web_app):
     import json
 
@@ -156,6 +172,11 @@ def test_stats_show_alpha_per_round_agreement_per_person_and_gold(web_app):
     assert "people: alpha 0.294 over 3 comparison(s)" in r.output and "  round 0: alpha 0.294" in r.output
     assert "  dan: majority agreement 0.000 of 2" in r.output and "HELD BACK: 3 label(s) held" in r.output
     assert "    kappa with bob: 1.000 over 2 (agreement 1.000)" in r.output  # alice's, both b then a
+    assert "rankings:" not in r.output  # none yet
+    ranked_by_two(web_app.store)
+    r = runner.invoke(cli, ["--workdir", str(web_app.workdir), "stats"])
+    assert "rankings: Kendall's tau-b 0.333 over 1 comparison(s)" in r.output
+    assert "  alice with bob: tau-b 0.333 over 1" in r.output
     summary = overview.summary_text(console.overview(web_app), []).split("\n")
     assert summary[-1] == "**Agreement:** alpha 0.29 over 3 comparisons labelled by 2+ people · 1 held back"
 
@@ -284,10 +305,13 @@ def test_a_disabled_annotator_is_refused_in_the_browser_and_the_api_at_once(site
 def test_operator_sees_label_quality_and_releases_or_discards_held_labels(site, session, shots):
     url, app = site
     labelled_with_gold(app.store)
+    ranked_by_two(app.store)
     s = session("olivia", width=1400)
     page = s.page
     s.console("Annotators")
     s.wait_text("#pf-quality-table", "HELD: 3 label(s)")
+    assert "Kendall's tau-b on rankings: 0.33 over 1 comparison" in page.inner_text("#pf-tau")
+    assert "alice" in page.inner_text("#pf-tau-pairs") and "0.33" in page.inner_text("#pf-tau-pairs")
     alice, dan = (row_text(page, "#pf-quality-table", name) for name in ("alice", "dan"))
     assert "0.50 of 2" in alice and "1.00 of 5" in alice and "HELD" not in alice
     assert "0.00 of 5" in dan and "HELD" in dan

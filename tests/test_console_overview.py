@@ -6,7 +6,7 @@ import math
 
 import pytest
 from browsing import browser_test
-from conftest import seed_comparisons
+from conftest import make_kind_comparison, seed_comparisons
 
 from app.services import console
 from app.ui.console import overview
@@ -108,6 +108,15 @@ def test_the_summary_is_short_lines_one_per_subject(web_app):
     assert lines[0] == "**Queue:** 3 still want labels · 1 being labelled now · 3 open · 0 done · 0 retired"
     assert lines[-1] == "**Model:** v0 deployed · 0 finished rounds"
     assert all(len(line) < 100 for line in lines)
+    assert "Kinds" not in text  # pairs alone: nothing to tell apart
+
+
+def test_the_summary_counts_comparisons_by_kind_once_there_is_more_than_pairs(web_app):
+    seed_comparisons(web_app.store, 2)
+    make_kind_comparison(web_app.store, "ranking", 3)
+    make_kind_comparison(web_app.store, "thumbs", 1)
+    text = overview.summary_text(console.overview(web_app), [])
+    assert "**Kinds:** pair 2 · ranking 1 · thumbs 1" in text.split("\n")
 
 
 # -- in the browser ------------------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import json
 
 import httpx
 import pytest
-from conftest import TEST_PASSWORD, seed_comparisons
+from conftest import TEST_PASSWORD, make_kind_comparison, seed_comparisons
 from sqlmodel import select
 from test_cli import run
 
@@ -16,7 +16,7 @@ from app.services import curation, labelling, transfer
 from app.services.errors import Conflict, Forbidden, NotFound
 from app.services.workdir import open_app
 from data.models import Comparison, Label, Prompt
-from data.queue import submit_label
+from data.queue import Given, submit_label
 from generation.backend import Sample
 from training.config import RoundConfig
 from training.pairs import NotEnoughPairs, select_pairs
@@ -145,6 +145,18 @@ def test_show_says_what_an_id_stands_for_before_it_is_discarded(web_app):
         curation.show(web_app, "prompt", 99)
     with pytest.raises(LookupError, match="no comparison with id"):
         curation.discard(web_app, "comparison", 10**30, "overflows no driver", "olivia")
+
+
+def test_show_lists_every_response_of_a_ranking_and_what_its_labels_say_by_position(web_app):
+    cid = make_kind_comparison(web_app.store, "ranking", 3)
+    submit_label(web_app.store, "ann", cid, "ranked", "ab", given=Given(ranking=[2, 1, 3]))
+    comparison = curation.show(web_app, "comparison", cid)
+    assert comparison["comparison_kind"] == "ranking" and comparison["responses"] == ["R0", "R1", "R2"]
+    text = curation.show_text(comparison)
+    assert "  #1: R0\n  #2: R1\n  #3: R2" in text and "ann (human) ranked #1 2, #2 1, #3 3" in text
+    rated = make_kind_comparison(web_app.store, "rating", 2)
+    submit_label(web_app.store, "ann", rated, "rated", "ab", given=Given(ratings={"honesty": [5, 1]}))
+    assert "ann (human) rated honesty 5, 1" in curation.show_text(curation.show(web_app, "comparison", rated))
 
 
 def test_the_audit_trail_says_who_when_what_and_why_newest_first(web_app):

@@ -1,7 +1,7 @@
-"""Export (data/export.py, data/export_files.py): the JSONL formats' exact shape, TRL's unpaired format as TRL
-unpairs the trl export, the ties and metadata sidecars,
-OpenAI tools, unicode, atomic writes, Parquet and `datasets` folders read back by their consumers, and a TRL DPO
-run on an exported file."""
+"""Export (data/export.py, data/export_files.py, data/export_ultrafeedback.py): the JSONL formats' exact shape, TRL's
+unpaired format as TRL unpairs the trl export (and thumbs as its rows of their own), UltraFeedback records of rated
+comparisons, the ties and metadata sidecars, OpenAI tools, unicode, atomic writes, Parquet and `datasets` folders
+read back by their consumers, and a TRL DPO run on an exported file."""
 
 import io
 import json
@@ -13,7 +13,7 @@ import pytest
 from data import export as export_module
 from data import export_files
 from data.export import FORMATS, container_for, export_pairs, export_part, sidecar_path
-from data.models import Comparison, Label, Prompt, Response
+from data.models import Comparison, ComparisonResponse, Label, Prompt, Response
 
 PROMPT = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What does json do?"}]
 
@@ -149,7 +149,7 @@ def test_metadata_goes_to_a_sidecar_line_per_pair(store, tmp_path, fmt):
     meta = read_lines(tmp_path / "pairs.metadata.jsonl")
     assert [m["row"] for m in meta] == [0, 1] and meta[0]["comparison_id"] == first
     assert meta[1] == {
-        "row": 1, "comparison_id": cid, "source": "human", "annotators": ["ann0", "ann1", "ann2"],
+        "row": 1, "comparison_id": cid, "kind": "pair", "source": "human", "annotators": ["ann0", "ann1", "ann2"],
         "agreement": pytest.approx(2 / 3), "labels": 3, "model_versions": {"chosen": "v2", "rejected": "v2"},
         "round": 2,
     }
@@ -293,9 +293,9 @@ def test_progress_bar(store, tmp_path, capsys):
 
 
 def test_bad_arguments_fail_before_writing(store, tmp_path):
-    with pytest.raises(ValueError, match="allowed: trl, openai, trl-unpaired"):
+    with pytest.raises(ValueError, match="allowed: trl, openai, trl-unpaired, ultrafeedback"):
         export_pairs(store, tmp_path / "x.jsonl", fmt="csv")
-    assert FORMATS == ("trl", "openai", "trl-unpaired")
+    assert FORMATS == ("trl", "openai", "trl-unpaired", "ultrafeedback")
     with pytest.raises(ValueError, match="allowed: adjudication, human, import, judge"):
         export_pairs(store, tmp_path / "x.jsonl", sources=("robot",))
     with pytest.raises(ValueError, match="min_agreement"):
@@ -575,3 +575,156 @@ def test_trl_unpaired_export_part_streams_the_same_files(store, tmp_path):
         buf = io.BytesIO()
         export_part(store, buf, part, fmt="trl-unpaired", metadata=part != "pairs")
         assert buf.getvalue() == (tmp_path / path).read_bytes(), part
+
+
+# -- thumbs and ratings ------------------------------------------------------------------------------------------
+def add_group(store, kind: str, texts, labels=(), *, prompt=PROMPT, overlap: int = 1,
+              version_id: int | None = None, prompt_id: int | None = None) -> int:
+    """A ranking, rating or thumbs comparison of `texts` (by position) with `labels`, each (annotator, source,
+    choice, ratings), on a new prompt or the stored `prompt_id`; returns the comparison id. A thumbs comparison's
+    one response is its A and its B."""
+    with store.write() as s:
+        p = s.get(Prompt, prompt_id) if prompt_id else Prompt(messages=prompt, content_hash=uuid.uuid4().hex)
+        s.add(p)
+        s.flush()
+        responses = [Response(prompt_id=p.id, model_version_id=version_id, text=t) for t in texts]
+        s.add_all(responses)
+        s.flush()
+        ids = [r.id for r in responses]
+        c = Comparison(prompt_id=p.id, response_a_id=ids[0], response_b_id=ids[min(1, len(ids) - 1)], kind=kind,
+                       model_version_id=version_id, overlap=overlap)
+        s.add(c)
+        s.flush()
+        s.add_all([ComparisonResponse(comparison_id=c.id, position=i, response_id=rid) for i, rid in enumerate(ids)])
+        for annotator, source, choice, ratings in labels:
+            s.add(Label(comparison_id=c.id, annotator=annotator, source=source, choice=choice, ratings=ratings))
+        return c.id
+
+
+def thumb(store, text: str, choice: str, prompt=PROMPT, prompt_id: int | None = None) -> int:
+    return add_group(store, "thumbs", [text], [("ann0", "human", choice, None)], prompt=prompt, prompt_id=prompt_id)
+
+
+def test_trl_unpaired_writes_each_thumb_as_one_row_among_the_pairs(store, tmp_path):
+    up = thumb(store, "fine answer", "up")
+    pair = add_pair(store, ("b",))
+    down = thumb(store, "poor answer", "down", prompt=[{"role": "user", "content": "Other?"}])
+    out = tmp_path / "rows.jsonl"
+    assert export_pairs(store, out, fmt="trl-unpaired", metadata=True) == 4
+    assert read_lines(out) == [
+        {"prompt": PROMPT, "completion": assistant("fine answer"), "label": True},
+        {"prompt": PROMPT, "completion": assistant("answer B"), "label": True},
+        {"prompt": PROMPT, "completion": assistant("answer A"), "label": False},
+        {"prompt": [{"role": "user", "content": "Other?"}], "completion": assistant("poor answer"), "label": False}]
+    meta = read_lines(tmp_path / "rows.metadata.jsonl")
+    assert [(m["row"], m["comparison_id"], m["kind"]) for m in meta] == [
+        (0, up, "thumbs"), (1, pair, "pair"), (2, pair, "pair"), (3, down, "thumbs")]
+    assert meta[0]["model_versions"] == {"completion": None}
+
+
+def test_thumbs_that_disagree_on_a_prompt_export_as_a_pair_except_unpaired(store, tmp_path):
+    """trl and openai carry the pair two thumbs make (iter_resolved's); trl-unpaired carries the thumbs instead."""
+    first = thumb(store, "good one", "up")
+    with store.read() as s:
+        prompt_id = s.get(Comparison, first).prompt_id
+    thumb(store, "bad one", "down", prompt_id=prompt_id)
+    assert export_pairs(store, tmp_path / "pairs.jsonl") == 1
+    assert read_lines(tmp_path / "pairs.jsonl") == [
+        {"prompt": PROMPT, "chosen": assistant("good one"), "rejected": assistant("bad one")}]
+    assert export_pairs(store, tmp_path / "rows.jsonl", fmt="trl-unpaired") == 2
+    assert [(r["completion"][0]["content"], r["label"]) for r in read_lines(tmp_path / "rows.jsonl")] == [
+        ("good one", True), ("bad one", False)]
+
+
+@pytest.mark.parametrize("container", ["parquet", "dataset"])
+def test_trl_unpaired_parquet_and_dataset_hold_thumbs_rows(store, tmp_path, container):
+    from datasets import load_dataset, load_from_disk
+
+    thumb(store, "fine answer", "up")
+    add_pair(store, ("a",))
+    thumb(store, "poor answer", "down", prompt=[{"role": "user", "content": "Other?"}])
+    export_pairs(store, tmp_path / "rows.jsonl", fmt="trl-unpaired")
+    out = tmp_path / ("rows.parquet" if container == "parquet" else "rows")
+    assert export_pairs(store, out, fmt="trl-unpaired", to=container) == 4
+    ds = (load_from_disk(str(out)) if container == "dataset" else
+          load_dataset("parquet", data_files=str(out), split="train", cache_dir=str(tmp_path / "hf")))
+    assert ds.to_list() == read_lines(tmp_path / "rows.jsonl")
+
+
+CRITERIA = ("helpfulness", "honesty")
+
+
+def rated(annotator: str, helpfulness, honesty, source: str = "human"):
+    return (annotator, source, "rated", {"helpfulness": helpfulness, "honesty": honesty})
+
+
+def test_ultrafeedback_exact_shape_with_mean_ratings_of_the_resolving_labels(store, tmp_path):
+    v1 = store.versions.add("v1", "/m/v1", round=1)
+    question = [{"role": "user", "content": "Name a colour."}]
+    cid = add_group(store, "rating", ["Red.", "Chair.", "Blue."], [
+        rated("ann0", [5, 1, 4], [5, None, 3]), rated("ann1", [4, 1, 4], [4, None, 2]),
+        rated("judge:x", [1, 5, 1], [1, 5, 1], source="judge"),  # judges do not resolve by default
+    ], prompt=question, overlap=2, version_id=v1.id)
+    out = tmp_path / "uf.jsonl"
+    assert export_pairs(store, out, fmt="ultrafeedback", metadata=True) == 1
+
+    def completion(text, helpfulness, honesty):
+        return {"model": "v1", "response": text,
+                "annotations": {"helpfulness": {"Rating": helpfulness}, "honesty": {"Rating": honesty}}}
+
+    assert read_lines(out) == [{"instruction": "Name a colour.", "completions": [
+        completion("Red.", "4.5", "4.5"), completion("Chair.", "1", "N/A"), completion("Blue.", "4", "2.5")]}]
+    assert read_lines(tmp_path / "uf.metadata.jsonl") == [{
+        "row": 0, "comparison_id": cid, "kind": "rating", "source": "human", "annotators": ["ann0", "ann1"],
+        "labels": 2, "model_versions": ["v1", "v1", "v1"], "round": 1}]
+
+
+def test_ultrafeedback_leaves_out_what_did_not_resolve_and_keeps_what_ties(store, tmp_path):
+    add_group(store, "rating", ["a", "b"], [rated("ann0", [5, 1], [5, 1])], overlap=2)  # one label of two
+    tied = add_group(store, "rating", ["c", "d"], [rated("ann0", [3, 3], [3, 3])])  # no pair, still a rating
+    discarded = add_group(store, "rating", ["e", "f"], [rated("ann0", [5, 1], [5, 1])])
+    add_pair(store, ("a",))
+    thumb(store, "fine", "up")
+    with store.write() as s:
+        s.get(Comparison, discarded).discarded_at = s.get(Comparison, discarded).created_at
+    out = tmp_path / "uf.jsonl"
+    assert export_pairs(store, out, fmt="ultrafeedback", metadata=True) == 1
+    assert [c["response"] for c in read_lines(out)[0]["completions"]] == ["c", "d"]
+    assert read_lines(tmp_path / "uf.metadata.jsonl")[0]["comparison_id"] == tied
+
+
+def test_ultrafeedback_writes_a_conversation_as_messages(store, tmp_path):
+    add_group(store, "rating", ["a", "b"], [rated("ann0", [5, 1], [4, 2])])
+    [record] = read_lines(export_to(store, tmp_path / "uf.jsonl", "ultrafeedback"))
+    assert "instruction" not in record and record["messages"] == PROMPT
+
+
+def export_to(store, out, fmt: str, **options):
+    export_pairs(store, out, fmt=fmt, **options)
+    return out
+
+
+def test_a_rating_exports_as_the_pairs_it_yields_in_the_pair_formats(store, tmp_path):
+    """rating_gap 1 (the default): overall 5 and 4 are a pair, 4 and 3.5 are not."""
+    add_group(store, "rating", ["best", "good", "fair"], [rated("ann0", [5, 4, 4], [5, 4, 3])])
+    pairs = [(r["chosen"][0]["content"], r["rejected"][0]["content"])
+             for r in read_lines(export_to(store, tmp_path / "pairs.jsonl", "trl"))]
+    assert pairs == [("best", "good"), ("best", "fair")]
+
+
+def test_ultrafeedback_is_jsonl_only_and_has_no_ties_or_agreement_filter(store, tmp_path):
+    for to in ("parquet", "dataset"):
+        with pytest.raises(ValueError, match="format 'ultrafeedback' is JSONL only"):
+            export_pairs(store, tmp_path / "uf", fmt="ultrafeedback", to=to)
+    with pytest.raises(ValueError, match="no ties to write"):
+        export_pairs(store, tmp_path / "uf.jsonl", fmt="ultrafeedback", include_ties=True)
+    with pytest.raises(ValueError, match="min_agreement filters pairs"):
+        export_pairs(store, tmp_path / "uf.jsonl", fmt="ultrafeedback", min_agreement=0.5)
+    assert not list(tmp_path.glob("uf*"))
+
+
+def test_ultrafeedback_streams_as_an_export_part(store, tmp_path):
+    add_group(store, "rating", ["a", "b"], [rated("ann0", [5, 1], [4, 2])])
+    buf = io.BytesIO()
+    export_part(store, buf, "pairs", fmt="ultrafeedback")
+    assert buf.getvalue() == export_to(store, tmp_path / "uf.jsonl", "ultrafeedback").read_bytes() != b""

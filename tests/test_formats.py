@@ -9,8 +9,11 @@ from data.formats import (
     InvalidRecord,
     PreferenceRecord,
     PromptRecord,
+    RatingRecord,
     ResponsesRecord,
+    ThumbsRecord,
     UnknownFormat,
+    criterion_name,
     iter_records,
     parse_file,
     sniff_format,
@@ -100,11 +103,28 @@ def test_self_instruct_prompt_is_instruction_plus_blank_line_plus_input(shared_d
                                                                 "\n\nNight : Day :: Right : Left"}]
 
 
-def test_mt_bench_prompt_is_the_first_turn(shared_datasets):
+def test_mt_bench_prompt_is_the_first_turn_and_the_second_waits_as_the_next_turn(shared_datasets):
     records, _ = parse_file(shared_datasets / "mt-bench-questions.jsonl", "prompts-jsonl", "turns")
     assert records[0] == PromptRecord([{"role": "user", "content": "Compose an engaging travel blog post about a "
                                         "recent trip to Hawaii, highlighting cultural experiences and must-see "
-                                        "attractions."}], 1)
+                                        "attractions."}], 1,
+                                      [{"role": "user", "content": "Rewrite your previous response. Start every "
+                                                                   "sentence with the letter A."}])
+    source = [json.loads(line) for line in (shared_datasets / "mt-bench-questions.jsonl").read_text().splitlines()]
+    assert [[t["content"] for t in r.next_turns] for r in records] == [q["turns"][1:] for q in source]
+
+
+def test_a_single_turn_or_a_plain_prompt_has_no_next_turns(tmp_path):
+    path = jsonl(tmp_path, "p.jsonl", {"prompt": "hi"}, {"prompt": ["only one"]}, {"prompt": ["a", "b", "c"]})
+    records, _ = parse_file(path, "prompts-jsonl")
+    assert [r.next_turns for r in records] == [None, None, [{"role": "user", "content": "b"},
+                                                            {"role": "user", "content": "c"}]]
+
+
+def test_an_empty_later_turn_names_its_index(tmp_path):
+    path = jsonl(tmp_path, "mt.jsonl", {"turns": ["first", "  "]})
+    [error] = parse_file(path, "prompts-jsonl", "turns", skip_invalid=True)[1]
+    assert str(error) == f"{path}:1: field 'turns[1]': must be a non-empty string, got whitespace only"
 
 
 def test_openai_sample_keeps_system_and_user_messages(shared_datasets):
@@ -130,6 +150,8 @@ def test_sniff_tells_hh_transcripts_from_trl_implicit_standard_pairs(tmp_path):
     ({"prompt": "hi", "responses": ["a", "b"]}, "responses-jsonl"),
     ({"input": {"messages": []}, "preferred_output": [], "non_preferred_output": []}, "openai"),
     ({"prompt": "p", "chosen": "a", "rejected": "b"}, "trl"),
+    ({"prompt": "p", "completion": "a", "label": True}, "trl-unpaired"),
+    ({"instruction": "p", "completions": []}, "ultrafeedback"),
 ])
 def test_sniff_reads_the_keys_of_the_first_record(tmp_path, obj, fmt):
     assert sniff_format(jsonl(tmp_path, "data.jsonl", obj)) == fmt
@@ -412,3 +434,128 @@ def test_csv_prompt_field_picks_the_column_and_a_missing_column_is_fatal(tmp_pat
 def test_prompt_field_is_refused_for_preference_formats(tmp_path):
     with pytest.raises(ValueError, match="prompt_field"):
         iter_records(write(tmp_path, "x.jsonl", "{}"), "trl", prompt_field="question")
+
+
+# -- TRL's unpaired preference rows: thumbs up or down -----------------------------------------------------------
+def test_unpaired_rows_standard_and_conversational_are_thumbs(tmp_path):
+    path = jsonl(tmp_path, "kto.jsonl", {"prompt": "The sky is", "completion": " blue.", "label": True},
+                 {"prompt": [{"role": "user", "content": "Sky?"}],
+                  "completion": [{"role": "assistant", "content": "Green."}], "label": False})
+    assert parse_file(path, "trl-unpaired")[0] == [
+        ThumbsRecord([{"role": "user", "content": "The sky is"}], " blue.", True, 1),
+        ThumbsRecord([{"role": "user", "content": "Sky?"}], "Green.", False, 2)]
+
+
+@pytest.mark.parametrize(("record", "field", "fragment"), [
+    ({"prompt": "p", "completion": "a", "label": "true"}, "label", "must be true (a desirable completion) or false"),
+    ({"prompt": "p", "completion": "a"}, "label", "is missing"),
+    ({"prompt": "p", "completion": " ", "label": True}, "completion", "must be a non-empty string"),
+    ({"completion": "a", "label": True}, "prompt", "is missing"),
+    ({"prompt": [{"role": "user", "content": "p"}], "completion": "a", "label": True}, "completion",
+     "a list holding one assistant message"),
+    ({"prompt": [{"role": "user", "content": "p"}], "completion": [{"role": "user", "content": "a"}],
+      "label": True}, "completion[0].role", "must be 'assistant'"),
+])
+def test_a_bad_unpaired_row_names_its_field(tmp_path, record, field, fragment):
+    path = jsonl(tmp_path, "kto.jsonl", {"prompt": "ok", "completion": "fine", "label": False}, record)
+    with pytest.raises(InvalidRecord) as caught:
+        parse_file(path, "trl-unpaired")
+    assert (caught.value.line, caught.value.field) == (2, field) and fragment in caught.value.message
+    assert str(caught.value).startswith(f"{path}:2: field '{field}': ")
+
+
+# -- UltraFeedback ---------------------------------------------------------------------------------------------------
+def uf_completion(response: str, model: str | None = "m", **ratings) -> dict:
+    """One completion as UltraFeedback writes it: ratings as strings inside annotation objects."""
+    annotations = {name: {"Rating": rating, "Rationale": "because"} for name, rating in ratings.items()}
+    return {"model": model, "principle": "helpfulness", "response": response, "annotations": annotations,
+            "critique": "ok", "fine-grained_score": 3.5, "overall_score": 7.0}
+
+
+def uf(*completions, instruction="Name a colour.") -> dict:
+    return {"source": "sharegpt", "instruction": instruction, "models": ["m"], "correct_answers": ["None"],
+            "incorrect_answers": ["None"], "completions": list(completions)}
+
+
+def test_ultrafeedback_record_in_the_published_shape(tmp_path):
+    """The record shape of openbmb/UltraFeedback's README: helpfulness and truthfulness carry Type and a second
+    rationale, honesty may be 'N/A'."""
+    first = uf_completion("Red.", "gpt-4", instruction_following="5", honesty="N/A", truthfulness="4",
+                          helpfulness="4")
+    first["annotations"]["truthfulness"] |= {"Type": ["1", "2"], "Rationale For Rating": "fine"}
+    second = uf_completion("Chair.", "alpaca-7b", instruction_following="1", honesty="2", truthfulness="3",
+                           helpfulness="1")
+    [record] = parse_file(jsonl(tmp_path, "uf.jsonl", uf(first, second)), "ultrafeedback")[0]
+    assert record == RatingRecord(
+        [{"role": "user", "content": "Name a colour."}], ["Red.", "Chair."],
+        {"instruction_following": [5, 1], "honesty": [None, 2], "truthfulness": [4, 3], "helpfulness": [4, 1]},
+        1, ["gpt-4", "alpaca-7b"])
+
+
+def test_ultrafeedback_ratings_may_be_numbers_and_criteria_are_normalised(tmp_path):
+    record = uf(uf_completion("a", None, **{"Instruction-following": 4, "Helpfulness": "2.5"}),
+                uf_completion("b", None, **{"Instruction-following": 2, "Helpfulness": "5"}))
+    [parsed] = parse_file(jsonl(tmp_path, "uf.jsonl", record), "ultrafeedback")[0]
+    assert parsed.ratings == {"instruction_following": [4, 2], "helpfulness": [2.5, 5]}
+    assert parsed.models == [None, None]
+    assert (criterion_name("Instruction following"), criterion_name(" honesty "), criterion_name("?!")) == (
+        "instruction_following", "honesty", "")
+
+
+def test_a_criterion_only_some_completions_have_is_none_for_the_others(tmp_path):
+    record = uf(uf_completion("a", helpfulness="4", honesty="3"), uf_completion("b", helpfulness="2"),
+                uf_completion("c", helpfulness="N/A", honesty="N/A"))
+    [parsed] = parse_file(jsonl(tmp_path, "uf.jsonl", record), "ultrafeedback")[0]
+    assert parsed.ratings == {"helpfulness": [4, 2, None], "honesty": [3, None, None]}
+
+
+def test_an_ultrafeedback_prompt_may_be_messages(tmp_path):
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Name a colour."}]
+    record = {"messages": messages, "completions": [uf_completion("a", helpfulness="4"),
+                                                    uf_completion("b", helpfulness="1")]}
+    assert parse_file(jsonl(tmp_path, "uf.jsonl", record), "ultrafeedback")[0][0].messages == messages
+
+
+RATED = {"helpfulness": "3"}
+BAD_ULTRAFEEDBACK = [
+    ({"completions": [uf_completion("a", **RATED), uf_completion("b", **RATED)]}, "instruction", "is missing"),
+    (uf(uf_completion("a", **RATED)), "completions", "needs 2 to 64 completions to compare, got 1"),
+    ({"instruction": "p", "completions": "a, b"}, "completions", "must be a list of {response, annotations}"),
+    (uf(uf_completion("a", **RATED), "b"), "completions[1]", "must be an object with 'response'"),
+    (uf(uf_completion("a", **RATED), uf_completion("", **RATED)), "completions[1].response",
+     "must be a non-empty string"),
+    (uf(uf_completion("a", **RATED), uf_completion(" a", **RATED)), "completions[1].response",
+     "is the same text as completions[0].response"),
+    (uf(uf_completion("a", **RATED), uf_completion("b", helpfulness="8")),
+     "completions[1].annotations.helpfulness.Rating", "must be a rating from 1 to 7 (a number or a string such "
+                                                      "as \"4\") or 'N/A', not '8'"),
+    (uf(uf_completion("a", **RATED), uf_completion("b", helpfulness="good")),
+     "completions[1].annotations.helpfulness.Rating", "not 'good'"),
+    (uf(uf_completion("a", **RATED), uf_completion("b", helpfulness=0)),
+     "completions[1].annotations.helpfulness.Rating", "not 0"),
+    (uf(uf_completion("a", **RATED), uf_completion("b", helpfulness=True)),
+     "completions[1].annotations.helpfulness.Rating", "not a boolean"),
+    (uf(uf_completion("a", **RATED), {"response": "b", "annotations": {"helpfulness": {"Rationale": "x"}}}),
+     "completions[1].annotations.helpfulness.Rating", "is missing"),
+    (uf(uf_completion("a", **RATED), {"response": "b", "annotations": {"helpfulness": "3"}}),
+     "completions[1].annotations.helpfulness", "must be an object with a 'Rating', not a string"),
+    (uf(uf_completion("a", **RATED), {"response": "b"}), "completions[1].annotations", "is missing"),
+    (uf(uf_completion("a", **RATED), {"response": "b", "annotations": {}}), "completions[1].annotations",
+     "rates nothing"),
+    (uf(uf_completion("a", **RATED), uf_completion("b", helpfulness="N/A")), "completions[1].annotations",
+     "has no rating (only 'N/A'), and a record needs at least two rated completions"),
+    (uf(uf_completion("a", **RATED), uf_completion("b", 7, **RATED)), "completions[1].model",
+     "must be the name of the model"),
+]
+
+
+@pytest.mark.parametrize(("record", "field", "fragment"), BAD_ULTRAFEEDBACK,
+                         ids=[f"{i}-{c[1]}" for i, c in enumerate(BAD_ULTRAFEEDBACK)])
+def test_a_bad_ultrafeedback_record_names_file_line_and_field(tmp_path, record, field, fragment):
+    good = uf(uf_completion("x", **RATED), uf_completion("y", helpfulness="1"))
+    path = jsonl(tmp_path, "uf.jsonl", good, record)
+    with pytest.raises(InvalidRecord) as caught:
+        parse_file(path, "ultrafeedback")
+    assert (caught.value.line, caught.value.field) == (2, field)
+    assert fragment in caught.value.message
+    assert str(caught.value).startswith(f"{path}:2: field '{field}': ")

@@ -5,12 +5,12 @@ import time
 from pathlib import Path
 
 import pytest
-from sqlmodel import func, select
+from sqlmodel import col, func, select
 
 from data import importing
 from data.formats import InvalidRecord
 from data.importing import ImportResult, import_file
-from data.models import Comparison, Label, Prompt, Response
+from data.models import Comparison, ComparisonResponse, Label, Prompt, Response
 
 PREFERENCE_SAMPLES = [
     # file, format, prompts added, prompts duplicate, comparisons added, comparisons duplicate
@@ -538,17 +538,168 @@ def test_reimporting_a_gold_pair_keeps_what_is_stored(store, tmp_path):
     assert gold_answers(store) == {"a.jsonl:1": None}
 
 
+# -- TRL's unpaired preference rows: thumbs ---------------------------------------------------------------------
+def comparisons_of(store, kind: str) -> list[tuple]:
+    """(comparison, [response texts by position], its labels) of every comparison of `kind`, in id order."""
+    with store.read() as s:
+        rows = []
+        for c in s.exec(select(Comparison).where(Comparison.kind == kind).order_by(Comparison.id)).all():
+            texts = s.exec(select(Response.text).join(ComparisonResponse, col(ComparisonResponse.response_id)
+                                                       == Response.id)
+                           .where(ComparisonResponse.comparison_id == c.id)
+                           .order_by(ComparisonResponse.position)).all()
+            labels = s.exec(select(Label).where(Label.comparison_id == c.id)).all()
+            rows.append((c, list(texts), labels))
+        return rows
+
+
+KTO_ROWS = [{"prompt": "The sky is", "completion": " blue.", "label": True},
+            {"prompt": [{"role": "user", "content": "Sky?"}],
+             "completion": [{"role": "assistant", "content": "Green."}], "label": False}]
+
+
+def test_unpaired_rows_import_as_done_thumbs_comparisons_with_one_import_label(store, tmp_path):
+    result = import_file(store, write_jsonl(tmp_path / "kto.jsonl", *KTO_ROWS))
+    assert (result.format, result.prompts_added, result.comparisons_added, result.labels_added) == (
+        "trl-unpaired", 2, 2, 2)
+    (up, up_texts, [up_label]), (down, down_texts, [down_label]) = comparisons_of(store, "thumbs")
+    assert (up_texts, down_texts) == ([" blue."], ["Green."])
+    assert up.response_a_id == up.response_b_id and (up.status, up.overlap, up.source) == ("done", 1, "import")
+    assert (up_label.choice, up_label.source, up_label.annotator) == ("up", "import", "import")
+    assert down_label.choice == "down" and down.origin == "kto.jsonl:2"
+
+
+def test_reimporting_thumbs_adds_nothing_but_the_opposite_thumb_is_another_comparison(store, tmp_path):
+    path = write_jsonl(tmp_path / "kto.jsonl", *KTO_ROWS)
+    import_file(store, path)
+    before = row_counts(store)
+    again = import_file(store, path)
+    assert (again.comparisons_added, again.comparisons_duplicate) == (0, 2) and row_counts(store) == before
+    # Another person's verdict on the same response: a second thumbs comparison on a response row of its own.
+    other = import_file(store, write_jsonl(tmp_path / "other.jsonl", {**KTO_ROWS[0], "label": False}))
+    assert (other.prompts_duplicate, other.comparisons_added) == (1, 1)
+    thumbs = [(texts, labels[0].choice) for _, texts, labels in comparisons_of(store, "thumbs")]
+    assert thumbs == [([" blue."], "up"), (["Green."], "down"), ([" blue."], "down")]
+
+
+def test_a_thumb_on_a_text_already_in_a_pair_clashes_with_nothing(store, tmp_path):
+    import_file(store, write_jsonl(tmp_path / "pairs.jsonl", pair("The sky is", " blue.", " red.")))
+    result = import_file(store, write_jsonl(tmp_path / "kto.jsonl", KTO_ROWS[0]))
+    assert (result.prompts_duplicate, result.comparisons_added) == (1, 1)
+
+
 @pytest.mark.parametrize("to", ["jsonl", "dataset"])
-def test_trl_unpaired_data_is_refused_naming_the_format_not_taken_for_prompts(store, tmp_path, to):
+def test_a_trl_unpaired_export_imports_as_thumbs(store, tmp_path, more_db_urls, to):
+    """Each pair exported as TRL's unpaired rows (chosen: true, rejected: false) comes back as two thumbs."""
     from data.export import export_pairs
-    from data.formats import UnknownFormat
+    from data.store import Store
 
     import_file(store, save_dataset(tmp_path / "prefs", CONVERSATIONAL))
-    before = row_counts(store)
     out = tmp_path / ("rows.jsonl" if to == "jsonl" else "rows")
     assert export_pairs(store, out, fmt="trl-unpaired", to=to) == 6
-    for fmt in (None, "trl-unpaired"):
-        with pytest.raises(UnknownFormat, match=r"TRL unpaired preference data \(prompt, completion, label\) "
-                                                r"cannot be imported yet: .* import paired data"):
-            import_file(store, out, fmt=fmt)
+    again = Store(more_db_urls())
+    try:
+        result = import_file(again, out)
+        assert (result.format, result.prompts_added, result.comparisons_added) == ("trl-unpaired", 3, 6)
+        thumbs = [(texts[0], labels[0].choice) for _, texts, labels in comparisons_of(again, "thumbs")]
+        assert thumbs == [("a", "up"), ("b", "down")] * 3
+    finally:
+        again.close()
+
+
+# -- UltraFeedback ---------------------------------------------------------------------------------------------------
+def uf_completion(response: str, model: str | None = "m", **ratings) -> dict:
+    return {"model": model, "response": response,
+            "annotations": {name: {"Rating": rating, "Rationale": "because"} for name, rating in ratings.items()}}
+
+
+UF_RECORDS = [
+    {"source": "evol_instruct", "instruction": "Name a colour.", "completions": [
+        uf_completion("Red.", "gpt-4", helpfulness="5", honesty="N/A"),
+        uf_completion("Chair.", "alpaca-7b", helpfulness="1", honesty="2"),
+        uf_completion("Blue, I think.", None, helpfulness="4", honesty="3")]},
+    {"source": "flan", "instruction": "2 + 2?", "completions": [
+        uf_completion("4", helpfulness="5"), uf_completion("5", helpfulness="1")]},
+]
+
+
+def test_ultrafeedback_records_import_as_done_rating_comparisons_with_their_ratings(store, tmp_path):
+    result = import_file(store, write_jsonl(tmp_path / "uf.jsonl", *UF_RECORDS))
+    assert (result.format, result.prompts_added, result.comparisons_added, result.labels_added) == (
+        "ultrafeedback", 2, 2, 2)
+    (first, texts, [label]), (second, _, [label2]) = comparisons_of(store, "rating")
+    assert texts == ["Red.", "Chair.", "Blue, I think."]
+    assert (first.status, first.overlap, first.source, first.origin) == ("done", 1, "import", "uf.jsonl:1")
+    assert (label.choice, label.source, label.annotator) == ("rated", "import", "import")
+    assert label.ratings == {"helpfulness": [5, 1, 4], "honesty": [None, 2, 3]}
+    assert label2.ratings == {"helpfulness": [5, 1]}
+    with store.read() as s:
+        assert (s.get(Response, first.response_a_id).text, s.get(Response, first.response_b_id).text) == (
+            "Red.", "Chair.")
+        models = s.exec(select(Response.sampling_params).where(Response.prompt_id == first.prompt_id)
+                        .order_by(Response.id)).all()
+    assert models == [{"model": "gpt-4"}, {"model": "alpaca-7b"}, {}]
+
+
+def test_reimporting_ultrafeedback_adds_nothing(store, tmp_path):
+    path = write_jsonl(tmp_path / "uf.jsonl", *UF_RECORDS)
+    import_file(store, path)
+    before = row_counts(store)
+    again = import_file(store, path)
+    assert (again.prompts_duplicate, again.comparisons_added, again.comparisons_duplicate, again.labels_added) == (
+        2, 0, 2, 0)
     assert row_counts(store) == before
+
+
+def test_a_rating_whose_first_two_texts_are_a_stored_pair_clashes_with_nothing(store, tmp_path):
+    import_file(store, write_jsonl(tmp_path / "pairs.jsonl", pair("2 + 2?", "4", "5")))
+    assert import_file(store, write_jsonl(tmp_path / "uf.jsonl", UF_RECORDS[1])).comparisons_added == 1
+    # The same texts rated otherwise (another rater's file) are another comparison.
+    other = {**UF_RECORDS[1], "completions": [uf_completion("4", helpfulness="4"), uf_completion("5", helpfulness="2")]}
+    assert import_file(store, write_jsonl(tmp_path / "uf2.jsonl", other)).comparisons_added == 1
+    assert row_counts(store)["Comparison"] == 3
+
+
+def test_a_bad_ultrafeedback_record_names_file_line_field_and_stores_nothing(seeded, tmp_path):
+    bad = {**UF_RECORDS[1], "completions": [uf_completion("4", helpfulness="5"),
+                                            uf_completion("5", helpfulness="great")]}
+    path = write_jsonl(tmp_path / "uf.jsonl", *UF_RECORDS, bad)
+    before = row_counts(seeded)
+    with pytest.raises(InvalidRecord) as caught:
+        import_file(seeded, path)
+    assert str(caught.value) == (f"{path}:3: field 'completions[1].annotations.helpfulness.Rating': must be a "
+                                 "rating from 1 to 7 (a number or a string such as \"4\") or 'N/A', not 'great'")
+    assert row_counts(seeded) == before
+
+
+def test_an_ultrafeedback_datasets_folder_imports_though_arrow_fills_missing_criteria_with_null(store, tmp_path):
+    records = [UF_RECORDS[1], {"instruction": "3 + 3?", "completions": [
+        uf_completion("6", honesty="5"), uf_completion("7", honesty="N/A", helpfulness="1")]}]
+    result = import_file(store, save_dataset(tmp_path / "uf", records))
+    assert (result.format, result.comparisons_added) == ("ultrafeedback", 2)
+    ratings = [labels[0].ratings for _, _, labels in comparisons_of(store, "rating")]
+    # Arrow gives every row every criterion (null where a record had none): one rated nowhere is left out.
+    assert ratings == [{"helpfulness": [5, 1]}, {"helpfulness": [None, 1], "honesty": [5, None]}]
+
+
+# -- multi-turn prompts --------------------------------------------------------------------------------------------
+def test_mt_bench_later_turns_are_stored_as_the_prompts_next_turns(store, shared_datasets):
+    path = shared_datasets / "mt-bench-questions.jsonl"
+    assert import_file(store, path, prompt_field="turns").prompts_added == 80
+    source = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    with store.read() as s:
+        prompts = s.exec(select(Prompt).order_by(Prompt.id)).all()
+    assert [(p.messages, p.next_turns, p.depth, p.parent_comparison_id) for p in prompts] == [
+        ([{"role": "user", "content": q["turns"][0]}], [{"role": "user", "content": t} for t in q["turns"][1:]], 0,
+         None) for q in source]
+
+
+def test_json_columns_left_empty_by_an_import_are_sql_null(store, tmp_path):
+    """What `IS NULL` finds: a prompt without tools or scripted turns, a label without ranking or ratings."""
+    import_file(store, write_jsonl(tmp_path / "p.jsonl", pair()))
+    import_file(store, write_jsonl(tmp_path / "kto.jsonl", *KTO_ROWS))
+    with store.engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM prompt WHERE tools IS NULL AND next_turns IS NULL"
+                                    ).scalar() == 3
+        assert conn.exec_driver_sql("SELECT count(*) FROM label WHERE ranking IS NULL AND ratings IS NULL"
+                                    ).scalar() == 3

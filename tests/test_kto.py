@@ -3,6 +3,7 @@ recipe as DPO, the reference handled as in DPO rounds, the method in `prefloop r
 
 import json
 import math
+import random
 
 import pytest
 from conftest import add_labelled_pairs, short_long_pairs
@@ -10,7 +11,7 @@ from conftest import add_labelled_pairs, short_long_pairs
 from app.services import rounds as training_rounds
 from data.pairs import ResolvedRow
 from training.config import RoundConfig
-from training.pairs import to_example, to_training_examples, to_unpaired_examples
+from training.pairs import draw_up_to, pair_weight, to_example, to_training_examples, to_unpaired_examples
 
 
 def v0_id(app):
@@ -34,6 +35,25 @@ def test_each_pair_gives_a_desirable_chosen_and_an_undesirable_rejected_example(
         {"prompt": q2, "completion": [{"role": "assistant", "content": "Blue."}], "label": True},
         {"prompt": q2, "completion": [{"role": "assistant", "content": "A number."}], "label": False},
     ]
+
+
+def test_a_thumb_gives_one_example_desirable_when_up():
+    q = [{"role": "user", "content": "Name a colour."}]
+    thumbs = [ResolvedRow(3, json.dumps(q), "Blue.", "", "up", "human", 1.0, 1, kind="thumbs"),
+              ResolvedRow(4, json.dumps(q), "A number.", "", "down", "import", 1.0, 1, kind="thumbs")]
+    assert to_unpaired_examples(thumbs) == [
+        {"prompt": q, "completion": [{"role": "assistant", "content": "Blue."}], "label": True},
+        {"prompt": q, "completion": [{"role": "assistant", "content": "A number."}], "label": False},
+    ]
+    assert len(to_unpaired_examples(ROWS + thumbs)) == 6
+
+
+def test_a_round_budget_counts_a_thumb_as_half_a_pair():
+    thumbs = [ResolvedRow(i, json.dumps([{"role": "user", "content": f"q{i}"}]), f"t{i}", "", "up", "human", 1.0, 1,
+                          kind="thumbs") for i in range(40)]
+    assert pair_weight(thumbs) == 20 and pair_weight(ROWS + thumbs) == 22
+    assert pair_weight(draw_up_to(random.Random(0), thumbs, 8)) == 8  # 16 thumbs: as many examples as 8 pairs
+    assert len(draw_up_to(random.Random(0), thumbs + ROWS, 8)) >= 14
 
 
 def test_a_kto_round_trains_on_its_unpaired_examples_shuffled_with_the_seed_and_a_dpo_round_on_pairs():

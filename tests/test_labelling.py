@@ -1,4 +1,5 @@
-"""The labelling service: the settings reach the queue, a click is one transaction, and the web UI and the
+"""The labelling service: the settings reach the queue, a click is one transaction (a pair's choice, a ranking,
+ratings or a thumb), a refusal is a notice with the next view, undo gives back any kind, and the web UI and the
 JSON API record a click through the one same function."""
 
 from contextlib import closing, contextmanager
@@ -8,6 +9,7 @@ import httpx
 import pytest
 from conftest import TEST_PASSWORD, seed_comparisons
 from sqlalchemy import event
+from test_queue import labels_of, make_kind_comparison
 
 from app.server import create_app, running_server
 from app.services import labelling
@@ -115,3 +117,60 @@ def test_the_label_page_opens_with_my_recent_labels_as_i_clicked_them(web_app):
     assert all(r.prompt.startswith("Question ") and not r.discarded for r in opened.recent)
     assert opened.item is not None and opened.progress["labelled_today"] == 2
     assert labelling.open_view(web_app, "someone else").recent == []
+
+
+# -- rankings, ratings and thumbs: the label page's click for any kind -------------------------------------------------
+def test_give_and_next_records_a_ranking_in_one_transaction_and_the_next_view_carries_the_rating_form(web_app):
+    web_app.settings.labelling.rating_criteria = {"clarity": "Is it easy to follow?"}
+    ranking_id = make_kind_comparison(web_app.store, "ranking", 3)
+    rating_id = make_kind_comparison(web_app.store, "rating", 2)
+    view = labelling.open_view(web_app, "ann")
+    assert view.item.comparison_id == ranking_id and view.rating is None
+    with transactions(web_app) as began:
+        after = labelling.give_and_next(web_app, "ann", ranking_id, view.item.shown_order, "ranked",
+                                        ranking=[1, 3, 1], rationale="first and last tie", time_spent_s=2.0)
+    assert len(began) == 1 and after.notice == ""
+    assert after.labelled.choice == "ranked" and after.labelled.done
+    assert after.item.comparison_id == rating_id and after.item.kind == "rating"
+    assert after.rating == (web_app.settings.labelling.rating_scale, {"clarity": "Is it easy to follow?"})
+    assert labelling.label_view(web_app, "ann").rating == after.rating  # a reload shows the form too
+    [label] = labels_of(web_app.store, ranking_id)
+    assert (label.ranking, label.rationale, label.time_spent_s) == ([1, 3, 1], "first and last tie", 2.0)
+    done = labelling.give_and_next(web_app, "ann", rating_id, after.item.shown_order, "rated",
+                                   ratings={"clarity": [2, 5]})
+    assert done.item is None and done.rating is None and done.progress["labelled_today"] == 2
+    assert labels_of(web_app.store, rating_id)[0].ratings == {"clarity": [2, 5]}
+
+
+def test_a_malformed_ranking_is_bad_input_and_a_refused_one_a_notice_with_the_next_view(web_app):
+    first = make_kind_comparison(web_app.store, "ranking", 3)
+    item = labelling.next_for(web_app, "ann")
+    with pytest.raises(BadInput, match="rank of each of the 3"):
+        labelling.give_and_next(web_app, "ann", first, item.shown_order, "ranked", ranking=[1, 2])
+    with pytest.raises(BadInput, match="rate every criterion"):
+        labelling.give_and_next(web_app, "ann", first, item.shown_order, "rated", ratings={"nope": [1, 2, 3]})
+    assert labels_of(web_app.store, first) == []  # nothing stored: the annotator fixes it and submits again
+    labelling.give_and_next(web_app, "ann", first, item.shown_order, "ranked", ranking=[1, 2, 3])
+    second = make_kind_comparison(web_app.store, "thumbs", 1)
+    view = labelling.give_and_next(web_app, "ann", first, item.shown_order, "ranked", ranking=[3, 2, 1])
+    assert "first label stands" in view.notice and view.item.comparison_id == second
+    assert labels_of(web_app.store, first)[0].ranking == [1, 2, 3]
+
+
+@pytest.mark.parametrize("kind, k, choice, given", [
+    ("ranking", 3, "ranked", {"ranking": [2, 2, 1]}),
+    ("rating", 2, "rated", {"ratings": {"helpfulness": [1, 5], "harmlessness": [3, 3], "honesty": [4, 2]}}),
+    ("thumbs", 1, "up", {}),
+])
+def test_undo_gives_back_a_ranking_a_rating_or_a_thumb(web_app, kind, k, choice, given):
+    cid = make_kind_comparison(web_app.store, kind, k)
+    item = labelling.next_for(web_app, "ann")
+    labelled = labelling.give_and_next(web_app, "ann", cid, item.shown_order, choice, **given)
+    assert labelled.item is None and len(labels_of(web_app.store, cid)) == 1
+    undone = labelling.undo_and_view(web_app, "ann")
+    assert undone.undone == labelled.labelled.label_id and repr(choice) in undone.notice
+    assert undone.item.comparison_id == cid and undone.item.kind == kind and status_of(web_app, cid) == "open"
+    assert (undone.rating is not None) == (kind == "rating")
+    assert labels_of(web_app.store, cid) == []
+    again = labelling.give_and_next(web_app, "ann", cid, undone.item.shown_order, choice, **given)
+    assert again.labelled.created and again.notice == ""

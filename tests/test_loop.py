@@ -5,7 +5,9 @@ Rule "prefer the shorter answer": mean held-out response length must fall at lea
 an EOS rate of at least 0.95. Rule "prefer more ' the '": the word's rate per 100 characters must at least double
 (a rate, so that getting longer cannot pass it; the lengths are reported beside it). A control annotator flipping
 coins must reach neither. The 'the' rule and the control run once with DPO rounds and once with KTO rounds
-(training.method = "kto", the same pairwise labels as desirable/undesirable examples), on the same settings."""
+(training.method = "kto", the same pairwise labels as desirable/undesirable examples), on the same settings; and
+once more as thumbs (generation.feedback = "thumbs"): each sample alone judged good when it says 'the', KTO rounds
+on those thumbs, against a control giving thumbs by coin."""
 
 import random
 
@@ -77,14 +79,25 @@ def label_everything(app, annotator: str, prefer) -> int:
     return n
 
 
-def run_loop(app, prefer) -> list[dict]:
+def thumbs_everything(app, annotator: str, good) -> int:
+    """Give every thumbs comparison of the queue a thumb as the UI does: up when `good(response)`, else down."""
+    n = 0
+    while (item := labelling.next_for(app, annotator)) is not None:
+        assert item.kind == "thumbs" and len(item.responses) == 1
+        labelling.label(app, annotator, item.comparison_id, item.shown_order,
+                        choice="up" if good(item.responses[0].text) else "down", time_spent_s=0.1)
+        n += 1
+    return n
+
+
+def run_loop(app, prefer, label=label_everything) -> list[dict]:
     held, train = questions()
     app.store.prompts.add([chat(q) for q in train], source="loop")
     history = [held_out_metrics(app, held)]
     for _ in range(ROUNDS):
         report = workers.generate(app)
         assert report.comparisons_created > 0
-        assert label_everything(app, "rule-bot", prefer) == report.comparisons_created
+        assert label(app, "rule-bot", prefer) == report.comparisons_created
         run_id = training_rounds.start_round(app, deploy=True, inline=True)
         status = training_rounds.round_status(app, run_id)
         assert status["status"] == "done", status["error"]
@@ -178,3 +191,30 @@ def test_with_bad_samples_kept_truncated_samples_do_enter_pairs(tiny_app):
     label_everything(app, "rule-bot", shorter)
     run_id = training_rounds.start_round(app, inline=True)
     assert truncated_in_trained_pairs(app) > 0, training_rounds.round_status(app, run_id)["error"]
+
+
+THUMBS = {"generation.feedback": "thumbs", "training.method": "kto"}
+
+
+def says_the(text: str) -> bool:
+    return the_count(text) >= 1
+
+
+@pytest.mark.slow
+def test_kto_rounds_on_thumbs_for_saying_the_raise_its_rate(tiny_app):
+    app = loop_app(tiny_app, "thumbs", **THUMBS)
+    history = run_loop(app, says_the, label=thumbs_everything)
+    print("thumbs", trace(history))
+    assert [run.report["train"]["method"] for run in app.store.runs.all()] == ["kto"] * ROUNDS
+    assert passes_the(history), trace(history)
+    assert history[-1]["mean_chars"] <= 1.5 * history[0]["mean_chars"], trace(history)
+
+
+@pytest.mark.slow
+def test_kto_rounds_on_coin_flip_thumbs_do_not_pass_the_threshold(tiny_app):
+    app = loop_app(tiny_app, "thumbs-coin", **THUMBS)
+    coin = random.Random(7)
+    history = run_loop(app, lambda text: coin.random() < 0.5, label=thumbs_everything)
+    print("thumbs coin", trace(history))
+    assert not passes(history), [round(h["mean_chars"], 1) for h in history]
+    assert not passes_the(history), trace(history)

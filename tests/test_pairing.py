@@ -1,11 +1,13 @@
-"""Pairing strategies: which samples of a prompt make comparisons."""
+"""Pairing strategies: which samples of a prompt make comparisons of each feedback kind, and the sampling settings
+that choose them."""
 
 import random
 
 import pytest
 
 from generation.backend import Sample
-from generation.pairing import make_pairs, pairable, text_distance
+from generation.config import SamplingConfig
+from generation.pairing import make_groups, make_pairs, pairable, text_distance
 
 
 def s(text: str, finish: str = "stop") -> Sample:
@@ -103,3 +105,69 @@ def test_text_distance_is_zero_for_same_words_and_one_for_disjoint():
     assert text_distance("b a", "a b") == 0.0
     assert text_distance("a b", "c d") == 1.0
     assert 0 < text_distance("a b c", "a b d") < 1
+
+
+# -- rankings, ratings and thumbs -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("feedback", ["ranking", "rating"])
+def test_a_ranking_or_rating_holds_k_distinct_usable_samples_in_sample_order(feedback):
+    many = [s(f"answer number {i}") for i in range(8)]
+    groups = make_groups(many, feedback, k=3, rng=random.Random(0))
+    assert len(groups) == 1
+    [group] = groups
+    assert len(group) == 3 and len(set(group)) == 3 and list(group) == sorted(group)
+    assert all(0 <= i < len(many) for i in group)
+
+
+def test_the_k_samples_are_drawn_at_random_and_repeat_with_the_seed():
+    many = [s(f"answer number {i}") for i in range(8)]
+    runs = {seed: make_groups(many, "ranking", k=3, rng=random.Random(seed)) for seed in range(20)}
+    assert make_groups(many, "ranking", k=3, rng=random.Random(5)) == runs[5]
+    assert len({tuple(g[0]) for g in runs.values()}) > 1
+
+
+def test_k_shrinks_to_the_usable_samples_and_a_ranking_needs_two():
+    samples = [s("good one"), s(""), s("good one"), s("cut off", "length"), s("good two")]
+    assert make_groups(samples, "ranking", k=4, bad_samples="drop") == [(0, 4)]
+    assert make_groups(samples, "rating", k=4, bad_samples="keep") == [(0, 1, 3, 4)]
+    assert make_groups([s("only"), s(""), s("only")], "ranking", k=3) == []
+    assert make_groups([], "rating", k=2) == []
+
+
+def test_thumbs_judge_each_usable_sample_alone():
+    samples = [s("good one"), s(""), s("good one"), s("cut off", "length"), s("good two")]
+    assert make_groups(samples, "thumbs", bad_samples="drop") == [(0,), (4,)]
+    assert make_groups(samples, "thumbs", bad_samples="keep") == [(0,), (1,), (3,), (4,)]
+    assert make_groups([s("the only answer")], "thumbs") == [(0,)]
+
+
+def test_pair_feedback_pairs_as_the_pairing_strategy_does():
+    assert make_groups(FOUR, "pair", strategy="all", max_pairs=10) == make_pairs(FOUR, "all", max_pairs=10)
+    assert make_groups(FOUR, "pair", rng=random.Random(2)) == make_pairs(FOUR, "random", rng=random.Random(2))
+
+
+def test_unknown_feedback_is_an_error():
+    with pytest.raises(ValueError, match="unknown feedback kind 'stars'.*ranking"):
+        make_groups(FOUR, "stars")
+
+
+# -- the sampling settings that choose them ---------------------------------------------------------------------------
+@pytest.mark.parametrize("feedback", ["ranking", "rating"])
+def test_k_above_the_samples_per_prompt_is_refused_naming_both_settings(feedback):
+    with pytest.raises(ValueError, match=r"responses_per_comparison \(5\).*samples_per_prompt \(4\)"):
+        SamplingConfig(feedback=feedback, samples_per_prompt=4, responses_per_comparison=5)
+    assert SamplingConfig(feedback=feedback, samples_per_prompt=4, responses_per_comparison=4)
+
+
+def test_k_matters_only_to_rankings_and_ratings():
+    # The judges and probes sample one response per prompt with the default k (4).
+    for feedback in ("pair", "thumbs"):
+        assert SamplingConfig(feedback=feedback, samples_per_prompt=1).responses_per_comparison == 4
+
+
+def test_bad_feedback_k_or_turns_are_refused():
+    with pytest.raises(ValueError, match="feedback must be one of pair, ranking, rating, thumbs, not 'stars'"):
+        SamplingConfig(feedback="stars")
+    with pytest.raises(ValueError, match="responses_per_comparison must be between 2 and 64, not 1"):
+        SamplingConfig(feedback="ranking", responses_per_comparison=1)
+    with pytest.raises(ValueError, match="continue_turns must be 0"):
+        SamplingConfig(continue_turns=-1)

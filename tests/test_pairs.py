@@ -212,6 +212,20 @@ def test_metadata(store):
     assert (plain.annotators, plain.chosen_version, plain.round) == (None, None, None)
 
 
+def test_rows_name_their_kind_and_the_chosen_and_rejected_response_ids(store):
+    ids = {choice: add_comparison(store) for choice in ("a", "b", "tie")}
+    for choice, cid in ids.items():
+        add_labels(store, cid, choice)
+    rows = resolved(store, include_ties=True, metadata=True)
+    with store.read() as s:
+        a_b = {cid: (s.get(Comparison, cid).response_a_id, s.get(Comparison, cid).response_b_id)
+               for cid in ids.values()}
+    got = {choice: (rows[cid].kind, rows[cid].chosen_id, rows[cid].rejected_id) for choice, cid in ids.items()}
+    assert got == {"a": ("pair", *a_b[ids["a"]]), "b": ("pair", *reversed(a_b[ids["b"]])),
+                   "tie": ("pair", *a_b[ids["tie"]])}  # a tie: A then B, as its texts
+    assert (rows[ids["b"]].chosen, rows[ids["b"]].rejected) == ("answer B", "answer A")
+
+
 def test_streams_in_id_order_across_batches_with_gaps(store):
     ids = [add_comparison(store, texts=(f"a{i}", f"b{i}")) for i in range(25)]
     for i, cid in enumerate(ids):

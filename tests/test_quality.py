@@ -5,14 +5,15 @@ import json
 from datetime import timedelta
 
 import pytest
+from conftest import make_kind_comparison
 from sqlmodel import select
+from test_pairs import add_comparison, add_labels
 
 from data import quality
 from data.export import export_pairs
 from data.models import AuditEvent, Comparison, Label, utcnow
 from data.pairs import count_resolved, iter_resolved
 from data.quality import GoldPolicy, GoldScore
-from tests.test_pairs import add_comparison, add_labels
 
 START = utcnow() - timedelta(days=1)
 
@@ -122,6 +123,10 @@ def test_mark_gold_refuses_unknown_ids_and_bad_answers(store):
     quality.mark_gold(store, cid, "tie", "op")
     quality.mark_gold(store, cid, "b", "op")  # a changed answer
     assert comparison(store, cid).gold_choice == "b"
+    ranking = make_kind_comparison(store, "ranking", 3)
+    with pytest.raises(quality.QualityRefused, match="is a ranking comparison; a gold question is a pair"):
+        quality.mark_gold(store, ranking, "a", "op")
+    assert comparison(store, ranking).gold_choice is None
 
 
 def test_gold_questions_lists_answers_and_correct(store):

@@ -9,12 +9,14 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
+from conftest import make_kind_comparison  # noqa: F401  (other test modules import it from here too)
 from sqlalchemy import update
 from sqlmodel import select
 
 from data.models import Comparison, Label, Lease, Response, utcnow
 from data.queue import (
     ComparisonUnavailable,
+    Given,
     Handing,
     LabelConflict,
     NotHanded,
@@ -684,3 +686,93 @@ def test_unknown_orders_and_rates_are_refused():
         Handing(priority="newest")
     with pytest.raises(ValueError, match="gold_rate must be between 0 and 1"):
         Handing(gold_rate=1.5)
+
+
+# -- rankings, ratings and thumbs ----------------------------------------------------------------------------------
+def test_a_ranking_is_handed_out_with_all_its_responses_shuffled_the_same_on_every_reload(store):
+    make_kind_comparison(store, "ranking", 4)
+    item = next_comparison(store, "ann", LEASE)
+    assert item.kind == "ranking" and sorted(r.text for r in item.responses) == ["R0", "R1", "R2", "R3"]
+    assert [r.text for r in item.responses] == [f"R{r.position}" for r in item.responses]
+    again = next_comparison(store, "ann", LEASE)
+    assert again.responses == item.responses and again.lease_id == item.lease_id
+    orders = set()
+    for _ in range(12):  # fresh leases show other orders: no position is always first
+        cid = make_kind_comparison(store, "ranking", 4)
+        got = next_comparison(store, f"ann-{cid}", LEASE)
+        orders.add(tuple(r.position for r in got.responses))
+    assert len(orders) > 1
+
+
+def test_a_ranking_label_stores_its_ranks_by_position_with_ties_in_competition_form(store):
+    cid = make_kind_comparison(store, "ranking", 3)
+    item = next_comparison(store, "ann", LEASE)
+    result = submit_label(store, "ann", cid, "ranked", item.shown_order, given=Given(ranking=[2, 1, 1]),
+                          handed_only=True)
+    assert result.created and result.done
+    (stored,) = labels_of(store, cid)
+    assert stored.choice == "ranked" and stored.ranking == [3, 1, 1] and stored.ratings is None
+    again = submit_label(store, "ann", cid, "ranked", "ab", given=Given(ranking=[3, 1, 1]))
+    assert not again.created and again.label_id == result.label_id  # the same ranking: a retry
+    with pytest.raises(LabelConflict):
+        submit_label(store, "ann", cid, "ranked", "ab", given=Given(ranking=[1, 2, 3]))
+
+
+@pytest.mark.parametrize("choice, given, message", [
+    ("a", Given(), "takes the choices ranked, skip"),
+    ("ranked", Given(), "rank of each of the 3"),
+    ("ranked", Given(ranking=[1, 2]), "rank of each of the 3"),
+    ("ranked", Given(ranking=[1, 2, 4]), "from 1 to 3"),
+    ("ranked", Given(ranking=[1, 2, True]), "from 1 to 3"),
+    ("skip", Given(ranking=[1, 2, 3]), "carries no ranking"),
+])
+def test_a_malformed_ranking_is_refused_saying_what_is_wrong(store, choice, given, message):
+    cid = make_kind_comparison(store, "ranking", 3)
+    with pytest.raises(ValueError, match=message):
+        submit_label(store, "ann", cid, choice, "ab", given=given)
+    assert labels_of(store, cid) == []
+
+
+def test_a_rating_label_stores_scores_per_criterion_and_refuses_scores_off_the_scale(store):
+    cid = make_kind_comparison(store, "rating", 2)
+    ratings = {"helpfulness": [5, 2], "honesty": [4, 4]}
+    assert submit_label(store, "ann", cid, "rated", "ab", given=Given(ratings=ratings)).created
+    assert labels_of(store, cid)[0].ratings == ratings
+    other = make_kind_comparison(store, "rating", 2)
+    for bad, message in [({"helpfulness": [9, 1]}, "from 1 to 7"), ({}, "at least one criterion"),
+                         ({"helpfulness": [1]}, "each of the 2")]:
+        with pytest.raises(ValueError, match=message):
+            submit_label(store, "ann", other, "rated", "ab", given=Given(ratings=bad))
+    with pytest.raises(ValueError, match="takes the choices"):
+        submit_label(store, "ann", other, "ranked", "ab", given=Given(ranking=[1, 2]))
+
+
+def test_a_thumbs_comparison_shows_one_response_and_takes_up_down_or_skip(store):
+    cid = make_kind_comparison(store, "thumbs", 1)
+    item = next_comparison(store, "ann", LEASE)
+    assert item.kind == "thumbs" and [r.text for r in item.responses] == ["R0"] and item.left_text == "R0"
+    with pytest.raises(ValueError, match="takes the choices up, down, skip"):
+        submit_label(store, "ann", cid, "a", item.shown_order)
+    assert submit_label(store, "ann", cid, "down", item.shown_order, handed_only=True).done
+    with pytest.raises(LabelConflict):
+        submit_label(store, "ann", cid, "up", item.shown_order)
+
+
+def test_rankings_fill_exactly_their_overlap_and_a_skip_fills_nothing(store):
+    cid = make_kind_comparison(store, "ranking", 3, overlap=2)
+    for name, choice, given in [("x", "skip", Given()), ("y", "ranked", Given(ranking=[1, 2, 3])),
+                                ("z", "ranked", Given(ranking=[1, 3, 2]))]:
+        item = next_comparison(store, name, LEASE)
+        assert item.comparison_id == cid
+        submit_label(store, name, cid, choice, item.shown_order, given=given, handed_only=True)
+    assert status_of(store, cid) == "done"
+    assert next_comparison(store, "w", LEASE) is None
+    with pytest.raises(ComparisonUnavailable):
+        submit_label(store, "w", cid, "ranked", "ab", given=Given(ranking=[1, 2, 3]))
+
+
+def test_only_a_pair_can_be_rewritten_as_an_edit(store):
+    cid = make_kind_comparison(store, "ranking", 3)
+    item = next_comparison(store, "ann", LEASE)
+    with pytest.raises(ValueError, match="only a pair's response can be rewritten"):
+        add_edited_response(store, "ann", cid, "better", item.shown_order, edited_from="a")

@@ -1,6 +1,8 @@
 """Every shared real dataset goes the whole way: import, export in both formats (plain and with metadata), TRL's
 own DPOTrainer trains on each TRL export, each OpenAI line keeps OpenAI's documented preference rules, a prefloop
-round trains on the imported data, and prefloop re-imports its own exports to the same pairs."""
+round trains on the imported data, and prefloop re-imports its own exports to the same pairs. MT-Bench's second
+turns wait with their questions and continue each conversation once its first turn is labelled; UltraFeedback
+ratings and TRL's unpaired rows train DPO and KTO rounds."""
 
 import json
 import math
@@ -12,6 +14,7 @@ from app.services import rounds as training_rounds
 from app.services import workers
 from data.export import export_pairs
 from data.importing import import_file
+from data.pairs import iter_resolved
 from data.queue import next_comparison, submit_label
 
 # file -> prompt field, for the files that hold prompts rather than labelled pairs
@@ -30,6 +33,79 @@ PREFERENCE_FILES = (
 INVALID = {"hh-rlhf-harmless-base-test.sample.jsonl": 1}  # line 87: an empty chosen reply
 OPENAI_INPUT_KEYS = {"messages", "tools", "parallel_tool_calls"}
 PROMPTS_TO_SAMPLE = 4  # prompt files: how many prompts are sampled and labelled for the round
+
+
+def test_mt_bench_second_turns_continue_each_conversation_after_its_first_is_labelled(store, shared_datasets):
+    from data.continuations import continue_conversations
+    from data.models import Prompt
+    from generation.backend import Sample
+
+    path = shared_datasets / "mt-bench-questions.jsonl"
+    questions = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    assert import_file(store, path, prompt_field="turns").prompts_added == len(questions) == 80
+    version = store.versions.add("v0", "/models/v0")
+
+    def label_one_pair(prompt) -> None:
+        samples = [Sample(f"answer A to {prompt.id}", "stop", 4), Sample(f"answer B to {prompt.id}", "stop", 4)]
+        [cid] = store.prompts.add_samples(prompt.id, version.id, samples, [(0, 1)], {}, overlap=1)
+        submit_label(store, "alice", cid, "b", "ab")
+
+    firsts = store.prompts.to_sample(version.id, limit=3)
+    for prompt in firsts:
+        label_one_pair(prompt)
+    made = continue_conversations(store, depth=2)
+    assert len(made) == 3
+    with store.read() as s:
+        continued = [s.get(Prompt, pid) for pid in made]
+    by_first_turn = {q["turns"][0]: q["turns"] for q in questions}
+    for first, second in zip(firsts, continued, strict=True):
+        turns = by_first_turn[first.messages[0]["content"]]
+        assert second.messages == [{"role": "user", "content": turns[0]},
+                                   {"role": "assistant", "content": f"answer B to {first.id}"},
+                                   {"role": "user", "content": turns[1]}]
+        assert (second.depth, second.parent_comparison_id is not None, second.next_turns) == (1, True, None)
+        label_one_pair(second)
+    # MT-Bench has two turns: once the second is labelled, nothing scripted is left to continue with.
+    assert continue_conversations(store, depth=2) == []
+
+
+def ultrafeedback_record(i: int) -> dict:
+    """A record in UltraFeedback's published shape: ratings as strings per criterion, 'N/A' where one does not
+    apply."""
+    def completion(response, model, *ratings):
+        names = ("instruction_following", "honesty", "truthfulness", "helpfulness")
+        return {"model": model, "response": response, "annotations": {
+            name: {"Rating": rating, "Rationale": "..."} for name, rating in zip(names, ratings, strict=True)}}
+
+    return {"source": "evol_instruct", "instruction": f"What does module m{i} do?", "completions": [
+        completion(f"The m{i} module parses JSON.", "gpt-4", "5", "5", "5", "4"),
+        completion(f"m{i}? " * 8, "pythia-12b", "1", "N/A", "2", "1"),
+        completion(f"It helps with m{i}.", "alpaca-7b", "3", "3", "4", "3")]}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["dpo", "kto"])
+def test_imported_ratings_and_thumbs_train_a_round(method, tiny_app, tmp_path):
+    """Nothing imported breaks a round: UltraFeedback ratings train as the pairs they yield, TRL's unpaired rows as
+    thumbs (KTO) or as the pairs where thumbs on one prompt disagree (DPO)."""
+    app = tiny_app(f"w-{method}", training__method=method, training__min_pairs=1, training__max_steps=1,
+                   training__eval_fraction=0.0, training__probe_prompts=1, training__max_length=128)
+    ratings = tmp_path / "uf.jsonl"
+    ratings.write_text("".join(json.dumps(ultrafeedback_record(i)) + "\n" for i in range(3)), encoding="utf-8")
+    thumbs = tmp_path / "kto.jsonl"
+    thumbs.write_text("".join(json.dumps({"prompt": f"Explain m{i}.", "completion": text, "label": up}) + "\n"
+                              for i in range(3) for text, up in ((f"m{i} reads files.", True), ("No.", False))),
+                      encoding="utf-8")
+    assert import_file(app.store, ratings).comparisons_added == 3
+    assert import_file(app.store, thumbs).comparisons_added == 6
+    # Overall scores 4.75, 1.33, 3.25: three pairs a record (rating_gap 1). Thumbs: six rows, or a pair a prompt.
+    rows = list(iter_resolved(app.store, unpaired=method == "kto"))
+    assert (sum(r.kind == "rating" for r in rows), sum(r.kind == "thumbs" for r in rows)) == (
+        (9, 6) if method == "kto" else (9, 3))
+    run_id = training_rounds.start_round(app, inline=True)
+    status = training_rounds.round_status(app, run_id)
+    assert status["status"] == "done", status["error"]
+    assert (status["method"], status["pairs"] > 0) == (method, True)
 
 
 def test_every_shared_dataset_is_covered(shared_datasets):

@@ -1,12 +1,15 @@
 """Every shared preference sample imports and exports without loss, read back against the raw source files, and
-what is exported imports again (as JSONL and as a Hugging Face datasets folder) to the same pairs."""
+what is exported imports again (as JSONL and as a Hugging Face datasets folder) to the same pairs; UltraFeedback
+ratings and TRL's unpaired rows (thumbs) import and export again to the same records."""
 
 import json
+import uuid
 
 import pytest
 
 from data.export import export_pairs
 from data.importing import import_file
+from data.models import Comparison, ComparisonResponse, Label, Prompt, Response
 from data.store import Store
 
 ROLES = {"human": "user", "gpt": "assistant", "system": "system"}
@@ -175,3 +178,159 @@ def test_a_dataset_folder_export_imports_back_to_the_same_pairs(store, shared_da
     finally:
         again.close()
     assert (tmp_path / "again.jsonl").read_bytes() == jsonl.read_bytes()
+
+
+# -- UltraFeedback and TRL's unpaired rows -------------------------------------------------------------------------
+def uf_completion(response: str, model: str | None, **ratings) -> dict:
+    annotations = {name: {"Rating": rating, "Rationale": f"rated {rating}"} for name, rating in ratings.items()}
+    return {"model": model, "principle": "helpfulness", "custom_system_prompt": "Be helpful.", "response": response,
+            "annotations": annotations, "critique": "fine", "fine-grained_score": 3.0, "overall_score": 6.0}
+
+
+# Hand-written in the published UltraFeedback record shape (openbmb/UltraFeedback's README), 'N/A' included.
+ULTRAFEEDBACK = [
+    {"source": "evol_instruct", "instruction": "Name three primary colours.", "models": ["gpt-4", "alpaca-7b"],
+     "correct_answers": ["None"], "incorrect_answers": ["None"], "completions": [
+         uf_completion("Red, yellow and blue.", "gpt-4", instruction_following="5", honesty="5", truthfulness="5",
+                       helpfulness="4"),
+         uf_completion("Green.", "alpaca-7b", instruction_following="1", honesty="N/A", truthfulness="2",
+                       helpfulness="1"),
+         uf_completion("Red, green, blue (for light) 🙂", "starchat", instruction_following="4", honesty="3",
+                       truthfulness="4", helpfulness="4")]},
+    {"source": "flan", "instruction": "Is the sky green?\nAnswer yes or no.", "models": ["a", "b"],
+     "correct_answers": ["no"], "incorrect_answers": ["yes"], "completions": [
+         uf_completion("No.", "a", honesty="5", helpfulness="3"),
+         uf_completion("Yes.", "b", honesty="1", helpfulness="1")]},
+]
+
+
+def test_ultrafeedback_imports_and_exports_to_the_same_ratings_and_again_to_the_same_file(store, tmp_path,
+                                                                                          more_db_urls):
+    source = tmp_path / "uf.jsonl"
+    source.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in ULTRAFEEDBACK), encoding="utf-8")
+    import_file(store, source)
+    out = tmp_path / "out.jsonl"
+    assert export_pairs(store, out, fmt="ultrafeedback") == 2
+    # Everything rated comes back as it was; rationales, critiques and scores derived from the ratings do not.
+    assert [rated(r) for r in read_jsonl(out)] == [rated(r) for r in ULTRAFEEDBACK]
+    assert again(out, "ultrafeedback", tmp_path, more_db_urls()).read_bytes() == out.read_bytes()
+
+
+def rated(record: dict) -> tuple:
+    return record["instruction"], [(c["model"], c["response"], {k: a["Rating"] for k, a in c["annotations"].items()})
+                                   for c in record["completions"]]
+
+
+def read_jsonl(path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").split("\n") if line]
+
+
+def again(path, fmt: str, tmp_path, url: str, **options):
+    """Import an export into a fresh store on `url` (no duplicate, nothing invalid) and export that store again."""
+    fresh = Store(url)
+    try:
+        result = import_file(fresh, path)
+        assert result.format == fmt and result.comparisons_duplicate == 0
+        out = tmp_path / f"again-{uuid.uuid4().hex[:6]}.jsonl"
+        export_pairs(fresh, out, fmt=fmt, **options)
+        return out
+    finally:
+        fresh.close()
+
+
+def add_rated(store, texts: list[str], labels: list[dict], version: str = "v1") -> int:
+    """A rating comparison sampled by `version`, one human label per ratings dict (overlap: all of them)."""
+    v = store.versions.get(version) or store.versions.add(version, f"/m/{version}", round=1)
+    with store.write() as s:
+        p = Prompt(messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": texts[0]}],
+                   content_hash=uuid.uuid4().hex)
+        s.add(p)
+        s.flush()
+        responses = [Response(prompt_id=p.id, model_version_id=v.id, text=t) for t in texts]
+        s.add_all(responses)
+        s.flush()
+        c = Comparison(prompt_id=p.id, response_a_id=responses[0].id, response_b_id=responses[1].id, kind="rating",
+                       model_version_id=v.id, overlap=len(labels), status="done")
+        s.add(c)
+        s.flush()
+        s.add_all([ComparisonResponse(comparison_id=c.id, position=i, response_id=r.id)
+                   for i, r in enumerate(responses)])
+        s.add_all([Label(comparison_id=c.id, annotator=f"ann{i}", choice="rated", ratings=ratings)
+                   for i, ratings in enumerate(labels)])
+        return c.id
+
+
+def test_ratings_of_several_annotators_export_as_their_means_and_come_back_with_the_same_pairs(store, tmp_path,
+                                                                                            more_db_urls):
+    add_rated(store, ["first", "second", "third"], [{"helpfulness": [5, 2, 4], "honesty": [4, 2, 3]},
+                                                    {"helpfulness": [4, 1, 4], "honesty": [5, 2, 2]},
+                                                    {"helpfulness": [5, 2, 3], "honesty": [5, 1, 3]}])
+    add_rated(store, ["q", "a", "b"], [{"helpfulness": [1, 7, 1], "honesty": [2, 6, 2]}], version="v2")
+    out = tmp_path / "uf.jsonl"
+    assert export_pairs(store, out, fmt="ultrafeedback") == 2
+    first = read_jsonl(out)[0]["completions"][0]
+    assert (first["model"], first["annotations"]["helpfulness"]["Rating"]) == ("v1", repr(14 / 3))
+    assert again(out, "ultrafeedback", tmp_path, more_db_urls()).read_bytes() == out.read_bytes()
+    # The pairs the ratings yield (overall score at least rating_gap apart) are the same from the means.
+    pairs = tmp_path / "pairs.jsonl"
+    export_pairs(store, pairs)
+    # Overall means [4.67, 1.67, 3.17] and [1.5, 6.5, 1.5]: every pair of the first, two of the second.
+    assert [(r["chosen"][0]["content"], r["rejected"][0]["content"]) for r in read_jsonl(pairs)] == [
+        ("first", "second"), ("first", "third"), ("third", "second"), ("a", "q"), ("a", "b")]
+    fresh = Store(more_db_urls())
+    try:
+        import_file(fresh, out)
+        export_pairs(fresh, tmp_path / "pairs-again.jsonl")
+    finally:
+        fresh.close()
+    assert (tmp_path / "pairs-again.jsonl").read_bytes() == pairs.read_bytes()
+
+
+def add_thumb(store, prompt_id: int | None, text: str, choice: str) -> tuple[int, int]:
+    """A thumbs comparison on `text` labelled `choice` by a person, on a new prompt or `prompt_id`; (prompt id,
+    comparison id)."""
+    with store.write() as s:
+        if prompt_id is None:
+            p = Prompt(messages=[{"role": "user", "content": f"Say something {uuid.uuid4().hex[:4]}."}],
+                       content_hash=uuid.uuid4().hex)
+            s.add(p)
+            s.flush()
+            prompt_id = p.id
+        r = Response(prompt_id=prompt_id, text=text)
+        s.add(r)
+        s.flush()
+        c = Comparison(prompt_id=prompt_id, response_a_id=r.id, response_b_id=r.id, kind="thumbs", status="done")
+        s.add(c)
+        s.flush()
+        s.add_all([ComparisonResponse(comparison_id=c.id, position=0, response_id=r.id),
+                   Label(comparison_id=c.id, annotator="ann", choice=choice)])
+        return prompt_id, c.id
+
+
+def test_thumbs_and_pairs_export_unpaired_and_import_again_to_the_same_rows(store, shared_datasets, tmp_path,
+                                                                           more_db_urls):
+    prompt_id, _ = add_thumb(store, None, "A fine answer.", "up")
+    add_thumb(store, prompt_id, "A poor answer.", "down")
+    add_thumb(store, None, "Another poor one.\n", "down")
+    import_file(store, shared_datasets / "trl-preference-format-examples.jsonl")
+    out = tmp_path / "rows.jsonl"
+    assert export_pairs(store, out, fmt="trl-unpaired") == 3 + 2 * 2
+    rows = read_jsonl(out)
+    assert [(r["completion"][0]["content"], r["label"]) for r in rows[:3]] == [
+        ("A fine answer.", True), ("A poor answer.", False), ("Another poor one.\n", False)]
+    # Each row comes back as a thumb of its own: the same rows again, and the same parquet file.
+    assert again(out, "trl-unpaired", tmp_path, more_db_urls()).read_bytes() == out.read_bytes()
+    folder = tmp_path / "rows"
+    export_pairs(store, folder, fmt="trl-unpaired", to="dataset")
+    assert again(folder, "trl-unpaired", tmp_path, more_db_urls()).read_bytes() == out.read_bytes()
+
+
+@pytest.mark.parametrize("name", [s[0] for s in SAMPLES])
+def test_a_shared_sample_exported_unpaired_imports_again_to_the_same_rows(store, shared_datasets, tmp_path, name,
+                                                                           more_db_urls):
+    import_file(store, shared_datasets / name, skip_invalid=True, report_path=tmp_path / "invalid.jsonl")
+    out = tmp_path / "rows.jsonl"
+    n = export_pairs(store, out, fmt="trl-unpaired")
+    back = again(out, "trl-unpaired", tmp_path, more_db_urls())
+    # A text chosen (or rejected) in two pairs of one prompt makes the same row twice: imported once.
+    assert read_jsonl(back) == list({json.dumps(r): r for r in read_jsonl(out)}.values()) and n > 0

@@ -73,3 +73,14 @@ def test_setting_keys_cover_every_section_field():
     keys = setting_keys()
     assert "database_url" in keys and "generation.pairing" in keys and "labelling.overlap" in keys
     assert len(keys) == len(set(keys))
+
+
+def test_rating_criteria_come_from_the_config_file_or_as_json_from_the_environment(workdir):
+    (workdir / "prefloop.toml").write_text('[labelling]\nrating_criteria = { clarity = "Is it easy to follow?" }\n')
+    assert load_settings(workdir, environ={}).labelling.rating_criteria == {"clarity": "Is it easy to follow?"}
+    env = {"PREFLOOP_LABELLING_RATING_CRITERIA": '{"tone": "Is it polite?", "facts": "Is it right?"}'}
+    assert list(load_settings(workdir, environ=env).labelling.rating_criteria) == ["tone", "facts"]
+    with pytest.raises(SettingsError, match="JSON object"):
+        load_settings(workdir, environ={"PREFLOOP_LABELLING_RATING_CRITERIA": "tone"})
+    with pytest.raises(SettingsError, match="at least one"):
+        load_settings(workdir, environ={"PREFLOOP_LABELLING_RATING_CRITERIA": "{}"})

@@ -44,7 +44,8 @@ def test_sampling_config_is_the_generation_section_plus_overlap():
 
 def test_round_config_is_the_training_section_plus_what_the_probes_and_the_round_need():
     probes = (GenerationSettings, ["temperature", "top_p", "max_new_tokens"])
-    own = {"deploy": (False, None), "retire_open": (True, None), "judge": (None, None), "gold": (None, None)}
+    own = {"deploy": (False, None), "retire_open": (True, None), "judge": (None, None), "gold": (None, None),
+           "derivation": (None, None)}
     expected = {**setting_fields(TrainingSettings, probes, (ModelSettings, ["device"])), **own}
     assert config_fields(RoundConfig) == expected
     assert list(config_fields(RoundConfig)) == list(expected)  # declaration order, as stored in TrainingRun.config

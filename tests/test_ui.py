@@ -1,9 +1,11 @@
 """The web UI without a browser: how it is built (one module per tab, handlers at module level bound to the App,
-Gradio only when serving), the label view's handlers (one service call each; a refusal is a notice beside its
-control, never an error over the page), and the safe HTML of cards, raw text, tables, progress and history."""
+Gradio only when serving), the label view's handlers (one service call each, for every kind of comparison; a refusal
+is a notice beside its control, never an error over the page), and the safe HTML of cards of every kind, raw text,
+tables, progress and history."""
 
 import ast
 import inspect
+import json
 import re
 import subprocess
 import sys
@@ -11,6 +13,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from test_queue import labels_of, make_kind_comparison
 from test_render import LIVE_ATTRS, LIVE_TAGS, PAYLOADS
 
 from app.render import render_both, render_markdown, render_raw, render_response
@@ -57,8 +60,8 @@ def request(name: str = "alice"):
 def counted(monkeypatch):
     """Calls of the labelling service's functions, by name, in order."""
     calls: list[str] = []
-    for name in ("label_and_next", "label_view", "undo_and_view", "edit_and_next", "label", "next_for",
-                 "my_progress"):
+    for name in ("label_and_next", "give_and_next", "label_view", "undo_and_view", "edit_and_next", "label",
+                 "next_for", "my_progress"):
         real = getattr(labelling, name)
         monkeypatch.setattr(labelling, name, lambda *a, _real=real, _name=name, **k: calls.append(_name) or
                             _real(*a, **k))
@@ -189,3 +192,109 @@ def test_progress_notice_and_snippet_are_plain_and_escaped():
     long_prompt = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "word " * 100}]
     snippet = label_parts.snippet(long_prompt)
     assert snippet.startswith("word word") and snippet.endswith("…") and len(snippet) == label_parts.SNIPPET_CHARS
+
+
+# -- rankings, ratings and thumbs ------------------------------------------------------------------------------------
+def test_a_submitted_ranking_is_one_service_call_and_stored_by_position(web_app, counted, worker, alice):
+    from app.ui.label import give_click, load_view
+
+    cid = make_kind_comparison(web_app.store, "ranking", 3)
+    shown = view_of(load_view(web_app, worker, request()))
+    assert shown["state"]["kind"] == "ranking" and shown["state"]["comparison_id"] == cid
+    positions = [int(p) for p in re.findall(r'class="pf-response pf-card pf-rank-card" data-slot data-position="(\d)"',
+                                            shown["cards"])]
+    assert sorted(positions) == [0, 1, 2] and 'data-kind="ranking"' in shown["cards"]
+    counted.clear()
+    given = json.dumps({"ranking": [3, 1, 1]})
+    after = view_of(give_click(web_app, worker, "ranked", shown["state"], " close call ", shown["history"], given,
+                               request()))
+    assert counted[0] == "give_and_next" and counted.count("give_and_next") == 1
+    assert not {"label_view", "my_progress", "next_for"} & set(counted)
+    assert after["state"] is None and after["history"][0]["choice"] == "Ranked" and after["bar_notice"] == ""
+    [label] = labels_of(web_app.store, cid)
+    assert (label.choice, label.ranking, label.rationale) == ("ranked", [3, 1, 1], "close call")
+
+
+@pytest.mark.parametrize("given, message", [
+    ("{not json", "cannot read"),
+    (json.dumps(["ranking"]), "cannot read"),
+    (json.dumps({"ranking": [1, None, 2]}), "whole number from 1 to 3"),
+])
+def test_an_unreadable_or_incomplete_ranking_is_a_notice_and_nothing_is_stored(web_app, worker, alice, given,
+                                                                             message):
+    from app.ui.label import give_click, load_view
+
+    cid = make_kind_comparison(web_app.store, "ranking", 3)
+    shown = view_of(load_view(web_app, worker, request()))
+    refused = view_of(give_click(web_app, worker, "ranked", shown["state"], "", [], given, request()))
+    assert message in refused["bar_notice"] and "pf-inline-warn" in refused["bar_notice"]
+    assert labels_of(web_app.store, cid) == []
+
+
+def test_good_and_bad_send_nothing_but_the_thumb(web_app, worker, alice):
+    from app.ui.label import give_click, load_view
+
+    cid = make_kind_comparison(web_app.store, "thumbs", 1)
+    shown = view_of(load_view(web_app, worker, request()))
+    assert shown["state"]["kind"] == "thumbs" and 'data-kind="thumbs"' in shown["cards"]
+    after = view_of(give_click(web_app, worker, "down", shown["state"], "", [], "", request()))
+    assert after["history"][0]["choice"] == "Bad" and labels_of(web_app.store, cid)[0].choice == "down"
+
+
+def test_a_rating_view_asks_every_criterion_of_every_response_with_its_help(web_app, worker, alice):
+    from app.ui.label import load_view
+
+    web_app.settings.labelling.rating_scale = 7
+    web_app.settings.labelling.rating_criteria = {"clarity": "Easy <b>to</b> follow?", "tone": "Polite?"}
+    make_kind_comparison(web_app.store, "rating", 3)
+    cards = view_of(load_view(web_app, worker, request()))["cards"]
+    assert cards.count('class="pf-rate-row"') == 6 and cards.count('data-criterion="clarity"') == 3
+    assert cards.count('<span class="pf-help">Easy &lt;b&gt;to&lt;/b&gt; follow?</span>') == 3
+    assert cards.count('title="Polite?"') == 3 and cards.count('data-top="7"') == 6
+    assert re.findall(r'data-pick="(\d)"', cards)[:7] == [str(n) for n in range(1, 8)]
+
+
+def live_markup(out: str) -> list[str]:
+    """The elements of `out` that could run, load or restyle something, and every attribute that could: what a
+    browser would parse, so an escaped 'onerror=' inside an attribute's value is text, as it is there."""
+    from html.parser import HTMLParser
+
+    live_tags = {"script", "style", "iframe", "img", "svg", "object", "embed", "link", "meta", "form", "input",
+                 "base", "video", "audio", "source"}
+    found = []
+
+    class Parser(HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            found.extend([tag] if tag in live_tags else [])
+            found.extend(f"{tag} {name}" for name, _ in attrs
+                         if name.startswith("on") or name in ("style", "src", "srcset", "href", "formaction"))
+
+    Parser().feed(out)
+    return found
+
+
+@pytest.mark.parametrize("payload", PAYLOADS)
+def test_cards_of_every_kind_are_inert(payload):
+    from data.queue import Shown
+
+    shown = (Shown(1, 11, payload), Shown(0, 10, f"{payload} again"))
+    outs = [label_parts.ranking_html(1, shown), label_parts.thumbs_html(1, payload)]
+    for out in outs:  # the responses' text: as render_response's
+        assert not LIVE_TAGS.search(out) and not LIVE_ATTRS.search(out), out
+    # The criteria and their help come from the settings, shown as text in elements and attributes alike.
+    outs.append(label_parts.rating_html(1, shown, 5, {payload: payload, "plain": f"help {payload}"}))
+    for out in outs:
+        assert [x for x in live_markup(out) if not x.startswith("a href")] == [], out
+
+
+def test_no_two_buttons_of_one_kinds_bar_share_a_key():
+    from app.ui.assets import _KEYS
+    from app.ui.label import CHOICE_BUTTONS, KIND_BUTTONS, RAW_KEY, UNDO_KEY
+
+    pair = {key for *_, key, _elem in CHOICE_BUTTONS}
+    kinds = {choice: key.lower() for choice, _text, key, _elem in KIND_BUTTONS}
+    bars = [pair, {kinds["ranked"], "s"}, {kinds["rated"], "s"}, {kinds["up"], kinds["down"], "s"}]
+    for bar in bars:
+        assert len(bar | {UNDO_KEY, RAW_KEY}) == len(bar) + 2, bar
+        assert not any(key.isdigit() for key in bar)  # number keys give ranks and scores
+    assert _KEYS["enter"] == ["pf-btn-rank", "pf-btn-rate"] and _KEYS["s"] == ["pf-btn-skip"]

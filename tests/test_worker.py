@@ -121,6 +121,143 @@ def test_comparisons_follow_the_pairing_strategy(store, sampler, v0, prompt_ids,
         assert c.model_version_id == v0.id and c.status == "open" and c.overlap == 2
 
 
+def kind_groups(store) -> dict[int, list[int]]:
+    """Each comparison's responses by position (ComparisonResponse rows)."""
+    from data.models import ComparisonResponse
+
+    with store.read() as s:
+        rows = s.exec(select(ComparisonResponse).order_by(ComparisonResponse.comparison_id,
+                                                         ComparisonResponse.position)).all()
+    groups: dict[int, list[int]] = {}
+    for row in rows:
+        assert row.position == len(groups.setdefault(row.comparison_id, []))  # positions 0 .. k-1, no gap
+        groups[row.comparison_id].append(row.response_id)
+    return groups
+
+
+def usable_of(store, prompt_id, bad_samples) -> int:
+    samples = [Sample(r.text, r.finish_reason, r.token_count) for r in responses(store, prompt_id=prompt_id)]
+    return len(pairable(samples, bad_samples))
+
+
+@pytest.mark.parametrize("feedback", ["ranking", "rating"])
+def test_rankings_and_ratings_hold_k_samples_of_one_prompt_by_position(store, sampler, v0, prompt_ids, feedback):
+    cfg = replace(CFG, feedback=feedback, samples_per_prompt=4, responses_per_comparison=3, overlap=2)
+    report = generate_once(store, sampler, cfg)
+    comps, groups = comparisons(store), kind_groups(store)
+    assert report.comparisons_created == len(comps) == len(groups) > 0
+    by_id = {r.id: r for r in responses(store)}
+    for prompt_id in prompt_ids:
+        mine = [c for c in comps if c.prompt_id == prompt_id]
+        usable = usable_of(store, prompt_id, cfg.bad_samples)
+        assert len(mine) == (1 if usable >= 2 else 0)  # one comparison per prompt: one open item in the queue
+        for c in mine:
+            group = groups[c.id]
+            assert len(group) == min(3, usable) and [c.response_a_id, c.response_b_id] == group[:2]
+            assert {by_id[r].prompt_id for r in group} == {prompt_id}
+            assert len({by_id[r].text for r in group}) == len(group)
+            assert c.kind == feedback and c.status == "open" and c.overlap == 2 and c.margin is None
+
+
+def test_thumbs_judge_each_usable_sample_alone(store, sampler, v0, prompt_ids):
+    from generation.margins import MarginScorer
+
+    cfg = replace(CFG, feedback="thumbs")
+    # A margin compares two responses: a thumbs comparison gets none (and no model is loaded for it).
+    report = generate_once(store, sampler, cfg, margins=MarginScorer(0.1))
+    comps, groups = comparisons(store), kind_groups(store)
+    assert report.comparisons_created == len(comps) == sum(usable_of(store, p, "keep") for p in prompt_ids)
+    assert len({c.response_a_id for c in comps}) == len(comps)
+    for c in comps:
+        assert c.kind == "thumbs" and c.response_a_id == c.response_b_id and groups[c.id] == [c.response_a_id]
+        assert c.margin is None and report.margin_error is None
+
+
+def test_watch_counts_a_ranking_as_one_open_comparison_toward_the_queue_target(store, sampler, v0, prompt_ids):
+    cfg = replace(CFG, feedback="ranking", responses_per_comparison=3, batch_size=1, queue_target=2,
+                  watch_interval_s=0.05)
+    report = watch_until_full(store, sampler, cfg)
+    assert store.prompts.open_comparison_count() == 2 and len(kind_groups(store)) == 2
+    assert report.prompts_sampled == 2 < len(QUESTIONS)
+
+
+def test_a_group_that_does_not_fit_its_kind_is_refused_and_nothing_is_stored(store, v0, prompt_ids):
+    two = [Sample("one", "stop", 1), Sample("two", "stop", 1)]
+    for kind, group in (("pair", (0,)), ("thumbs", (0, 1)), ("ranking", (1,)), ("rating", (0, 0)), ("stars", (0, 1))):
+        with pytest.raises(ValueError, match=f"{kind}"):
+            store.prompts.add_samples(prompt_ids[0], v0.id, two, [group], {}, 1, kind=kind)
+    assert not responses(store) and not comparisons(store)
+
+
+@pytest.mark.parametrize("kind, choice, given", [("ranking", "ranked", {"ranking": [2, 1]}),
+                                                 ("rating", "rated", {"ratings": {"helpfulness": [2, 4]}}),
+                                                 ("thumbs", "down", {})])
+def test_again_tied_leaves_out_prompts_whose_ranking_rating_or_thumbs_was_labelled(store, v0, prompt_ids, kind,
+                                                                                    choice, given):
+    from data.models import Label
+
+    two = [Sample("one", "stop", 1), Sample("two", "stop", 1)]
+    labelled, tied = prompt_ids[:2]
+    cids = [store.prompts.add_samples(labelled, v0.id, two, [(0,) if kind == "thumbs" else (0, 1)], {}, 1,
+                                      kind=kind)[0],
+            store.prompts.add_samples(tied, v0.id, two, [(0, 1)], {}, 1)[0]]
+    with store.write() as s:
+        for cid, (label_choice, extra) in zip(cids, [(choice, given), ("tie", {})], strict=True):
+            s.get(Comparison, cid).status = "done"
+            s.add(Label(comparison_id=cid, annotator="ann", source="human", choice=label_choice, **extra))
+    assert [p.id for p in store.prompts.to_sample(v0.id, 10, again_tied=True)] == [tied]
+
+
+# -- multi-turn: labelled conversations continue ---------------------------------------------------------------------
+def label_all(store, choice: str = "a") -> list[int]:
+    """Every open comparison labelled `choice` by one person (overlap 1: done); their ids."""
+    from data.models import Label
+
+    with store.write() as s:
+        done = list(s.exec(select(Comparison).where(Comparison.status == "open")).all())
+        for c in done:
+            c.status = "done"
+            s.add(c)
+            s.add(Label(comparison_id=c.id, annotator="ann", source="human", choice=choice))
+    return [c.id for c in done]
+
+
+def test_a_labelled_turn_is_continued_sampled_and_compared_up_to_continue_turns(store, sampler, v0):
+    from data.models import Prompt
+
+    store.prompts.add([QUESTIONS[0]])
+    cfg = replace(CFG, continue_turns=1, follow_up="Give an example.", bad_samples="keep")
+    assert generate_once(store, sampler, cfg).continuations == 0
+    [labelled] = label_all(store)
+    report = generate_once(store, sampler, cfg)
+    assert report.continuations == 1 and report.prompts_sampled == 1 and report.comparisons_created == 1
+    assert store.prompts.to_sample(v0.id, 10) == []  # the continuation was sampled in the same call
+    with store.read() as s:
+        second = s.exec(select(Prompt).where(Prompt.parent_comparison_id == labelled)).one()
+    assert second.depth == 1 and second.messages[0]["content"] == QUESTIONS[0]
+    assert second.messages[-1] == {"role": "user", "content": "Give an example."}
+    [second_turn] = [c.id for c in comparisons(store) if c.status == "open"]
+    assert [c.prompt_id for c in comparisons(store) if c.status == "open"] == [second.id]
+    label_all(store)
+    assert generate_once(store, sampler, cfg).continuations == 0  # depth 1 is as deep as continue_turns = 1
+    assert generate_once(store, sampler, replace(cfg, continue_turns=0)).continuations == 0
+    deeper = generate_once(store, sampler, replace(cfg, continue_turns=2))
+    assert deeper.continuations == 1 and deeper.prompts_sampled == 1
+    with store.read() as s:
+        third = s.exec(select(Prompt).where(Prompt.parent_comparison_id == second_turn)).one()
+    assert third.depth == 2 and third.messages[:len(second.messages)] == second.messages
+
+
+def test_watch_continues_labelled_conversations_before_it_samples(store, sampler, v0):
+    store.prompts.add([QUESTIONS[1]])
+    cfg = replace(CFG, continue_turns=3, follow_up="Why?", bad_samples="keep", watch_interval_s=0.01)
+    watch(store, sampler, cfg, threading.Event(), max_batches=1)
+    label_all(store, "b")
+    report = watch(store, sampler, cfg, threading.Event(), max_batches=1)
+    assert report.continuations == 1 and report.prompts_sampled == 1
+    assert "1 conversations continued" in report.summary()
+
+
 def test_drop_stores_truncated_samples_but_never_pairs_them(store, sampler, v0, prompt_ids):
     cfg = replace(CFG, max_new_tokens=6, bad_samples="drop", pairing="all")  # 6 tokens truncates nearly all
     generate_once(store, sampler, cfg)
@@ -192,20 +329,26 @@ def test_watch_picks_up_a_newly_deployed_version_and_new_responses_carry_it(stor
         assert by_id[c.response_a_id].model_version_id == by_id[c.response_b_id].model_version_id == c.model_version_id
 
 
-def test_watch_tops_the_queue_up_to_the_target_then_waits_until_stopped(store, sampler, v0, prompt_ids):
-    cfg = replace(CFG, batch_size=4, queue_target=2, watch_interval_s=0.05, pairing="all", max_pairs_per_prompt=3)
+def watch_until_full(store, sampler, cfg):
+    """Run watch in a thread until the queue reaches cfg.queue_target, a few intervals more, then stop it; its
+    report."""
     stop = threading.Event()
     result = {}
     thread = threading.Thread(target=lambda: result.update(report=watch(store, sampler, cfg, stop)))
     thread.start()
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60
     while store.prompts.open_comparison_count() < cfg.queue_target and time.monotonic() < deadline:
         time.sleep(0.05)
     time.sleep(0.3)  # several watch intervals with a full queue: no more sampling
     stop.set()
-    thread.join(timeout=10)
+    thread.join(timeout=30)
     assert not thread.is_alive()
-    report = result["report"]
+    return result["report"]
+
+
+def test_watch_tops_the_queue_up_to_the_target_then_waits_until_stopped(store, sampler, v0, prompt_ids):
+    cfg = replace(CFG, batch_size=4, queue_target=2, watch_interval_s=0.05, pairing="all", max_pairs_per_prompt=3)
+    report = watch_until_full(store, sampler, cfg)
     assert store.prompts.open_comparison_count() >= cfg.queue_target
     assert report.prompts_sampled < len(QUESTIONS)  # it stopped once the queue was full
     assert report.prompts_sampled == len({r.prompt_id for r in responses(store)})

@@ -28,6 +28,8 @@ class RoundConfig(SettingsData):
     # data.quality.GoldPolicy as a dict (the labelling.gold_* settings): whose labels are held back when the round
     # process reads its pairs back, as when they were selected. None: GoldPolicy's defaults.
     gold: dict[str, Any] | None = None
+    # data.derived.Derivation as a dict (labelling.ranking_pairs, rating_gap): the pairs rankings and ratings yield.
+    derivation: dict[str, Any] | None = None
 
     def __post_init__(self):
         self.check_choices("method", "judge_labels", "reference", prefix="training.")

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from data.pairs import ResolvedRow, iter_resolved
 from data.prompts import prompt_hash
+from data.rules import THUMBS
 from training.config import RoundConfig
 
 
@@ -76,12 +77,15 @@ def all_resolved_pairs(store, cfg: RoundConfig, ids: Collection[int] | None = No
     Human and imported labels always count; judge labels resolve a comparison only where those give no pair:
     with judge_labels='fill' only where no human has labelled it at all, with 'always' also where humans tied or
     have not reached the overlap."""
-    rows = list(iter_resolved(store, sources=("human", "import"), ids=ids))
+    # KTO takes thumbs as they are (unpaired); DPO only the pairs where two thumbs on one prompt disagree.
+    unpaired = cfg.method == "kto"
+    rows = list(iter_resolved(store, sources=("human", "import"), ids=ids, unpaired=unpaired))
     if cfg.judge_labels == "never":
         return rows
     have = {r.comparison_id for r in rows}
     human = store.runs.human_labelled_comparison_ids() if cfg.judge_labels == "fill" else set()
-    rows += [r for r in iter_resolved(store, sources=("judge",), ids=ids) if r.comparison_id not in have | human]
+    rows += [r for r in iter_resolved(store, sources=("judge",), ids=ids, unpaired=unpaired)
+             if r.comparison_id not in have | human]
     rows.sort(key=lambda r: r.comparison_id)
     return rows
 
@@ -94,7 +98,8 @@ def select_pairs(store, cfg: RoundConfig, seed: int | None = None) -> Selection:
         if unusable(row) is not None:
             sel.skipped += 1
         elif is_held_out(row.prompt_json, cfg.eval_fraction):
-            if len(sel.eval) < cfg.eval_max_pairs:
+            # Held out whatever it is; measured only as a pair (a thumb alone has no rejected side to compare).
+            if len(sel.eval) < cfg.eval_max_pairs and row.is_pair:
                 sel.eval.append(row)
         elif row.comparison_id in trained:
             old.append(row)
@@ -108,18 +113,38 @@ def select_pairs(store, cfg: RoundConfig, seed: int | None = None) -> Selection:
             + unused_judge_labels(store, cfg, trained) + tied_hint(store))
     rng = random.Random(cfg.seed if seed is None else seed)
     cap = pairs_per_round(cfg)
-    if cap is not None and len(sel.new) > cap:
+    if cap is not None and pair_weight(sel.new) > cap:
         # A random share of the new pairs, as the steps would have drawn from all of them (taking the oldest
         # first trains a round on the previous version's leftovers and learns visibly slower). Replay keeps its
         # share of what is left; the rest stay new for the next round.
         keep = cap if not old else max(1, int(cap / (1 + cfg.replay_fraction)))
-        sel.deferred = max(0, len(sel.new) - keep)
-        sel.new = sorted(rng.sample(sel.new, keep), key=lambda r: r.comparison_id)
+        taken = draw_up_to(rng, sel.new, keep)
+        sel.deferred = len(sel.new) - len(taken)
+        sel.new = sorted(taken, key=lambda r: r.comparison_id)
     want = min(len(old), round(cfg.replay_fraction * len(sel.new)))
     if cap is not None:
-        want = min(want, max(0, cap - len(sel.new)))
+        want = min(want, max(0, int(cap - pair_weight(sel.new))))
     sel.replay = sorted(rng.sample(old, want), key=lambda r: r.comparison_id) if want else []
     return sel
+
+
+def pair_weight(rows: Sequence[ResolvedRow]) -> float:
+    """What rows weigh against a round's pair budget: a pair 1, a thumb (one KTO example, half a pair's two) 0.5."""
+    return sum(0.5 if r.outcome in THUMBS else 1 for r in rows)
+
+
+def draw_up_to(rng: random.Random, rows: list[ResolvedRow], budget: int) -> list[ResolvedRow]:
+    """A random share of `rows` weighing at most `budget` (pair_weight): as many rows as that when all are pairs,
+    more when thumbs are among them."""
+    if all(r.outcome not in THUMBS for r in rows):
+        return rng.sample(rows, budget)
+    taken, weight = [], 0.0
+    for row in rng.sample(rows, len(rows)):
+        weight += pair_weight([row])
+        if weight > budget:
+            break
+        taken.append(row)
+    return taken
 
 
 def unused_judge_labels(store, cfg: RoundConfig, trained: set[int]) -> str:
@@ -181,17 +206,24 @@ def to_training_examples(cfg: RoundConfig, rows: Sequence[ResolvedRow]) -> list[
 
 def to_unpaired_examples(rows: Sequence[ResolvedRow], seed: int | None = None) -> list[dict]:
     """TRL's conversational unpaired preference format, for KTO: each pair gives its chosen response labelled True
-    (desirable) and its rejected one labelled False, so the two classes are always balanced. In row order, chosen
-    first; with a seed, shuffled: KTOTrainer reads its examples in order and estimates its KL term from each
-    batch's neighbours, which should be other prompts' responses, and its batches should mix the two labels."""
+    (desirable) and its rejected one labelled False; a thumbs row (outcome up|down) gives its one response labelled
+    True for up. In row order, chosen first; with a seed, shuffled: KTOTrainer reads its examples in order and
+    estimates its KL term from each batch's neighbours, which should be other prompts' responses, and its batches
+    should mix the two labels."""
     examples = []
     for row in rows:
         prompt = json.loads(row.prompt_json)
-        examples += [{"prompt": prompt, "completion": [{"role": "assistant", "content": row.chosen}], "label": True},
-                     {"prompt": prompt, "completion": [{"role": "assistant", "content": row.rejected}], "label": False}]
+        if row.outcome in THUMBS:
+            examples.append(_unpaired(prompt, row.chosen, row.outcome == "up"))
+        else:
+            examples += [_unpaired(prompt, row.chosen, True), _unpaired(prompt, row.rejected, False)]
     if seed is not None:
         random.Random(seed).shuffle(examples)
     return examples
+
+
+def _unpaired(prompt: list[dict], text: str, good: bool) -> dict:
+    return {"prompt": prompt, "completion": [{"role": "assistant", "content": text}], "label": good}
 
 
 def to_dataset(examples: Sequence[dict]):

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from data.derived import Derivation
 from data.quality import GoldPolicy
 from training import distributed
 from training.config import RoundConfig
@@ -50,6 +51,7 @@ def run_round(store, models_dir: Path, run_id: int, extra_callbacks: tuple = ())
         progress.start(before=time_before_start(run.config))
         return RoundResult(run_id, "failed", error=progress.failed(error))
     store.gold_policy = GoldPolicy(**cfg.gold) if cfg.gold else GoldPolicy()  # who was held back when queued
+    store.derivation = Derivation(**cfg.derivation) if cfg.derivation else Derivation()  # and the pairs derived
     distributed.join(cfg)  # under `accelerate launch` (training.num_processes > 1): meet the other ranks
     if distributed.from_main(run.status) == "cancelling":  # cancelled while it was queued
         progress.finish("cancelled")

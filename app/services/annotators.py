@@ -75,13 +75,35 @@ class PairKappa:
 
 
 @dataclass(frozen=True)
+class PairTau:
+    """How alike two people order the responses of the rankings (or ratings) both gave: Kendall's tau-b, averaged
+    over the `compared` comparisons (1 the same order, -1 reversed); `first` sorts before `second`."""
+    kind: str  # ranking|rating
+    first: str
+    second: str
+    compared: int
+    tau_b: float | None
+
+
+@dataclass(frozen=True)
+class OrderAgreement:
+    """Agreement between people on one kind of ordering feedback (rankings, or ratings by overall score)."""
+    kind: str  # ranking|rating
+    tau_b: float | None
+    comparisons: int
+    pairs: list[PairTau]
+
+
+@dataclass(frozen=True)
 class Reliability:
-    """Agreement between people as a whole: alpha overall, per round, and every pair's kappa."""
+    """Agreement between people as a whole: alpha overall, per round, and every pair's kappa; on rankings and
+    ratings, Kendall's tau-b (`orders`, only the kinds two or more people ordered)."""
     alpha: float | None
     units: int
     values: int
     rounds: list[RoundAlpha]
     pairs: list[PairKappa]
+    orders: list[OrderAgreement] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -117,7 +139,21 @@ def reliability(agreement: dict) -> Reliability:
              for name, mine in agreement["annotators"].items() for other, k in mine["kappas"].items() if name < other]
     rounds = [RoundAlpha(r, a["alpha"], a["units"], a["values"]) for r, a in agreement["by_round"].items()]
     return Reliability(agreement["alpha"], agreement["units"], agreement["values"], rounds, sorted(
-        pairs, key=lambda p: (p.first, p.second)))
+        pairs, key=lambda p: (p.first, p.second)), _orders(agreement))
+
+
+def _orders(agreement: dict) -> list[OrderAgreement]:
+    """people_agreement's 'rankings' and 'ratings' (data.agreement.rank_agreement), those with any comparison."""
+    out = []
+    for kind, key in (("ranking", "rankings"), ("rating", "ratings")):
+        found = agreement.get(key) or {}
+        if not found.get("comparisons"):
+            continue
+        pairs = [PairTau(kind, name, other, t["compared"], t["tau_b"])
+                 for name, mine in found["annotators"].items() for other, t in mine["with"].items() if name < other]
+        out.append(OrderAgreement(kind, found["tau_b"], found["comparisons"],
+                                  sorted(pairs, key=lambda p: (p.first, p.second))))
+    return out
 
 
 def _labelling(name: str, counts: dict, agreement: dict, gold) -> Labelling:

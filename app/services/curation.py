@@ -53,10 +53,28 @@ def show_text(item: dict[str, Any]) -> str:
                      f", from {item['source']}, {len(item['comparisons'])} comparison(s)")]
     lines += [f"  {m['role']}: {m['content']}" for m in item["messages"]]
     if "status" in item:
-        lines += [f"  A: {item['response_a']}", f"  B: {item['response_b']}"]
-        lines += [f"  label {x['id']}: {x['annotator']} ({x['source']}) {x['choice']}"
+        lines += [f"  {name}: {text}" for name, text in response_names(item)]
+        lines += [f"  label {x['id']}: {x['annotator']} ({x['source']}) {label_says(x)}"
                   + (f" (discarded: {x['discarded']})" if x["discarded"] else "") for x in item["labels"]]
     return "\n".join(lines)
+
+
+def response_names(item: dict[str, Any]) -> list[tuple[str, str]]:
+    """A described comparison's responses with the names its labels use: a pair's A and B, else #1 .. #k by
+    position (what a ranking's ranks and a rating's scores are listed by)."""
+    if item.get("comparison_kind", "pair") == "pair":
+        return [("A", item["response_a"]), ("B", item["response_b"])]
+    return [(f"#{i}", text) for i, text in enumerate(item["responses"], 1)]
+
+
+def label_says(label: dict[str, Any]) -> str:
+    """What a described label says, in words: a choice, or a ranking's ranks and a rating's scores by position."""
+    if label.get("ranking"):
+        return "ranked " + ", ".join(f"#{i} {rank}" for i, rank in enumerate(label["ranking"], 1))
+    if label.get("ratings"):
+        return "rated " + "; ".join(f"{criterion} " + ", ".join(map(str, scores))
+                                    for criterion, scores in label["ratings"].items())
+    return label["choice"]
 
 
 def audit_trail(app: App, limit: int = 50) -> list[dict[str, Any]]:

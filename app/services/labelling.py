@@ -27,6 +27,7 @@ class LabelView:
     labelled: Any = None
     undone: int | None = None
     recent: list | None = None  # my last labels (data.queue.RecentLabel), newest first, when the page opens
+    rating: tuple[int, dict[str, str]] | None = None  # a rating item's form (rating_form): scale, criteria
 
 
 RECENT = 5  # labels the label view lists
@@ -62,32 +63,64 @@ def my_progress(app: App, annotator: str) -> dict[str, int]:
 
 def label(app: App, annotator: str, comparison_id: int, shown_order: str, *, side: str | None = None,
           choice: str | None = None, rationale: str | None = None, time_spent_s: float | None = None,
-          and_next: bool = False, progress: bool = False) -> Labelled:
-    """Record one click: `side` as shown (left|right|tie|both_bad|skip) or `choice` about responses A/B as stored.
+          and_next: bool = False, progress: bool = False, ranking: list[int] | None = None,
+          ratings: dict[str, list[int]] | None = None) -> Labelled:
+    """Record one click: `side` as shown (left|right|tie|both_bad|skip) or `choice` about responses A/B as stored;
+    on a ranking, rating or thumbs comparison the `choice` its kind takes ('ranked' with `ranking`, the rank of each
+    position; 'rated' with `ratings`, {criterion: [score of each position]}; up|down; skip).
     With `and_next`, the label and the lease on the next comparison are one write transaction (one BEGIN/COMMIT,
     one fsync), and so is the annotator's progress with `progress` too. The same label again is no change
     (created: False); another choice on it is a Conflict, and so is a comparison they were not handed."""
-    from data.queue import QueueError, choice_from_side, click, submit_and_next, submit_label
+    from data.queue import Given, QueueError, choice_from_side, click, submit_and_next, submit_label
 
     if (side is None) == (choice is None):
         raise BadInput("give exactly one of side or choice")
     labelling = app.settings.labelling
+    given = Given(ranking=ranking, ratings=check_ratings(app, ratings))
     with refusals(QueueError):  # already labelled otherwise, retired, discarded, or full
         if choice is None:
             choice = choice_from_side(side, shown_order)
         if not and_next:
             return Labelled(submit_label(app.store, annotator, comparison_id, choice, shown_order,
                                          rationale=rationale, time_spent_s=time_spent_s,
-                                         overlap_default=labelling.overlap, handed_only=True))
+                                         overlap_default=labelling.overlap, handed_only=True, given=given))
         step = click if progress else submit_and_next
         done = step(app.store, annotator, comparison_id, choice, shown_order, labelling.lease_seconds,
                     rationale=rationale, time_spent_s=time_spent_s, overlap_default=labelling.overlap,
-                    handing=handing(app))
+                    handing=handing(app), given=given)
         return Labelled(done.result, done.next, done.counts) if progress else Labelled(*done)
 
 
+def rating_form(app: App) -> tuple[int, dict[str, str]]:
+    """What a rating asks: the Likert scale's top score and the criteria, name: help text."""
+    labelling = app.settings.labelling
+    return labelling.rating_scale, dict(labelling.rating_criteria)
+
+
+def check_ratings(app: App, ratings: dict[str, list[int]] | None) -> dict[str, list[int]] | None:
+    """A person's ratings rate every criterion of the settings, none other, on the settings' scale (the queue
+    checks their shape against the comparison)."""
+    if ratings is None:
+        return None
+    scale, criteria = rating_form(app)
+    if not isinstance(ratings, dict) or set(ratings) != set(criteria):
+        given = sorted(ratings) if isinstance(ratings, dict) else ratings
+        raise BadInput(f"rate every criterion ({', '.join(criteria)}) and no other; got {given}")
+    for criterion, scores in ratings.items():
+        if not isinstance(scores, list) or any(type(x) is not int or not 1 <= x <= scale for x in scores):
+            raise BadInput(f"ratings[{criterion!r}]: give each response a whole score from 1 to {scale}, "
+                           f"not {scores}")
+    return ratings
+
+
 def label_view(app: App, annotator: str, notice: str = "") -> LabelView:
-    return LabelView(next_for(app, annotator), my_progress(app, annotator), notice)
+    return view_of(app, next_for(app, annotator), my_progress(app, annotator), notice)
+
+
+def view_of(app: App, item, progress: dict[str, int], notice: str = "", **changed) -> LabelView:
+    """A LabelView of `item`, with the rating form when the item asks for ratings."""
+    rating = rating_form(app) if item is not None and item.kind == "rating" else None
+    return LabelView(item, progress, notice, rating=rating, **changed)
 
 
 def recent_labels(app: App, annotator: str, limit: int = RECENT) -> list:
@@ -107,15 +140,29 @@ def open_view(app: App, annotator: str) -> LabelView:
 
 def label_and_next(app: App, annotator: str, comparison_id: int, side: str, shown_order: str,
                    rationale: str | None = None, time_spent_s: float | None = None) -> LabelView:
-    """The label page's click: the label, the next comparison and the annotator's progress, in one transaction.
-    A refused label (taken meanwhile, already labelled differently, retired) is not an error for the annotator:
-    they get the next comparison and a notice saying why."""
+    """The label page's click on a pair's choice (or a skip): the label, the next comparison and the annotator's
+    progress, in one transaction. A refused label (taken meanwhile, already labelled differently, retired) is not
+    an error for the annotator: they get the next comparison and a notice saying why."""
+    return _click(app, annotator, comparison_id, shown_order, side=side, rationale=rationale,
+                  time_spent_s=time_spent_s)
+
+
+def give_and_next(app: App, annotator: str, comparison_id: int, shown_order: str, choice: str,
+                  ranking: list[int] | None = None, ratings: dict[str, list[int]] | None = None,
+                  rationale: str | None = None, time_spent_s: float | None = None) -> LabelView:
+    """label_and_next for any kind of comparison: `choice` as its kind takes it (label's), with the `ranking`
+    (rank of each position) or the `ratings` ({criterion: [score of each position]}) it gives. A malformed
+    ranking or ratings is BadInput (the annotator fixes it); a refusal, as for label_and_next, a notice."""
+    return _click(app, annotator, comparison_id, shown_order, choice=choice, ranking=ranking, ratings=ratings,
+                  rationale=rationale, time_spent_s=time_spent_s)
+
+
+def _click(app: App, annotator: str, comparison_id: int, shown_order: str, **given) -> LabelView:
     try:
-        labelled = label(app, annotator, comparison_id, shown_order, side=side, rationale=rationale,
-                         time_spent_s=time_spent_s, and_next=True, progress=True)
+        labelled = label(app, annotator, comparison_id, shown_order, and_next=True, progress=True, **given)
     except (Conflict, NotFound) as refused:
         return label_view(app, annotator, str(refused))
-    return LabelView(labelled.next, labelled.progress, labelled=labelled.result)
+    return view_of(app, labelled.next, labelled.progress, labelled=labelled.result)
 
 
 @refusals()

@@ -9,6 +9,7 @@ from app.services.errors import refusals
 from app.services.workdir import App
 from app.settings import Settings
 from data import quality as data_quality
+from data.derived import Derivation
 from data.quality import GoldPolicy, GoldScore
 from data.rules import COUNTED_CHOICES
 
@@ -19,6 +20,11 @@ def gold_policy(settings: Settings) -> GoldPolicy:
     """The hold-back rule of these settings (labelling.gold_window, gold_min_answers, gold_threshold)."""
     labelling = settings.labelling
     return GoldPolicy(labelling.gold_window, labelling.gold_min_answers, labelling.gold_threshold)
+
+
+def derivation(settings: Settings) -> Derivation:
+    """Which pairs rankings and ratings yield under these settings (labelling.ranking_pairs, rating_gap)."""
+    return Derivation.of(settings.labelling)
 
 
 def gold_scores(app: App) -> dict[str, GoldScore]:

@@ -12,14 +12,15 @@ def round_config(app: App, deploy: bool = False):
     """One round's config: the training settings, the probe sampling settings, and whether to deploy."""
     import dataclasses
 
-    from app.services.quality import gold_policy
+    from app.services.quality import derivation, gold_policy
     from training.config import RoundConfig
 
     s = app.settings
     with refusals():  # settings the round refuses
         return RoundConfig.from_settings(s.training, s.generation, s.model, deploy=deploy,
                                          retire_open=s.generation.on_deploy == "retire", judge=_win_rate_judge(app),
-                                         gold=dataclasses.asdict(gold_policy(s)))
+                                         gold=dataclasses.asdict(gold_policy(s)),
+                                         derivation=dataclasses.asdict(derivation(s)))
 
 
 def _win_rate_judge(app: App) -> dict[str, Any] | None:

@@ -1,5 +1,6 @@
-"""Data in and out, as an operator moves it: importing prompts, responses to label or labelled pairs, and
-exporting resolved pairs (with their ties and metadata beside them) to a file or as a streamed download."""
+"""Data in and out, as an operator moves it: importing prompts, responses to label, labelled pairs, ratings
+(UltraFeedback) or thumbs (TRL's unpaired rows), and exporting resolved pairs, thumbs or ratings (with their ties
+and metadata beside them) to a file or as a streamed download."""
 
 from pathlib import Path
 
@@ -40,8 +41,8 @@ def export_data(app: App, out, fmt: str = "trl", sources: tuple[str, ...] = SOUR
                 to: str | None = None, part: str | None = None) -> int:
     """Resolved pairs to a path (ties and metadata in sidecar files beside it) or an open file. `to` is the
     container (jsonl, parquet, dataset; default from `out`); `part` (pairs, ties, metadata) writes just that
-    file of the export to the open file `out`. Returns the records written (pairs, or rows in trl-unpaired: two a
-    pair, and ties)."""
+    file of the export to the open file `out`. Returns the records written (pairs; rows in trl-unpaired, two a
+    pair and one a thumbs verdict; rated comparisons in ultrafeedback; and ties)."""
     from data.export import export_pairs, export_part
 
     filters = dict(fmt=fmt, sources=sources, since_round=since_round, min_agreement=min_agreement)

@@ -33,9 +33,10 @@ class App:
 
     def __post_init__(self):
         # Which labels resolve pairs depends on who the gold-accuracy settings hold back (data.pairs reads it there).
-        from app.services.quality import gold_policy
+        from app.services.quality import derivation, gold_policy
 
         self.store.gold_policy = gold_policy(self.settings)
+        self.store.derivation = derivation(self.settings)
 
     @property
     def config_path(self) -> Path:

@@ -19,7 +19,9 @@ def sampling_config(app: App, samples: int | None = None):
     from generation.config import SamplingConfig
 
     changes = {} if samples is None else {"samples_per_prompt": samples}
-    return SamplingConfig.from_settings(app.settings.generation, overlap=app.settings.labelling.overlap, **changes)
+    with refusals():  # e.g. --samples below generation.responses_per_comparison: a sentence, before any model loads
+        return SamplingConfig.from_settings(app.settings.generation, overlap=app.settings.labelling.overlap,
+                                            **changes)
 
 
 def margin_scorer(app: App):
@@ -68,9 +70,10 @@ def generate(app: App, limit: int | None = None, samples: int | None = None, pro
     from generation.backend import ModelLoadError
     from generation.worker import generate_once
 
+    cfg = sampling_config(app, samples)
     with open_generator(app) as backend, refusals(unavailable=(ModelLoadError,)):
-        return generate_once(app.store, backend, sampling_config(app, samples), limit=limit, progress=progress,
-                             again_tied=again_tied, margins=margin_scorer(app))
+        return generate_once(app.store, backend, cfg, limit=limit, progress=progress, again_tied=again_tied,
+                             margins=margin_scorer(app))
 
 
 def watch_generation(app: App, stop_event: threading.Event, samples: int | None = None,
@@ -80,9 +83,10 @@ def watch_generation(app: App, stop_event: threading.Event, samples: int | None 
     from generation.backend import ModelLoadError
     from generation.worker import watch
 
+    cfg = sampling_config(app, samples)
     with open_generator(app) as backend, refusals(unavailable=(ModelLoadError,)):
-        return watch(app.store, backend, sampling_config(app, samples), stop_event, max_batches=max_batches,
-                     on_batch=on_batch, pause=pause, margins=margin_scorer(app))
+        return watch(app.store, backend, cfg, stop_event, max_batches=max_batches, on_batch=on_batch, pause=pause,
+                     margins=margin_scorer(app))
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ def build_blocks(app, worker) -> gr.Blocks:
         with gr.Row(elem_id="pf-header"):
             who = gr.Markdown()
             gr.Button("Log out", link="/logout", size="sm", scale=0)
-        with gr.Tab("Label", id="label") as label_tab:
+        with gr.Tab("Label", id="label", elem_id="pf-label-tab") as label_tab:
             label.build(blocks, app, worker)
         with gr.Tab("Review", id="review", visible=False, elem_id="pf-review") as review_tab:
             review.build(app, review_tab)

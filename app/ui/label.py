@@ -1,6 +1,7 @@
-"""The annotator's label view: the prompt, responses A and B in cards, the choice bar fixed to the bottom of the
-screen, undo and my recent labels, an edit. Each event is one request calling one service (app.services.labelling);
-a refusal shows once, as a notice beside the control that caused it."""
+"""The annotator's label view: the prompt, the responses in cards as the comparison's kind asks (a pair's A and B;
+a ranking's k to rank, a rating's k to rate on each criterion, a thumbs item's one), the choice bar fixed to the
+bottom of the screen, undo and my recent labels, an edit. Each event is one request calling one service
+(app.services.labelling); a refusal shows once, as a notice beside the control that caused it."""
 
 import functools
 import time
@@ -22,6 +23,17 @@ CHOICE_BUTTONS = (
     ("both_bad", "Both bad", "x", "pf-btn-both-bad"),
     ("skip", "Skip", "s", "pf-btn-skip"),
 )
+# The bar's buttons for the other kinds (choice, button text, key, element id); each shows only beside its kind's
+# cards (assets.CSS), and Submit ranking/ratings only once every response has its rank or scores (KEYBOARD_JS).
+KIND_BUTTONS = (
+    ("ranked", "Submit ranking", "Enter", "pf-btn-rank"),
+    ("rated", "Submit ratings", "Enter", "pf-btn-rate"),
+    ("up", "Good", "g", "pf-btn-up"),
+    ("down", "Bad", "d", "pf-btn-down"),
+)
+# What Submit ranking/ratings sends: the page's script reads the ranks or scores given in the cards into the
+# hidden `given` input (the last of the click's inputs).
+GIVEN_JS = "(...inputs) => [...inputs.slice(0, -1), window.pfGiven ? window.pfGiven() : '']"
 UNDO_KEY, RAW_KEY = "u", "r"
 EMPTY_QUEUE = "Nothing left to label right now. Thank you! New comparisons appear here as they are generated."
 # A click is tens of milliseconds: Gradio's loading overlay would only flash over the cards.
@@ -99,8 +111,27 @@ def label_click(app, worker, side: str, state: dict | None, rationale: str, hist
                        note=_note(worker))
     view = labelling.label_and_next(app, user, state["comparison_id"], side, state["shown_order"],
                                     (rationale or "").strip() or None, time.time() - state["shown_at"])
+    return _clicked(view, history, side, state, worker)
+
+
+@shown("bar")
+def give_click(app, worker, choice: str, state: dict | None, rationale: str, history: list | None, given: str,
+               request: gr.Request):
+    """Submit ranking, Submit ratings, Good or Bad (or their keys): as label_click, with the ranks or scores the
+    page's script read from the cards (`given`, JSON: label_parts.read_given)."""
+    user = active_user(app, request)
+    if not state:
+        return updates(labelling.label_view(app, user, "Nothing to label right now."), history, "warn",
+                       note=_note(worker))
+    view = labelling.give_and_next(app, user, state["comparison_id"], state["shown_order"], choice,
+                                   **parts.read_given(given), rationale=(rationale or "").strip() or None,
+                                   time_spent_s=time.time() - state["shown_at"])
+    return _clicked(view, history, choice, state, worker)
+
+
+def _clicked(view: labelling.LabelView, history: list | None, clicked: str, state: dict, worker) -> tuple:
     if view.labelled is not None:
-        history = parts.remember(history, view.labelled.label_id, side, state.get("snippet", ""))
+        history = parts.remember(history, view.labelled.label_id, clicked, state.get("snippet", ""))
     return updates(view, history, "warn", note=_note(worker))  # a notice here is a refusal: taken meanwhile, ...
 
 
@@ -150,9 +181,10 @@ def updates(view: labelling.LabelView, history: list | None, kind: str = "info",
             gr.Timer(active=item is None))
     if item is None:
         return None, render_notice(EMPTY_QUEUE), "", progress, "", "A", "", *tail
-    state = {"comparison_id": item.comparison_id, "shown_order": item.shown_order, "left": item.left_text,
-             "right": item.right_text, "shown_at": time.time(), "snippet": parts.snippet(item.messages)}
-    cards = parts.cards_html(item.comparison_id, item.left_text, item.right_text)
+    state = {"comparison_id": item.comparison_id, "shown_order": item.shown_order, "kind": item.kind,
+             "left": item.left_text, "right": item.right_text, "shown_at": time.time(),
+             "snippet": parts.snippet(item.messages)}
+    cards = parts.item_cards(item, view.rating)
     return state, render_messages(item.messages), cards, progress, "", "A", item.left_text, *tail
 
 
@@ -165,12 +197,15 @@ def notices(slot: str, kind: str, message: str) -> tuple[str, ...]:
 def build(blocks: gr.Blocks, app, worker=None) -> None:
     """The label tab's contents and events (inside the tab's context); `worker`, the in-server sampling worker,
     says what it samples beside my progress."""
-    view, buttons, undo, raw, edit_button = _layout(app)
+    view, (buttons, kind_buttons, given), undo, raw, edit_button = _layout(app)
     blocks.load(bind(load_view, app, worker), None, view, **QUIET)
     view.timer.tick(bind(refresh_empty, app, worker), [view.state, view.history], view, **QUIET)
     for button, (side, *_rest) in zip(buttons, CHOICE_BUTTONS, strict=True):
         button.click(bind(label_click, app, worker, side), [view.state, view.rationale, view.history], view,
                      **DIRECT)
+    for button, (choice, *_rest) in zip(kind_buttons, KIND_BUTTONS, strict=True):
+        button.click(bind(give_click, app, worker, choice), [view.state, view.rationale, view.history, given], view,
+                     js=GIVEN_JS if choice in ("ranked", "rated") else None, **DIRECT)
     undo.click(bind(undo_label, app, worker), view.history, view, **DIRECT)
     edit_button.click(bind(submit_edit, app, worker), [view.state, view.edit_side, view.edited, view.rationale,
                                                view.history], view, **QUIET)
@@ -207,15 +242,23 @@ def _layout(app):
     return view, buttons, undo, raw, edit_button
 
 
+def key_name(key: str) -> str:
+    """A shortcut as its button names it: a letter in capitals, a named key (Enter) as it is."""
+    return key.upper() if len(key) == 1 else key
+
+
 def _choice_bar():
-    """The bar fixed to the bottom of the screen: notices, the rationale, the choice buttons and Undo."""
+    """The bar fixed to the bottom of the screen: notices, the rationale, the choice buttons of every kind (those
+    of the kind shown show), Undo; and the hidden input Submit ranking/ratings fill (GIVEN_JS)."""
     with gr.Column(elem_id="pf-bar"):
         bar_notice = gr.HTML(elem_id="pf-bar-notice", js_on_load=None)
         with gr.Row(elem_id="pf-bar-row"):
             rationale = gr.Textbox(show_label=False, placeholder="Rationale (optional)", lines=1, max_lines=3,
                                    container=False, elem_id="pf-rationale")
-            buttons = [gr.Button(f"{text} [{key.upper()}]", elem_id=elem, size="md",
-                                 variant="primary" if side in ("left", "right") else "secondary")
-                       for side, text, key, elem in CHOICE_BUTTONS]
+            buttons = [gr.Button(f"{text} [{key_name(key)}]", elem_id=elem, size="md",
+                                 variant="secondary" if side in ("tie", "both_bad", "skip") else "primary")
+                       for side, text, key, elem in (*KIND_BUTTONS, *CHOICE_BUTTONS)]
             undo = gr.Button(f"Undo [{UNDO_KEY.upper()}]", elem_id="pf-btn-undo", size="md", variant="secondary")
-    return bar_notice, rationale, buttons, undo
+        given = gr.Textbox(visible=False, elem_id="pf-given")
+    kinds = len(KIND_BUTTONS)
+    return bar_notice, rationale, (buttons[kinds:], buttons[:kinds], given), undo

@@ -33,6 +33,7 @@ QUALITY_HELP = (
     "labels stay stored and count here, but resolve no pair until an operator releases or discards them.")
 ROUND_COLUMNS = ["round", "alpha", "comparisons", "labels"]
 PAIR_COLUMNS = ["person", "with", "compared", "agreement", "kappa"]
+TAU_COLUMNS = ["kind", "person", "with", "compared", "tau-b"]
 AGREEMENT_HELP = (
     "**alpha**: Krippendorff's alpha over every comparison two or more people labelled (1 perfect agreement, 0 "
     "chance, below 0 worse than chance; missing labels allowed), per round of the comparisons' model version. "
@@ -48,9 +49,9 @@ def build(app, triggers) -> None:
                               label="People", show_label=False)
         gr.Markdown(PEOPLE_HELP, elem_id="pf-people-help")
     quality, held, reason, release_button, discard_button, held_result = _quality_section()
-    alpha, rounds, pairs = _agreement_section()
+    alpha, rounds, pairs, orders, taus = _agreement_section()
     # After an action the tables refresh quietly: a loading overlay over them would hide the outcome's context.
-    views = [table, people, who, quality, held, alpha, rounds, pairs]
+    views = [table, people, who, quality, held, alpha, rounds, pairs, orders, taus]
     tables = {"fn": bind(refresh_people, app), "inputs": [who, held], "outputs": views, **EVENT,
               "show_progress": "hidden"}
     # Opening the console or Refresh also clears an outcome and a password shown earlier: a password shows once.
@@ -118,7 +119,10 @@ def _agreement_section():
         pairs = gr.Dataframe(headers=PAIR_COLUMNS, interactive=False, elem_id="pf-kappa-pairs",
                              label="Cohen's kappa per pair of people")
         gr.Markdown(AGREEMENT_HELP, elem_id="pf-agreement-help")
-    return alpha, rounds, pairs
+        orders = gr.Markdown(elem_id="pf-tau")
+        taus = gr.Dataframe(headers=TAU_COLUMNS, interactive=False, elem_id="pf-tau-pairs",
+                            label="Kendall's tau-b per pair of people (rankings, and ratings by overall score)")
+    return alpha, rounds, pairs, orders, taus
 
 
 # -- handlers: each reads its inputs and calls one service; a refusal is a sentence beside the controls -------------
@@ -222,7 +226,7 @@ def _tables(app, selected: str | None, held: str | None) -> tuple:
     together = view.reliability
     return (_accounts_frame(view.accounts), _people_frame(view.labelling), picker,
             _quality_frame(view.labelling), held_picker, _alpha_text(together), _rounds_frame(together.rounds),
-            _pairs_frame(together.pairs))
+            _pairs_frame(together.pairs), _orders_text(together.orders), _taus_frame(together.orders))
 
 
 def _outcome(app, change, name: str | None, *args, done: str):
@@ -297,6 +301,20 @@ def _alpha_text(together) -> str:
         return (f"**Krippendorff's alpha:** undefined over {together.units} comparison(s): every label there is "
                 "the same answer.")
     return "**Krippendorff's alpha:** not yet: no comparison has labels from two or more people."
+
+
+def _orders_text(orders) -> str:
+    if not orders:
+        return ""
+    return " ".join(f"**Kendall's tau-b on {o.kind}s:** {num(o.tau_b, 2) or 'undefined'} over {o.comparisons} "
+                    f"comparison(s) ordered by two or more people." for o in orders)
+
+
+def _taus_frame(orders):
+    import pandas as pd
+
+    return pd.DataFrame([[p.kind, p.first, p.second, p.compared, num(p.tau_b, 2)] for o in orders for p in o.pairs],
+                        columns=TAU_COLUMNS)
 
 
 def _rounds_frame(rows):

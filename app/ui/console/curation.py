@@ -101,14 +101,15 @@ def item_html(item: dict[str, Any]) -> str:
                 f"{len(item['comparisons'])} comparison(s){_discarded_note(item)}</p>"
                 + render_messages(item["messages"]))
     labels = "".join(f"<li>label {x['id']}: {html.escape(x['annotator'])} ({html.escape(x['source'])}) "
-                     f"{html.escape(x['choice'])}{_discarded_note(x)}</li>" for x in item["labels"])
+                     f"{html.escape(curation.label_says(x))}{_discarded_note(x)}</li>" for x in item["labels"])
     prompt_note = (f" &middot; its prompt {item['prompt_id']} is discarded: {html.escape(item['prompt_discarded'])}"
                    if item["prompt_discarded"] else "")
     gold = f" &middot; <b>gold question</b>, known answer {html.escape(item['gold'])}" if item.get("gold") else ""
     return (f"<p><b>comparison {item['id']}</b>: {html.escape(item['status'])}, from "
             f"{html.escape(item['origin'] or item['source'])}{gold}{_discarded_note(item)}{prompt_note}</p>"
-            + render_messages(item["messages"]) + render_response("A", item["response_a"])
-            + render_response("B", item["response_b"]) + f"<ul>{labels or '<li>no labels</li>'}</ul>")
+            + render_messages(item["messages"])
+            + "".join(render_response(name, text) for name, text in curation.response_names(item))
+            + f"<ul>{labels or '<li>no labels</li>'}</ul>")
 
 
 def _discarded_note(item: dict[str, Any]) -> str:

@@ -13,7 +13,7 @@ from app.services.errors import BadInput, NotFound
 from app.ui.common import EVENT, bind, operator_only, section
 
 IMPORT_FORMATS = ["auto", "prompts-jsonl", "prompts-csv", "responses-jsonl", "trl", "openai", "hh-rlhf",
-                  "llamafactory"]
+                  "llamafactory", "trl-unpaired", "ultrafeedback"]
 
 
 def build_import(app) -> None:
@@ -33,7 +33,7 @@ def build_import(app) -> None:
 
 def build_export(app) -> None:
     with section("Export"):
-        export_format = gr.Radio(["trl", "openai", "trl-unpaired"], value="trl", label="Format")
+        export_format = gr.Radio(["trl", "openai", "trl-unpaired", "ultrafeedback"], value="trl", label="Format")
         sources = gr.CheckboxGroup(["human", "import", "judge"], value=["human", "import"],
                                    label="Label sources that may resolve a pair")
         include_ties = gr.Checkbox(label="Include ties and both-bad (under a 'label' field)")

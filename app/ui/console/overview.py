@@ -148,6 +148,9 @@ def summary_text(overview: dict[str, Any], rounds: list[console_views.RoundMetri
              f"**Data:** {overview['prompts']} prompts · {overview['responses']} responses",
              f"**Model:** {overview['deployed_version'] or 'none'} deployed · "
              f"{_count(len(rounds), 'finished round')}"]
+    kinds = overview.get("comparisons_by_kind") or {}
+    if set(kinds) - {"pair"}:  # only once anything but pairs is asked for
+        lines.append("**Kinds:** " + " · ".join(f"{kind} {n}" for kind, n in sorted(kinds.items())))
     discarded = ", ".join(f"{kind} {n}" for kind, n in (overview.get("discarded") or {}).items() if n)
     if discarded:
         lines.append(f"**Discarded:** {discarded}")
