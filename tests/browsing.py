@@ -8,7 +8,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
-from conftest import TEST_PASSWORD
+from conftest import TEST_PASSWORD, make_kind_comparison
 
 from app.server import create_app, running_server
 
@@ -133,20 +133,5 @@ def session(browser, site, tmp_path):
 
 
 def seed_kind(store, kind: str, texts: list[str], prompt: str | None = None, overlap: int = 1) -> int:
-    """One open comparison of `kind` (ranking, rating or thumbs) over responses with `texts`, by position, to a
-    prompt of its own; its id."""
-    import uuid
-
-    from data.models import Comparison, ComparisonResponse, Response
-
-    prompt_id = store.prompts.add([prompt or f"{kind} prompt {uuid.uuid4().hex[:8]}"]).ids[0]
-    with store.write() as s:
-        rows = [Response(prompt_id=prompt_id, text=text) for text in texts]
-        s.add_all(rows)
-        s.flush()
-        c = Comparison(prompt_id=prompt_id, response_a_id=rows[0].id, response_b_id=rows[min(1, len(rows) - 1)].id,
-                       overlap=overlap, kind=kind)
-        s.add(c)
-        s.flush()
-        s.add_all(ComparisonResponse(comparison_id=c.id, position=i, response_id=r.id) for i, r in enumerate(rows))
-        return c.id
+    """One open comparison of `kind` over responses with `texts`, by position, to a prompt of its own; its id."""
+    return make_kind_comparison(store, kind, overlap=overlap, texts=texts, prompt=prompt)

@@ -250,16 +250,19 @@ def seed_comparisons(store, n: int, overlap: int = 1, texts=None) -> list[int]:
     return ids
 
 
-def make_kind_comparison(store: Store, kind: str, k: int, overlap: int = 1) -> int:
-    """One open comparison of `kind` over k fresh responses ('R0'..) to a prompt of its own (a thumbs one: k=1)."""
+def make_kind_comparison(store: Store, kind: str, k: int | None = None, overlap: int = 1,
+                         texts: list[str] | None = None, prompt: str | None = None) -> int:
+    """One open comparison of `kind` (ranking, rating or thumbs) over fresh responses by position, `texts` or k of
+    them ('R0'.., a thumbs one: k=1), to a prompt of its own (`prompt`, or a made-up one); its id."""
     from data.models import Comparison, ComparisonResponse, Response
 
-    prompt_id = store.prompts.add([f"{kind} prompt {uuid.uuid4().hex[:8]}"]).ids[0]
+    texts = texts or [f"R{i}" for i in range(k)]
+    prompt_id = store.prompts.add([prompt or f"{kind} prompt {uuid.uuid4().hex[:8]}"]).ids[0]
     with store.write() as s:
-        rows = [Response(prompt_id=prompt_id, text=f"R{i}") for i in range(k)]
+        rows = [Response(prompt_id=prompt_id, text=text) for text in texts]
         s.add_all(rows)
         s.flush()
-        c = Comparison(prompt_id=prompt_id, response_a_id=rows[0].id, response_b_id=rows[min(1, k - 1)].id,
+        c = Comparison(prompt_id=prompt_id, response_a_id=rows[0].id, response_b_id=rows[min(1, len(rows) - 1)].id,
                        overlap=overlap, kind=kind)
         s.add(c)
         s.flush()

@@ -14,7 +14,7 @@ from sqlmodel import select
 
 from app.services import console, labelling
 from data.models import Comparison, Label
-from data.queue import submit_label
+from data.queue import Given, submit_label
 
 pytestmark = BROWSER
 
@@ -710,3 +710,22 @@ def test_thumbs_by_keyboard_and_undo(site, session, shots, width):
     s.wait_labels_today(2)
     assert _label_of(app, bad).choice == "up"
     assert not s.remote and not s.dialogs
+
+
+def test_the_console_shows_a_rankings_responses_and_ranks_by_position(site, session, shots):
+    url, app = site
+    cid = seed_kind(app.store, "ranking", ["First <b>answer</b>.", "Second answer.", "Third answer."],
+                    prompt="Rank three")
+    label_id = submit_label(app.store, "alice", cid, "ranked", "ab", given=Given(ranking=[2, 1, 3])).label_id
+    olivia = session("olivia")
+    page = olivia.page
+    page.get_by_role("tab", name="Console").click()
+    page.get_by_role("tab", name="Data").click()
+    page.fill("#pf-curate-id input", str(label_id))
+    page.click("#pf-btn-show")
+    olivia.wait_text("#pf-curate-show", "ranked")
+    shown = page.inner_text("#pf-curate-show")
+    assert "alice (human) ranked #1 2, #2 1, #3 3" in shown
+    assert all(f"#{i}" in shown for i in (1, 2, 3)) and "First <b>answer</b>." not in page.content()
+    page.wait_for_timeout(300)
+    page.screenshot(path=str(shots / "console-show-ranking.png"), full_page=True)

@@ -227,6 +227,7 @@ def test_operator_adds_a_user_resets_a_password_and_changes_a_role(site, session
     people_table = page.inner_text("#pf-people-table")
     assert "carol" in people_table and "3.0" in people_table
     assert "0.33 of 3" in page.inner_text("#pf-quality-table")  # alice agrees with carol on 1 of 3
+    assert not page.locator("#pf-tau-pairs").is_visible()  # pairs only: no rank-correlation table
     page.fill("#pf-new-name input", "bob")
     page.click("#pf-btn-add-user")
     assert "Added bob as an annotator" in outcome(s, "Added bob")

@@ -45,7 +45,7 @@ def show_text(item: dict[str, Any]) -> str:
     """`show`'s result as plain lines for a terminal."""
     head = f"{item['kind']} {item['id']}" + (f" (discarded: {item['discarded']})" if item["discarded"] else "")
     if item["kind"] == "label":
-        lines = [f"{head}: {item['annotator']} ({item['source']}) chose {item['choice']}"]
+        lines = [f"{head}: {item['annotator']} ({item['source']}) {label_verb(item)}"]
         if item["rationale"]:
             lines.append(f"  rationale: {item['rationale']}")
         return "\n".join(lines + [""] + show_text(item["comparison"]).splitlines())
@@ -65,6 +65,12 @@ def response_names(item: dict[str, Any]) -> list[tuple[str, str]]:
     if item.get("comparison_kind", "pair") == "pair":
         return [("A", item["response_a"]), ("B", item["response_b"])]
     return [(f"#{i}", text) for i, text in enumerate(item["responses"], 1)]
+
+
+def label_verb(label: dict[str, Any]) -> str:
+    """label_says as a sentence's verb: 'chose b', 'ranked #1 2, ...', 'rated ...'."""
+    said = label_says(label)
+    return f"chose {said}" if said == label["choice"] else said
 
 
 def label_says(label: dict[str, Any]) -> str:

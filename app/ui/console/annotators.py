@@ -120,7 +120,7 @@ def _agreement_section():
                              label="Cohen's kappa per pair of people")
         gr.Markdown(AGREEMENT_HELP, elem_id="pf-agreement-help")
         orders = gr.Markdown(elem_id="pf-tau")
-        taus = gr.Dataframe(headers=TAU_COLUMNS, interactive=False, elem_id="pf-tau-pairs",
+        taus = gr.Dataframe(headers=TAU_COLUMNS, interactive=False, elem_id="pf-tau-pairs", visible=False,
                             label="Kendall's tau-b per pair of people (rankings, and ratings by overall score)")
     return alpha, rounds, pairs, orders, taus
 
@@ -311,10 +311,11 @@ def _orders_text(orders) -> str:
 
 
 def _taus_frame(orders):
+    """The tau-b table, shown only once anything was ordered (most teams compare pairs alone)."""
     import pandas as pd
 
-    return pd.DataFrame([[p.kind, p.first, p.second, p.compared, num(p.tau_b, 2)] for o in orders for p in o.pairs],
-                        columns=TAU_COLUMNS)
+    rows = [[p.kind, p.first, p.second, p.compared, num(p.tau_b, 2)] for o in orders for p in o.pairs]
+    return gr.update(value=pd.DataFrame(rows, columns=TAU_COLUMNS), visible=bool(orders))
 
 
 def _rounds_frame(rows):

@@ -94,7 +94,7 @@ def item_html(item: dict[str, Any]) -> str:
     if item["kind"] == "label":
         rationale = f" &middot; rationale: {html.escape(item['rationale'])}" if item["rationale"] else ""
         head = (f"<p><b>label {item['id']}</b>: {html.escape(item['annotator'])} ({html.escape(item['source'])}) "
-                f"chose <b>{html.escape(item['choice'])}</b>{_discarded_note(item)}{rationale}</p>")
+                f"{html.escape(curation.label_verb(item))}{_discarded_note(item)}{rationale}</p>")
         return head + item_html(item["comparison"])
     if "status" not in item:
         return (f"<p><b>prompt {item['id']}</b> from {html.escape(item['source'])}, "
