@@ -1,6 +1,6 @@
 """The label queue: handing comparisons out under leases (in the order labelling.priority asks, with gold questions
 mixed in), taking each back exactly `overlap` times (a choice, a ranking, ratings or a thumb, as the comparison's
-kind asks), edits.
+kind asks), and a person's progress. An edit (data/edits.py) records its label through `submit_in`.
 
 Every operation is one transaction. On SQLite it holds the write lock from its start (BEGIN IMMEDIATE), so
 check-then-write is atomic across processes. On PostgreSQL annotators run side by side: a lease or label is added
@@ -27,10 +27,10 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlmodel import Session, col, select
+from sqlmodel import col, select
 
 from data.db import ROW_LOCK, SKIP_LOCKED, locks_rows
-from data.models import Comparison, Label, Lease, Prompt, Response, utcnow
+from data.models import Comparison, Label, Lease, utcnow
 from data.rules import (
     COUNTED_CHOICES,
     FILLING_SQL,
@@ -381,9 +381,9 @@ def submit_label(store: Store, annotator: str, comparison_id: int, choice: str, 
     again. Refused: unknown (LookupError) or retired comparisons, and labels beyond the overlap; with
     `handed_only` (a person labelling: every front end asks for it), comparisons they hold no lease on
     (NotHanded). Judges, imports and scripts that record labels leave it off."""
-    _check_label(choice, shown_order, source)
+    check_label(choice, shown_order, source)
     with store.queue_conn(annotator) as conn:
-        return _submit(conn, comparison_id, annotator, choice, shown_order, rationale, time_spent_s, source,
+        return submit_in(conn, comparison_id, annotator, choice, shown_order, rationale, time_spent_s, source,
                        overlap_default, handed_only, given)
 
 
@@ -393,9 +393,9 @@ def submit_and_next(store: Store, annotator: str, comparison_id: int, choice: st
                     given: Given = NOTHING) -> tuple[SubmitResult, QueueItem | None]:
     """submit_label (a person's label, on a comparison they were handed) then next_comparison, in one
     transaction: the API's label-and-next."""
-    _check_label(choice, shown_order, "human")
+    check_label(choice, shown_order, "human")
     with store.queue_conn(annotator) as conn:
-        result = _submit(conn, comparison_id, annotator, choice, shown_order, rationale, time_spent_s, "human",
+        result = submit_in(conn, comparison_id, annotator, choice, shown_order, rationale, time_spent_s, "human",
                          overlap_default, handed_only=True, given=given)
         return result, _next(conn, annotator, lease_seconds, overlap_default, handing)
 
@@ -413,17 +413,19 @@ def click(store: Store, annotator: str, comparison_id: int, choice: str, shown_o
           rationale: str | None = None, time_spent_s: float | None = None,
           overlap_default: int | None = None, handing: Handing = FIFO, given: Given = NOTHING) -> Click:
     """submit_and_next and then the annotator's queue_counts, all in one transaction: one click, one commit."""
-    _check_label(choice, shown_order, "human")
+    check_label(choice, shown_order, "human")
     with store.queue_conn(annotator) as conn:
-        result = _submit(conn, comparison_id, annotator, choice, shown_order, rationale, time_spent_s, "human",
+        result = submit_in(conn, comparison_id, annotator, choice, shown_order, rationale, time_spent_s, "human",
                          overlap_default, handed_only=True, given=given)
         item = _next(conn, annotator, lease_seconds, overlap_default, handing)
         return Click(result, item, _counts(conn, annotator, overlap_default, handing))
 
 
-def _submit(conn: Connection, comparison_id: int, annotator: str, choice: str, shown_order: str,
+def submit_in(conn: Connection, comparison_id: int, annotator: str, choice: str, shown_order: str,
             rationale: str | None, time_spent_s: float | None, source: str,
             overlap_default: int | None, handed_only: bool = False, given: Given = NOTHING) -> SubmitResult:
+    """submit_label's work inside a transaction already open on `conn` (one of store.queue_conn's, or a write
+    session's connection): the caller commits it with whatever else it stores."""
     found = _row(conn, _COMPARISON_LOCKED if locks_rows(conn.engine) else _COMPARISON, {"comparison_id": comparison_id})
     if found is None:
         raise LookupError(f"no comparison with id {comparison_id}")
@@ -539,55 +541,6 @@ def _json_text(value: Any) -> str | None:
     return None if value is None else json.dumps(value)
 
 
-# -- the edit flow ---------------------------------------------------------------------------------------------
-def add_edited_response(store: Store, annotator: str, comparison_id: int, edited_text: str, shown_order: str,
-                        rationale: str | None = None, *, edited_from: str, original_choice: str = "skip",
-                        time_spent_s: float | None = None) -> int:
-    """The annotator rewrote response `edited_from` ('a'|'b') of a comparison; returns the new comparison's id.
-
-    One transaction stores: the edit as a new Response (source 'edit', same prompt, no model version); a new
-    Comparison (source 'edit', status 'done', overlap 1) with the edit as A and the response it came from as B,
-    labelled 'a' by the annotator; and the annotator's `original_choice` (default 'skip') on the original
-    comparison, under submit_label's rules for a person (they were handed it), unless they labelled it already
-    (that label stands)."""
-    _require(edited_from in ("a", "b"), f"edited_from must be 'a' or 'b', not {edited_from!r}")
-    _check_label(original_choice, shown_order, "human")
-    _require(bool(edited_text and edited_text.strip()), "the edited response is empty")
-    with store.write() as s:
-        c = _comparison(s, comparison_id)
-        _require(c.kind == "pair", f"comparison {c.id} is a {c.kind} comparison: only a pair's response can be "
-                                   "rewritten as an edit")
-        if c.status == "retired":
-            raise ComparisonUnavailable(f"comparison {c.id} was retired and takes no more labels")
-        if c.discarded_at is not None or s.get(Prompt, c.prompt_id).discarded_at is not None:
-            raise ComparisonUnavailable(f"comparison {c.id} was discarded by an operator and takes no labels")
-        source_response = s.get(Response, c.response_a_id if edited_from == "a" else c.response_b_id)
-        _require(edited_text.strip() != source_response.text.strip(), "the edit does not change the response")
-        edit_id = _store_edit(s, c, source_response, edited_text, annotator, rationale, time_spent_s)
-        if not _has_label(s, c.id, annotator):
-            s.flush()
-            _submit(s.connection(), c.id, annotator, original_choice, shown_order, rationale, time_spent_s, "human",
-                    None, handed_only=True)
-        s.exec(delete(Lease).where(Lease.comparison_id == c.id, Lease.annotator == annotator))
-        return edit_id
-
-
-def _store_edit(s: Session, c: Comparison, rejected: Response, text: str, annotator: str,
-                rationale: str | None, time_spent_s: float | None) -> int:
-    edited = Response(prompt_id=c.prompt_id, model_version_id=None, text=text, source="edit")
-    s.add(edited)
-    s.flush()
-    # Keeps the original's model version: the rejected side is that version's output (since_round filters by it).
-    pair = Comparison(prompt_id=c.prompt_id, response_a_id=edited.id, response_b_id=rejected.id,
-                      model_version_id=c.model_version_id, overlap=1, status="done", source="edit",
-                      origin=f"edit of comparison {c.id} by {annotator}")
-    s.add(pair)
-    s.flush()
-    s.add(Label(comparison_id=pair.id, annotator=annotator, source="human", choice="a", shown_order="ab",
-                rationale=rationale or None, time_spent_s=time_spent_s))
-    return pair.id
-
-
 # -- progress --------------------------------------------------------------------------------------------------
 def queue_counts(store: Store, annotator: str | None = None, overlap_default: int | None = None,
                  handing: Handing = FIFO) -> dict[str, int]:
@@ -625,49 +578,6 @@ def _counts(conn: Connection, annotator: str | None, overlap_default: int | None
     return counts
 
 
-# -- my recent labels ------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class RecentLabel:
-    """One of a person's labels as they gave it: `side` is what they clicked (left is response A as shown) or
-    'edit' for the pair their rewrite made; `discarded` when an operator discarded it since."""
-    label_id: int
-    comparison_id: int
-    side: str
-    created_at: datetime
-    prompt: str  # the prompt's last user turn, shortened
-    discarded: bool
-
-
-PREVIEW_CHARS = 90
-
-
-def recent_labels(store: Store, annotator: str, limit: int = 5) -> list[RecentLabel]:
-    """`annotator`'s last `limit` human labels, newest first, discarded ones included (and marked)."""
-    q = (select(Label, Comparison.source, Prompt.messages)
-         .join(Comparison, col(Comparison.id) == Label.comparison_id)
-         .join(Prompt, col(Prompt.id) == Comparison.prompt_id)
-         .where(Label.annotator == annotator, Label.source == "human")
-         .order_by(col(Label.created_at).desc(), col(Label.id).desc()).limit(limit))
-    with store.read() as s:
-        rows = s.exec(q).all()
-    return [RecentLabel(label.id, label.comparison_id, "edit" if source == "edit" else _side(label),
-                        _aware(label.created_at), prompt_preview(messages), label.discarded_at is not None)
-            for label, source, messages in rows]
-
-
-def _side(label: Label) -> str:
-    if label.choice not in ("a", "b"):
-        return label.choice
-    return "left" if (label.choice == "a") == (label.shown_order == "ab") else "right"
-
-
-def prompt_preview(messages: list[dict[str, Any]], chars: int = PREVIEW_CHARS) -> str:
-    """A prompt's last user turn on one line, shortened: enough to recognise it."""
-    users = [m for m in messages or [] if m.get("role") == "user"] or messages or []
-    text_ = " ".join(str(users[-1].get("content", "")).split()) if users else ""
-    return text_ if len(text_) <= chars else text_[:chars - 1] + "…"
-
-
 # -- shared pieces ---------------------------------------------------------------------------------------------
 def _label_count(comparison_id):
     """Labels that fill the overlap (FILLING_SQL)."""
@@ -687,19 +597,12 @@ def _wanted_sql(overlap_default: int | None):
     return case((col(Comparison.overlap) >= 1, Comparison.overlap), else_=overlap_default or 1)
 
 
-def _has_label(s: Session, comparison_id: int, annotator: str) -> bool:
-    q = select(Label.id).where(Label.comparison_id == comparison_id, Label.annotator == annotator)
-    return s.exec(q).first() is not None
 
 
-def _comparison(s: Session, comparison_id: int) -> Comparison:
-    c = s.get(Comparison, comparison_id)
-    if c is None:
-        raise LookupError(f"no comparison with id {comparison_id}")
-    return c
 
 
-def _check_label(choice: str, shown_order: str, source: str) -> None:
+def check_label(choice: str, shown_order: str, source: str) -> None:
+    """A label's choice (any kind's), shown order and source are ones the rules know (ValueError otherwise)."""
     _require(choice in LABEL_CHOICES, f"choice must be one of {LABEL_CHOICES}, not {choice!r}")
     _require(shown_order in ORDERS, f"shown_order must be one of {ORDERS}, not {shown_order!r}")
     _require(source in SOURCES, f"source must be one of {SOURCES}, not {source!r}")

@@ -13,6 +13,7 @@ from conftest import make_kind_comparison  # noqa: F401  (other test modules imp
 from sqlalchemy import update
 from sqlmodel import select
 
+from data.edits import add_edited_response
 from data.models import Comparison, Label, Lease, Response, utcnow
 from data.queue import (
     ComparisonUnavailable,
@@ -20,7 +21,6 @@ from data.queue import (
     Handing,
     LabelConflict,
     NotHanded,
-    add_edited_response,
     choice_from_side,
     expire_leases,
     next_comparison,
@@ -527,7 +527,7 @@ def test_four_processes_label_every_comparison_exactly_overlap_times(store, over
 # -- my recent labels ---------------------------------------------------------------------------------------------
 def test_recent_labels_are_the_persons_last_ones_as_they_clicked_them_with_discards_marked(store):
     from data.curation import discard
-    from data.queue import recent_labels
+    from data.recent import recent_labels
 
     ids = make_comparisons(store, 5)
     clicked = []

@@ -350,7 +350,7 @@ def test_serve_verb_prints_the_url_and_serves(web_app, password_hash):
 
 
 def test_demo_creates_the_operator_once_and_shows_its_password_once(web_app):
-    from app.cli import _demo_operator
+    from app.cli.setup import _demo_operator
 
     first = _demo_operator(web_app)
     password = first.split("one-time password ")[1].split()[0]
@@ -390,7 +390,7 @@ def test_worker_starts_an_automatic_round_after_a_generation_batch(tiny_app, rou
 
 
 def test_demo_workdir_runs_automatic_rounds_unless_overridden(tmp_path):
-    from app.cli import DEMO_TRAINING, _demo_rounds
+    from app.cli.setup import DEMO_TRAINING, _demo_rounds
 
     app, created = init_workdir(tmp_path / "demo", base=str(tmp_path / "base"),
                                 config_values={"training": DEMO_TRAINING})

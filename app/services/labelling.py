@@ -26,7 +26,7 @@ class LabelView:
     notice: str = ""
     labelled: Any = None
     undone: int | None = None
-    recent: list | None = None  # my last labels (data.queue.RecentLabel), newest first, when the page opens
+    recent: list | None = None  # my last labels (data.recent.RecentLabel), newest first, when the page opens
     rating: tuple[int, dict[str, str]] | None = None  # a rating item's form (rating_form): scale, criteria
 
 
@@ -124,9 +124,9 @@ def view_of(app: App, item, progress: dict[str, int], notice: str = "", **change
 
 
 def recent_labels(app: App, annotator: str, limit: int = RECENT) -> list:
-    """`annotator`'s last labels, newest first (data.queue.RecentLabel: what they clicked, when, on which prompt;
+    """`annotator`'s last labels, newest first (data.recent.RecentLabel: what they clicked, when, on which prompt;
     discarded ones marked): what their label view lists, after a reload too."""
-    from data.queue import recent_labels as recent
+    from data.recent import recent_labels as recent
 
     return recent(app.store, annotator, limit)
 
@@ -170,7 +170,7 @@ def edit(app: App, annotator: str, comparison_id: int, edited_text: str, shown_o
          rationale: str | None = None, *, edited_from: str, original_choice: str = "skip",
          time_spent_s: float | None = None) -> int:
     """Store an annotator's rewrite of response `edited_from` as a new edit-vs-original pair; returns its id."""
-    from data.queue import add_edited_response
+    from data.edits import add_edited_response
 
     return add_edited_response(app.store, annotator, comparison_id, edited_text, shown_order, rationale,
                                edited_from=edited_from, original_choice=original_choice, time_spent_s=time_spent_s)

@@ -166,7 +166,7 @@ def remember(history: list | None, label_id: int | None, side: str, prompt: str)
 
 
 def recalled(recent: list | None) -> list[dict[str, Any]]:
-    """My recent labels as stored (data.queue.RecentLabel), as the history entries `remember` keeps."""
+    """My recent labels as stored (data.recent.RecentLabel), as the history entries `remember` keeps."""
     return [{"label_id": r.label_id, "choice": "Edited" if r.side == "edit" else SIDE_TEXT.get(r.side, r.side),
              "prompt": r.prompt, "discarded": r.discarded} for r in recent or []]
 
